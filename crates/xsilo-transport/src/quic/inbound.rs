@@ -1,0 +1,325 @@
+//! The accepting side: the accept loop, hello checks, control frames and
+//! data streams from peers.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use rustls::pki_types::CertificateDer;
+use xsilo_wire::codec::{encode_to_vec, FrameDecoder};
+use xsilo_wire::handshake::{check_header, check_hello, AcceptRules};
+use xsilo_wire::limits::{MAX_CONTROL_FRAME, MAX_HEADER_FRAME};
+use xsilo_wire::payload::PayloadAssembler;
+use xsilo_wire::{
+    ControlFrame, DataReply, Hello, HelloReply, JobName, ObjectHeader, PartyName, Refusal,
+    RefusalCode, PROTOCOL_VERSION,
+};
+
+use super::errors::{CLOSE_PROTOCOL, CLOSE_REFUSED, STREAM_REFUSED};
+use super::outbound::read_frame;
+use super::{EndpointShared, JobShared};
+use crate::api::{AckHandle, InboundObject, TransportEvent};
+use crate::error::wire_refusal;
+use crate::tls::cert_names;
+
+/// Accepts connections until the endpoint closes.
+pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<EndpointShared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let Some(shared) = shared.upgrade() else {
+            break;
+        };
+        tokio::spawn(handle_incoming(shared, incoming));
+    }
+}
+
+/// What the acceptor knows about a dialer, for [`check_hello`].
+struct Rules<'a> {
+    local: &'a PartyName,
+    job: Option<&'a JobShared>,
+    leaf: Option<&'a CertificateDer<'static>>,
+}
+
+impl AcceptRules for Rules<'_> {
+    fn local_party(&self) -> &PartyName {
+        self.local
+    }
+    fn serves_job(&self, job: &JobName) -> bool {
+        self.job.is_some_and(|j| &j.job == job)
+    }
+    fn knows_party(&self, _job: &JobName, party: &PartyName) -> bool {
+        self.job.is_some_and(|j| j.peers.contains_key(party))
+    }
+    fn certificate_names(&self, party: &PartyName) -> bool {
+        self.leaf.is_some_and(|c| cert_names(c, party))
+    }
+    fn certificate_party(&self, _job: &JobName) -> Option<PartyName> {
+        let (job, leaf) = (self.job?, self.leaf?);
+        job.book.keys().find(|p| cert_names(leaf, p)).cloned()
+    }
+}
+
+fn leaf_certificate(conn: &Connection) -> Option<CertificateDer<'static>> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.first().cloned()
+}
+
+async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let local = endpoint.party.clone();
+    let bound = endpoint.config.connect_timeout;
+    let conn = match tokio::time::timeout(bound, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::warn!(party = %local, %remote, error = %e, "refused a connection in the TLS handshake");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(party = %local, %remote, "a connection did not complete its handshake within connect_timeout");
+            return;
+        }
+    };
+    let leaf = leaf_certificate(&conn);
+    let hello = tokio::time::timeout(bound, async {
+        let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let hello: Hello = read_frame(&mut recv, MAX_CONTROL_FRAME, &local, "hello")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((send, recv, hello))
+    })
+    .await;
+    let (mut send, recv, hello) = match hello {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::warn!(party = %local, %remote, error = %e, "no valid hello on a new connection");
+            conn.close(
+                CLOSE_PROTOCOL.into(),
+                b"expected a hello on the control stream",
+            );
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(party = %local, %remote, "no hello within connect_timeout");
+            conn.close(
+                CLOSE_PROTOCOL.into(),
+                b"no hello within the connect timeout",
+            );
+            return;
+        }
+    };
+    let job = lock_job(&endpoint, &hello.job);
+    let rules = Rules {
+        local: &local,
+        job: job.as_deref(),
+        leaf: leaf.as_ref(),
+    };
+    if let Err(refusal) = check_hello(&hello, &rules) {
+        tracing::warn!(party = %local, %remote, claimed = %hello.party, job = %hello.job, %refusal, "refused a hello");
+        refuse_connection(&conn, &mut send, refusal, bound).await;
+        return;
+    }
+    let Some(job) = job else {
+        // check_hello refuses unknown jobs; nothing to serve.
+        return;
+    };
+    let reply = HelloReply::Accepted {
+        version: PROTOCOL_VERSION,
+        party: local.clone(),
+    };
+    let Ok(bytes) = encode_to_vec(&reply) else {
+        return;
+    };
+    if send.write_all(&bytes).await.is_err() {
+        return;
+    }
+    let peer = hello.party;
+    tracing::debug!(job = %job.job, party = %local, %peer, %remote, "accepted a connection");
+    job.connection_up(&peer, Some(conn.clone()));
+    tokio::spawn(read_control(
+        job.clone(),
+        peer.clone(),
+        conn.clone(),
+        send,
+        recv,
+    ));
+    loop {
+        tokio::select! {
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    tokio::spawn(serve_object(job.clone(), peer.clone(), conn.clone(), send, recv));
+                }
+                Err(e) => {
+                    job.connection_down(&peer, &e);
+                    return;
+                }
+            },
+            () = job.closed.cancelled() => {
+                let e = conn.closed().await;
+                job.connection_down(&peer, &e);
+                return;
+            }
+        }
+    }
+}
+
+fn lock_job(endpoint: &EndpointShared, job: &JobName) -> Option<Arc<JobShared>> {
+    super::lock(&endpoint.jobs).get(job).and_then(Weak::upgrade)
+}
+
+/// Sends the refusal on the control stream, lets the dialer read it (bounded)
+/// and closes with the refusal as the close reason too.
+async fn refuse_connection(
+    conn: &Connection,
+    send: &mut SendStream,
+    refusal: Refusal,
+    bound: Duration,
+) {
+    let reply = HelloReply::Refused(refusal.clone());
+    if let Ok(bytes) = encode_to_vec(&reply) {
+        if send.write_all(&bytes).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+    // The dialer closes once it has read the refusal.
+    let _ = tokio::time::timeout(bound.min(Duration::from_secs(2)), conn.closed()).await;
+    let mut short = refusal;
+    short.message.truncate(600);
+    let reason = encode_to_vec(&short)
+        .map(|b| b[4..].to_vec())
+        .unwrap_or_default();
+    conn.close(CLOSE_REFUSED.into(), &reason);
+}
+
+/// Reads the dialer's control frames and turns them into events.
+async fn read_control(
+    job: Arc<JobShared>,
+    peer: PartyName,
+    conn: Connection,
+    _send: SendStream,
+    mut recv: RecvStream,
+) {
+    let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
+    loop {
+        let chunk = tokio::select! {
+            c = recv.read_chunk(64 * 1024, true) => c,
+            () = job.closed.cancelled() => return,
+        };
+        match chunk {
+            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+            Ok(None) => {
+                if let Err(e) = decoder.finish() {
+                    tracing::warn!(job = %job.job, %peer, error = %e, "control stream ended mid-frame");
+                }
+                return;
+            }
+            // The connection ended; the accept loop reports it.
+            Err(_) => return,
+        }
+        loop {
+            match decoder.next_frame::<ControlFrame>() {
+                Ok(Some(frame)) => {
+                    if frame == ControlFrame::Goodbye {
+                        job.said_goodbye(&peer);
+                    }
+                    job.emit(TransportEvent::Control {
+                        from: peer.clone(),
+                        frame,
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(job = %job.job, %peer, error = %e, "malformed control frame: closing the connection");
+                    job.close_for_breach(&peer, &conn, format!("malformed control frame: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Receives one object on its data stream, hands it to the runtime and
+/// writes the runtime's answer.
+async fn serve_object(
+    job: Arc<JobShared>,
+    peer: PartyName,
+    conn: Connection,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let bound = job.config.send_timeout;
+    let received = tokio::time::timeout(bound, receive_object(&job, &peer, &mut recv))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refusal::new(
+                RefusalCode::Malformed,
+                format!("the object did not arrive within send_timeout ({bound:?})"),
+            ))
+        });
+    let reply = match received {
+        Ok((header, payload)) => {
+            let (ack, answer) = AckHandle::new();
+            let object = header.object;
+            job.emit(TransportEvent::Object(InboundObject {
+                from: peer.clone(),
+                header,
+                payload,
+                ack,
+            }));
+            tokio::select! {
+                r = answer => r.unwrap_or(DataReply::Refused(Refusal::new(RefusalCode::Unavailable, "the receiving runtime is gone"))),
+                () = job.closed.cancelled() => DataReply::Refused(Refusal::new(
+                    RefusalCode::Unavailable,
+                    format!("party '{}' is shutting down; object {object} was not taken", job.party),
+                )),
+                _ = conn.closed() => return,
+            }
+        }
+        Err(refusal) => {
+            tracing::warn!(job = %job.job, party = %job.party, %peer, %refusal, "refused an object");
+            let _ = recv.stop(VarInt::from_u32(STREAM_REFUSED));
+            DataReply::Refused(refusal)
+        }
+    };
+    if let Ok(bytes) = encode_to_vec(&reply) {
+        if send.write_all(&bytes).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+}
+
+async fn receive_object(
+    job: &JobShared,
+    peer: &PartyName,
+    recv: &mut RecvStream,
+) -> Result<(ObjectHeader, bytes::Bytes), Refusal> {
+    let header: ObjectHeader = read_frame(recv, MAX_HEADER_FRAME, peer, "object header")
+        .await
+        .map_err(|e| Refusal::new(RefusalCode::Malformed, e.to_string()))?;
+    check_header(&header, &job.job, peer, job.config.max_message_size)?;
+    let mut payload = PayloadAssembler::new(header.payload_len, job.config.max_message_size)
+        .map_err(|e| wire_refusal(&e))?;
+    loop {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => payload.push(&chunk.bytes).map_err(|e| {
+                Refusal::new(
+                    RefusalCode::Malformed,
+                    format!("object {} from '{peer}': {e}; cut off", header.object),
+                )
+            })?,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Refusal::new(
+                    RefusalCode::Malformed,
+                    format!("object {} from '{peer}': {e}", header.object),
+                ))
+            }
+        }
+    }
+    let payload = payload.finish().map_err(|e| {
+        Refusal::new(
+            RefusalCode::Malformed,
+            format!("object {} from '{peer}': {e}", header.object),
+        )
+    })?;
+    Ok((header, payload))
+}

@@ -1,0 +1,390 @@
+//! The QUIC transport: quinn with identity-bound mutual TLS.
+//!
+//! One [`QuicEndpoint`] (one UDP socket, one certificate) can serve several
+//! jobs; [`QuicEndpoint::join`] returns the [`QuicTransport`] of one job.
+//! Each party dials each peer it sends to; the dialled connection carries the
+//! dialer's control frames on one control stream and one bidirectional data
+//! stream per object. See `rfcs/0001-wire-protocol-and-transport.md`.
+
+mod errors;
+mod inbound;
+mod outbound;
+pub mod setup;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use xsilo_wire::{ControlFrame, JobName, PartyName};
+
+use crate::api::{
+    AddressBook, BoxFuture, Delivery, EventReceiver, OutboundObject, PeerDownReason, Transport,
+    TransportEvent,
+};
+use crate::config::TransportConfig;
+use crate::error::{SetupError, TransportError};
+use crate::tls::TlsIdentity;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of our short critical sections cannot leave
+    // the data half-updated (each is a single insert/remove/increment), so a
+    // poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State shared by the endpoint's accept loop and its jobs.
+struct EndpointShared {
+    party: PartyName,
+    endpoint: quinn::Endpoint,
+    config: TransportConfig,
+    jobs: Mutex<HashMap<JobName, Weak<JobShared>>>,
+}
+
+impl Drop for EndpointShared {
+    fn drop(&mut self) {
+        self.endpoint
+            .close(errors::CLOSE_GOODBYE.into(), b"endpoint dropped");
+    }
+}
+
+/// A bound QUIC endpoint of one party: one UDP socket, one certificate, any
+/// number of jobs.
+#[derive(Clone)]
+pub struct QuicEndpoint {
+    shared: Arc<EndpointShared>,
+}
+
+impl std::fmt::Debug for QuicEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicEndpoint")
+            .field("party", &self.shared.party)
+            .field("local_addr", &self.local_addr())
+            .finish()
+    }
+}
+
+impl QuicEndpoint {
+    /// Binds `listen` for `party` with its TLS material and starts accepting.
+    /// The certificate must name `party`. Needs a tokio runtime in scope.
+    pub fn bind(
+        party: PartyName,
+        listen: SocketAddr,
+        tls: &TlsIdentity,
+        config: TransportConfig,
+    ) -> Result<Self, SetupError> {
+        let endpoint = setup::quinn_endpoint(&party, listen, tls, &config)?;
+        let shared = Arc::new(EndpointShared {
+            party,
+            endpoint: endpoint.clone(),
+            config,
+            jobs: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(inbound::accept_loop(endpoint, Arc::downgrade(&shared)));
+        Ok(Self { shared })
+    }
+
+    /// The address the socket is bound to (with the real port if 0 was
+    /// asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared
+            .endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The local party.
+    pub fn party(&self) -> &PartyName {
+        &self.shared.party
+    }
+
+    /// Starts serving `job` with its address book (which must contain the
+    /// local party). Hellos and data for jobs not joined are refused.
+    pub fn join(&self, job: JobName, book: AddressBook) -> Result<QuicTransport, SetupError> {
+        let party = self.shared.party.clone();
+        if !book.contains_key(&party) {
+            return Err(SetupError::AddressBook(format!(
+                "the address book of job '{job}' does not contain the local party '{party}'"
+            )));
+        }
+        let mut jobs = lock(&self.shared.jobs);
+        if jobs.get(&job).and_then(Weak::upgrade).is_some() {
+            return Err(SetupError::JobTaken(job));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peers = book
+            .keys()
+            .filter(|p| **p != party)
+            .map(|p| (p.clone(), PeerSlot::default()))
+            .collect();
+        let shared = Arc::new(JobShared {
+            job: job.clone(),
+            party,
+            book,
+            endpoint: self.shared.endpoint.clone(),
+            config: self.shared.config.clone(),
+            events: tx,
+            events_rx: Mutex::new(Some(rx)),
+            peers,
+            closed: CancellationToken::new(),
+        });
+        jobs.insert(job, Arc::downgrade(&shared));
+        Ok(QuicTransport {
+            job: shared,
+            endpoint: self.clone(),
+            owns_endpoint: false,
+        })
+    }
+
+    /// Closes the endpoint: every connection of every job ends.
+    pub async fn close(&self) {
+        self.shared
+            .endpoint
+            .close(errors::CLOSE_GOODBYE.into(), b"goodbye");
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.shared.endpoint.wait_idle(),
+        )
+        .await;
+    }
+}
+
+/// Per-peer connection state within a job.
+#[derive(Default)]
+struct PeerSlot {
+    /// The connection we dialled, with its control stream. The async mutex
+    /// makes dialling single-flight: concurrent senders wait for one dial.
+    outbound: tokio::sync::Mutex<Option<outbound::Outbound>>,
+    live: Mutex<Liveness>,
+}
+
+#[derive(Default)]
+struct Liveness {
+    connections: u32,
+    said_goodbye: bool,
+    /// Why we closed a connection of this peer ourselves (protocol breach).
+    closed_because: Option<String>,
+    inbound: Vec<quinn::Connection>,
+}
+
+/// One job's state, shared by its transport handle and its tasks.
+struct JobShared {
+    job: JobName,
+    party: PartyName,
+    book: AddressBook,
+    endpoint: quinn::Endpoint,
+    config: TransportConfig,
+    events: mpsc::UnboundedSender<TransportEvent>,
+    events_rx: Mutex<Option<EventReceiver>>,
+    peers: HashMap<PartyName, PeerSlot>,
+    closed: CancellationToken,
+}
+
+impl JobShared {
+    fn slot(&self, peer: &PartyName) -> Result<&PeerSlot, TransportError> {
+        self.peers
+            .get(peer)
+            .ok_or_else(|| TransportError::UnknownParty {
+                peer: peer.clone(),
+                job: self.job.clone(),
+                known: self
+                    .peers
+                    .keys()
+                    .map(PartyName::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    fn emit(&self, event: TransportEvent) {
+        // Nobody listening (events not taken, or dropped): the event has no
+        // consumer; an object's AckHandle refuses it when dropped.
+        let _ = self.events.send(event);
+    }
+
+    fn connection_up(&self, peer: &PartyName, inbound: Option<quinn::Connection>) {
+        let Some(slot) = self.peers.get(peer) else {
+            return;
+        };
+        let first = {
+            let mut live = lock(&slot.live);
+            live.connections += 1;
+            if let Some(c) = inbound {
+                live.inbound.retain(|c| c.close_reason().is_none());
+                live.inbound.push(c);
+            }
+            if live.connections == 1 {
+                live.said_goodbye = false;
+                live.closed_because = None;
+            }
+            live.connections == 1
+        };
+        if first {
+            tracing::debug!(job = %self.job, party = %self.party, peer = %peer, "peer up");
+            self.emit(TransportEvent::PeerUp {
+                party: peer.clone(),
+            });
+        }
+    }
+
+    fn connection_down(&self, peer: &PartyName, error: &quinn::ConnectionError) {
+        let Some(slot) = self.peers.get(peer) else {
+            return;
+        };
+        let reason = {
+            let mut live = lock(&slot.live);
+            live.connections = live.connections.saturating_sub(1);
+            if live.connections > 0 {
+                return;
+            }
+            let code_is_goodbye = matches!(error, quinn::ConnectionError::ApplicationClosed(c)
+                if c.error_code.into_inner() == u64::from(errors::CLOSE_GOODBYE));
+            if let Some(why) = live.closed_because.take() {
+                PeerDownReason::Lost(why)
+            } else if self.closed.is_cancelled()
+                || matches!(error, quinn::ConnectionError::LocallyClosed)
+            {
+                PeerDownReason::LocalClose
+            } else if live.said_goodbye || code_is_goodbye {
+                PeerDownReason::Goodbye
+            } else if matches!(error, quinn::ConnectionError::TimedOut) {
+                PeerDownReason::TimedOut
+            } else {
+                PeerDownReason::Lost(errors::connection_error(peer, error).to_string())
+            }
+        };
+        tracing::info!(job = %self.job, party = %self.party, peer = %peer, %reason, "peer down");
+        self.emit(TransportEvent::PeerDown {
+            party: peer.clone(),
+            reason,
+        });
+    }
+
+    /// Closes `conn` because `peer` broke the protocol; the peer-down event
+    /// then carries `reason`.
+    fn close_for_breach(&self, peer: &PartyName, conn: &quinn::Connection, reason: String) {
+        if let Some(slot) = self.peers.get(peer) {
+            lock(&slot.live).closed_because =
+                Some(format!("party '{peer}' broke the protocol: {reason}"));
+        }
+        conn.close(errors::CLOSE_PROTOCOL.into(), reason.as_bytes());
+    }
+
+    fn said_goodbye(&self, peer: &PartyName) {
+        if let Some(slot) = self.peers.get(peer) {
+            lock(&slot.live).said_goodbye = true;
+        }
+    }
+}
+
+/// The QUIC transport of one job. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct QuicTransport {
+    job: Arc<JobShared>,
+    endpoint: QuicEndpoint,
+    /// Whether `close` also closes the endpoint (it was bound for this job).
+    owns_endpoint: bool,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("job", &self.job.job)
+            .field("party", &self.job.party)
+            .field("local_addr", &self.endpoint.local_addr())
+            .finish()
+    }
+}
+
+impl QuicTransport {
+    /// Binds an endpoint of its own on `listen` and joins `job`: the usual
+    /// set-up of one party in one job.
+    ///
+    /// `listen` may differ from the party's advertised address in `book`
+    /// (MISSION C7), for example `0.0.0.0:11011` behind a NAT.
+    pub fn bind(
+        job: JobName,
+        party: PartyName,
+        listen: SocketAddr,
+        book: AddressBook,
+        tls: &TlsIdentity,
+        config: TransportConfig,
+    ) -> Result<Self, SetupError> {
+        let mut transport = QuicEndpoint::bind(party, listen, tls, config)?.join(job, book)?;
+        transport.owns_endpoint = true;
+        Ok(transport)
+    }
+
+    /// The endpoint this transport runs on.
+    pub fn endpoint(&self) -> &QuicEndpoint {
+        &self.endpoint
+    }
+
+    /// The address the endpoint listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr()
+    }
+}
+
+impl Transport for QuicTransport {
+    fn party(&self) -> &PartyName {
+        &self.job.party
+    }
+
+    fn job(&self) -> &JobName {
+        &self.job.job
+    }
+
+    fn peers(&self) -> Vec<PartyName> {
+        self.job.peers.keys().cloned().collect()
+    }
+
+    fn connect(&self, peer: &PartyName) -> BoxFuture<'static, Result<(), TransportError>> {
+        let job = self.job.clone();
+        let peer = peer.clone();
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + job.config.send_timeout;
+            outbound::with_retries(&job, &peer, deadline, "connect", |_| async { Ok(()) })
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn send_object(
+        &self,
+        peer: &PartyName,
+        object: OutboundObject,
+    ) -> BoxFuture<'static, Result<Delivery, TransportError>> {
+        let job = self.job.clone();
+        let peer = peer.clone();
+        Box::pin(async move { outbound::send_object(&job, &peer, object).await })
+    }
+
+    fn send_control(
+        &self,
+        peer: &PartyName,
+        frame: ControlFrame,
+    ) -> BoxFuture<'static, Result<(), TransportError>> {
+        let job = self.job.clone();
+        let peer = peer.clone();
+        Box::pin(async move { outbound::send_control(&job, &peer, frame).await })
+    }
+
+    fn take_events(&self) -> Option<EventReceiver> {
+        lock(&self.job.events_rx).take()
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        let job = self.job.clone();
+        let endpoint = self.endpoint.clone();
+        let owns_endpoint = self.owns_endpoint;
+        Box::pin(async move {
+            outbound::close_job(&job).await;
+            lock(&endpoint.shared.jobs).remove(&job.job);
+            if owns_endpoint {
+                endpoint.close().await;
+            }
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! The frames of the protocol.
+//!
+//! All frames are serde types encoded as msgpack (rmp-serde, structs as maps
+//! so that a field added later is ignored by an older peer of the same
+//! protocol version). Payload bytes never appear in a frame: they follow the
+//! [`ObjectHeader`] raw on the data stream.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{JobName, PartyName};
+
+/// Identifies an object (a `FedObject` of the runtime) within a job: the
+/// sequence number that every party's driver assigns in the same order
+/// (MISSION M1).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ObjectId(pub u64);
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// First frame on the control stream, sent by the dialer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the dialer speaks ([`crate::PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// The job this connection serves.
+    pub job: JobName,
+    /// The party the dialer claims to be. The acceptor checks it against the
+    /// dialer's client certificate.
+    pub party: PartyName,
+    /// The party the dialer means to reach. The acceptor checks that it is
+    /// itself (the TLS layer has already checked the server certificate).
+    pub to: PartyName,
+    /// Free-form metadata headers (RayFed's per-party metadata), at most
+    /// [`crate::limits::MAX_METADATA_ENTRIES`] entries.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The acceptor's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The connection is accepted for the job.
+    Accepted {
+        /// The protocol version the acceptor speaks.
+        version: u16,
+        /// The acceptor's party name (equal to the hello's `to`).
+        party: PartyName,
+    },
+    /// The connection is refused; the acceptor closes it after this frame.
+    Refused(Refusal),
+}
+
+/// A frame on the control stream after the hello exchange.
+///
+/// Control frames are small and travel on their own stream, so they are never
+/// queued behind an object transfer (MISSION C1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlFrame {
+    /// Application-level liveness signal with a sequence number.
+    Heartbeat {
+        /// Increases by one per heartbeat.
+        seq: u64,
+    },
+    /// An object that a consumer waits for failed at its origin (MISSION E2).
+    RemoteError(RemoteErrorFrame),
+    /// The sender shuts down unintentionally (MISSION E6).
+    Abort {
+        /// Why, in words.
+        reason: String,
+    },
+    /// The sender shuts down intentionally; it will send nothing more.
+    Goodbye,
+}
+
+/// The body of a [`ControlFrame::RemoteError`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteErrorFrame {
+    /// The party where the failure began (not the forwarding party).
+    pub origin: PartyName,
+    /// The object that failed.
+    pub object: ObjectId,
+    /// The kind of error (a type name, such as `TaskPanicked`); always sent.
+    pub kind: String,
+    /// The error message; sent only when the origin enables
+    /// `expose_error_trace` (MISSION E4).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The cause chain, outermost first; sent only with `expose_error_trace`.
+    #[serde(default)]
+    pub causes: Vec<String>,
+}
+
+/// The header that opens a data stream. The payload's raw bytes follow it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHeader {
+    /// The job; must equal the connection's job.
+    pub job: JobName,
+    /// The sending party; must equal the connection's authenticated party.
+    pub src: PartyName,
+    /// The object carried.
+    pub object: ObjectId,
+    /// The call that consumes it in the receiving party (RayFed's downstream
+    /// sequence id); 0 when the object is pushed for a `get`.
+    pub consumer: u64,
+    /// Call-site fingerprint of the object, for divergence detection (M8).
+    pub fingerprint: u64,
+    /// Exact number of payload bytes that follow the header.
+    pub payload_len: u64,
+}
+
+/// The receiver's answer on a data stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataReply {
+    /// The receiving runtime took the object (MISSION C3).
+    Ack,
+    /// The object was refused.
+    Refused(Refusal),
+}
+
+/// Why something was refused, with a reason a human can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Machine-readable reason.
+    pub code: RefusalCode,
+    /// Human-readable explanation, naming the job, party or limit at fault.
+    pub message: String,
+}
+
+impl Refusal {
+    /// Builds a refusal.
+    pub fn new(code: RefusalCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// Machine-readable refusal reasons.
+///
+/// A refusal is permanent: retrying the same thing gets the same answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RefusalCode {
+    /// The peer does not serve the job named (RayFed answers HTTP 417).
+    UnknownJob,
+    /// A data header names another job than the connection's.
+    WrongJob,
+    /// The party is not in the job's address book.
+    UnknownParty,
+    /// The claimed party is not the one the certificate names.
+    IdentityMismatch,
+    /// The protocol versions differ.
+    VersionMismatch,
+    /// The payload is over the receiver's maximum message size.
+    TooLarge,
+    /// A frame could not be decoded, or the payload length was wrong.
+    Malformed,
+    /// The receiving runtime is shutting down or dropped the object.
+    Unavailable,
+}
+
+impl RefusalCode {
+    /// Whether the refusal is about the connection as a whole (then every
+    /// later send to that peer fails the same way) rather than one object.
+    pub fn is_connection_level(self) -> bool {
+        matches!(
+            self,
+            Self::UnknownJob | Self::UnknownParty | Self::IdentityMismatch | Self::VersionMismatch
+        )
+    }
+}
+
+impl fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UnknownJob => "unknown job",
+            Self::WrongJob => "wrong job",
+            Self::UnknownParty => "unknown party",
+            Self::IdentityMismatch => "identity mismatch",
+            Self::VersionMismatch => "protocol version mismatch",
+            Self::TooLarge => "too large",
+            Self::Malformed => "malformed",
+            Self::Unavailable => "unavailable",
+        })
+    }
+}
