@@ -272,6 +272,11 @@ async fn serve_object(
                     format!("party '{}' is shutting down; object {object} was not taken", job.party),
                 )),
                 _ = conn.closed() => return,
+                // The sender stopped waiting by now: answer and free the stream.
+                () = tokio::time::sleep(bound) => DataReply::Refused(Refusal::new(
+                    RefusalCode::Unavailable,
+                    format!("party '{}' did not take object {object} within send_timeout ({bound:?})", job.party),
+                )),
             }
         }
         Err(refusal) => {

@@ -1,0 +1,35 @@
+//! Feeds arbitrary bytes to every decoder of the wire protocol: the frame
+//! decoder (with the input's first byte choosing the chunking), each frame
+//! type's body decoder, and the payload assembler. Any panic is a bug.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use xsilo_wire::codec::{decode_body, FrameDecoder};
+use xsilo_wire::frame::{ControlFrame, DataReply, Hello, HelloReply, ObjectHeader, Refusal};
+use xsilo_wire::limits::MAX_CONTROL_FRAME;
+use xsilo_wire::payload::PayloadAssembler;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
+    for chunk in rest.chunks(usize::from(cut).max(1)) {
+        decoder.push(chunk);
+        while let Ok(Some(_)) = decoder.next_frame::<ControlFrame>() {}
+    }
+    let _ = decoder.finish();
+    let _ = decode_body::<Hello>(rest, "hello");
+    let _ = decode_body::<HelloReply>(rest, "hello reply");
+    let _ = decode_body::<ObjectHeader>(rest, "object header");
+    let _ = decode_body::<DataReply>(rest, "data reply");
+    let _ = decode_body::<Refusal>(rest, "refusal");
+    if let Ok(mut p) = PayloadAssembler::new(u64::from(cut) * 3, 1 << 20) {
+        for chunk in rest.chunks(7) {
+            if p.push(chunk).is_err() {
+                return;
+            }
+        }
+        let _ = p.finish();
+    }
+});
