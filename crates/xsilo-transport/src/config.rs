@@ -22,7 +22,9 @@ pub struct TransportConfig {
     pub max_message_size: u64,
     /// Bound on one `send_object` or `send_control`, retries included.
     /// Default 60 s (RayFed's). When it passes, the send fails with
-    /// [`crate::TransportError::Timeout`] naming the peer.
+    /// [`crate::TransportError::Timeout`] naming the peer. The receiver uses
+    /// its own value to bound the arrival of one object's bytes: a stream
+    /// that has not delivered its announced payload by then is refused.
     pub send_timeout: Duration,
     /// Bound on one connection attempt (QUIC + TLS handshake + hello).
     /// Default 5 s; the full handshake takes about 1 ms on loopback.
@@ -32,7 +34,7 @@ pub struct TransportConfig {
     pub retry: RetryPolicy,
     /// Interval of QUIC keep-alive packets. Default 1 s. Keeps the
     /// connection alive through NATs and lets the idle timeout detect a dead
-    /// peer; must be well under `peer_lost_timeout`.
+    /// peer; must be less than half of `peer_lost_timeout`.
     pub keep_alive_interval: Duration,
     /// A peer from which nothing (not even a keep-alive acknowledgement) has
     /// been heard for this long is reported lost (MISSION E10). Default 10 s.
@@ -111,12 +113,14 @@ impl TransportConfig {
                 return Err(bad(key, "must be greater than zero"));
             }
         }
-        if self.keep_alive_interval >= self.peer_lost_timeout {
+        // The QUIC idle timeout is peer_lost_timeout - keep_alive_interval;
+        // a keep-alive must fit in it, or an idle but live peer is lost.
+        if self.keep_alive_interval.saturating_mul(2) >= self.peer_lost_timeout {
             return Err(bad(
                 "keep_alive_interval",
                 format!(
-                    "{:?} must be shorter than peer_lost_timeout ({:?}), or an idle but live \
-                     peer is reported lost",
+                    "{:?} must be less than half of peer_lost_timeout ({:?}), or an idle but \
+                     live peer is reported lost",
                     self.keep_alive_interval, self.peer_lost_timeout
                 ),
             ));
@@ -162,8 +166,8 @@ impl TransportConfig {
 #[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all (the first one included). Default 8: with the other
-    /// defaults, a peer that is not up yet is tried for about 15 s plus the
-    /// attempts' own time, always within `send_timeout`.
+    /// defaults, a peer that is not up yet is tried over about 11 s of
+    /// backoff plus the attempts' own time, always within `send_timeout`.
     pub max_attempts: u32,
     /// Wait after the first failed attempt. Default 100 ms.
     pub initial_backoff: Duration,

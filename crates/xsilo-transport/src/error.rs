@@ -85,6 +85,13 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// The peer shut down intentionally (it said goodbye); it will not take
+    /// more data in this job.
+    #[error("party '{peer}' has shut down (it said goodbye)")]
+    PeerClosed {
+        /// The peer.
+        peer: PartyName,
+    },
     /// The peer broke the protocol (a malformed or unexpected frame).
     #[error("party '{peer}' broke the protocol: {reason}")]
     Protocol {

@@ -3,8 +3,9 @@
 //!
 //! It keeps the semantics that matter to the runtime: objects are
 //! acknowledged by the receiving runtime, the size limit and job isolation
-//! are enforced, control frames bypass data, peers go up and down. Payloads
-//! are shared (`Bytes`), never copied.
+//! are enforced, peers go up and down. Payloads are shared (`Bytes`), never
+//! copied. Objects and control frames share one ordered channel per party:
+//! with no bytes on a wire, nothing can queue behind a transfer.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -9,8 +9,9 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WireError {
-    /// A length prefix announced a frame larger than the limit. Nothing of the
-    /// body was buffered.
+    /// A length prefix announced a frame larger than the limit. The body is
+    /// not read further (bytes already pushed with the prefix stay bounded by
+    /// the reader's chunk size).
     #[error("frame of {announced} bytes exceeds the limit of {limit} bytes")]
     FrameTooLarge {
         /// The length the peer announced.

@@ -180,17 +180,6 @@ pub enum RefusalCode {
     Unavailable,
 }
 
-impl RefusalCode {
-    /// Whether the refusal is about the connection as a whole (then every
-    /// later send to that peer fails the same way) rather than one object.
-    pub fn is_connection_level(self) -> bool {
-        matches!(
-            self,
-            Self::UnknownJob | Self::UnknownParty | Self::IdentityMismatch | Self::VersionMismatch
-        )
-    }
-}
-
 impl fmt::Display for RefusalCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

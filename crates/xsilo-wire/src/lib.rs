@@ -67,8 +67,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The ALPN identifier negotiated in the TLS handshake: `xsilo/<version>`.
 ///
 /// A peer speaking another version fails the TLS handshake with a
-/// `no_application_protocol` alert, which the transport reports as a version
-/// mismatch naming both sides.
+/// `no_application_protocol` alert; the dialer's transport reports it as a
+/// TLS error naming the peer and our protocol version.
 pub fn alpn() -> Vec<u8> {
     format!("{PROTOCOL_NAME}/{PROTOCOL_VERSION}").into_bytes()
 }

@@ -81,9 +81,15 @@ pub(crate) fn connection_error(peer: &PartyName, e: &ConnectionError) -> Transpo
                 }
             }
             if code == u64::from(CLOSE_GOODBYE) {
-                return TransportError::PeerLost {
+                return TransportError::PeerClosed { peer: peer.clone() };
+            }
+            if code == u64::from(CLOSE_PROTOCOL) {
+                return TransportError::Protocol {
                     peer: peer.clone(),
-                    reason: "it closed the connection (goodbye)".into(),
+                    reason: format!(
+                        "it closed the connection for a protocol breach: {}",
+                        String::from_utf8_lossy(&close.reason)
+                    ),
                 };
             }
             TransportError::PeerLost {

@@ -183,7 +183,9 @@ async fn refuse_connection(
     // The dialer closes once it has read the refusal.
     let _ = tokio::time::timeout(bound.min(Duration::from_secs(2)), conn.closed()).await;
     let mut short = refusal;
-    short.message.truncate(600);
+    if let Some((cut, _)) = short.message.char_indices().nth(600) {
+        short.message.truncate(cut);
+    }
     let reason = encode_to_vec(&short)
         .map(|b| b[4..].to_vec())
         .unwrap_or_default();
@@ -252,7 +254,7 @@ async fn serve_object(
         .unwrap_or_else(|_| {
             Err(Refusal::new(
                 RefusalCode::Malformed,
-                format!("the object did not arrive within send_timeout ({bound:?})"),
+                format!("the object's bytes did not arrive within the receiver's send_timeout ({bound:?})"),
             ))
         });
     let reply = match received {
@@ -271,12 +273,10 @@ async fn serve_object(
                     RefusalCode::Unavailable,
                     format!("party '{}' is shutting down; object {object} was not taken", job.party),
                 )),
+                // No timer here: the answer is the runtime's alone, so that
+                // an accept is never contradicted. The sender's send_timeout
+                // bounds its wait; this task ends with the connection.
                 _ = conn.closed() => return,
-                // The sender stopped waiting by now: answer and free the stream.
-                () = tokio::time::sleep(bound) => DataReply::Refused(Refusal::new(
-                    RefusalCode::Unavailable,
-                    format!("party '{}' did not take object {object} within send_timeout ({bound:?})", job.party),
-                )),
             }
         }
         Err(refusal) => {

@@ -198,8 +198,9 @@ impl JobShared {
     }
 
     fn emit(&self, event: TransportEvent) {
-        // Nobody listening (events not taken, or dropped): the event has no
-        // consumer; an object's AckHandle refuses it when dropped.
+        // Fails only when the receiver was dropped; the event (and an
+        // object's AckHandle, which then refuses) is dropped with it. Events
+        // not yet taken wait in the channel until they are.
         let _ = self.events.send(event);
     }
 

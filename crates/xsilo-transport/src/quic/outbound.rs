@@ -84,7 +84,16 @@ async fn dial(job: &JobShared, peer: &PartyName) -> Result<Outbound, TransportEr
             attempts: 1,
             last: e.to_string(),
         })?;
-    let conn = connecting.await.map_err(|e| connection_error(peer, &e))?;
+    let conn = connecting.await.map_err(|e| match e {
+        // Nothing answered the handshake: nobody listens there (yet).
+        quinn::ConnectionError::TimedOut => TransportError::Unreachable {
+            peer: peer.clone(),
+            addr: addr.addr.to_string(),
+            attempts: 1,
+            last: "no answer to the QUIC handshake".into(),
+        },
+        other => connection_error(peer, &other),
+    })?;
     let (mut send, mut recv) = conn
         .open_bi()
         .await
