@@ -190,6 +190,7 @@ async fn a_control_frame_overtakes_a_stalled_large_transfer() {
     let error = ControlFrame::RemoteError(RemoteErrorFrame {
         origin: alice_p.clone(),
         object: ObjectId(3),
+        origin_object: ObjectId(3),
         kind: "TaskFailed".into(),
         message: None,
         causes: vec![],

@@ -91,8 +91,12 @@ pub enum ControlFrame {
 pub struct RemoteErrorFrame {
     /// The party where the failure began (not the forwarding party).
     pub origin: PartyName,
-    /// The object that failed.
+    /// The object this error stands in for: the one the receiver was sent
+    /// instead of its value.
     pub object: ObjectId,
+    /// The object whose computation failed at the origin; differs from
+    /// `object` when the failure cascaded through dependent calls.
+    pub origin_object: ObjectId,
     /// The kind of error (a type name, such as `TaskPanicked`); always sent.
     pub kind: String,
     /// The error message; sent only when the origin enables

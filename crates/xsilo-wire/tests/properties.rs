@@ -30,6 +30,7 @@ fn control() -> impl Strategy<Value = ControlFrame> {
                 |(origin, id, kind, message, causes)| ControlFrame::RemoteError(RemoteErrorFrame {
                     origin,
                     object: ObjectId(id),
+                    origin_object: ObjectId(id / 2),
                     kind,
                     message,
                     causes,

@@ -1,0 +1,85 @@
+//! What the facade submits: calls with their inputs and outputs, and the
+//! type-erased work to run where the call is pinned.
+
+use std::any::Any;
+
+use bytes::Bytes;
+use xsilo_wire::{ObjectId, PartyName};
+
+use crate::error::{RuntimeError, TaskError};
+
+/// A reference to a federated object: its id, its owner, and the call-site
+/// fingerprint the local driver computed for it (MISSION M1, M8).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjRef {
+    /// The object's id (the driver's sequence number).
+    pub id: ObjectId,
+    /// The party that produces it.
+    pub owner: PartyName,
+    /// Call-site fingerprint.
+    pub fingerprint: u64,
+}
+
+/// A task body: takes the inputs' encoded values, returns the outputs'.
+pub type TaskFn = Box<dyn FnOnce(Vec<Bytes>) -> Result<Vec<Bytes>, TaskError> + Send>;
+/// An actor constructor.
+pub type CtorFn = Box<dyn FnOnce() -> Result<Box<dyn Any + Send>, TaskError> + Send>;
+/// An actor method body.
+pub type MethodFn =
+    Box<dyn FnOnce(&mut (dyn Any + Send), Vec<Bytes>) -> Result<Vec<Bytes>, TaskError> + Send>;
+
+/// The work of a call, run only in the party it is pinned to.
+pub enum Work {
+    /// A stateless task.
+    Task(TaskFn),
+    /// Create an actor; `Call::outputs` is empty and `actor` is its id.
+    NewActor {
+        /// The actor's id.
+        actor: ObjectId,
+        /// Its constructor.
+        ctor: CtorFn,
+    },
+    /// Call a method of an actor; runs after the actor's earlier calls.
+    Method {
+        /// The actor's id.
+        actor: ObjectId,
+        /// The method body.
+        f: MethodFn,
+    },
+    /// Stop an actor (MISSION M6).
+    Kill {
+        /// The actor's id.
+        actor: ObjectId,
+    },
+    /// Fail the outputs at once (for example a call on an unknown party);
+    /// every party makes the same call, so every party fails alike.
+    Fail(RuntimeError),
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Task(_) => f.write_str("Task"),
+            Self::NewActor { actor, .. } => write!(f, "NewActor({actor})"),
+            Self::Method { actor, .. } => write!(f, "Method({actor})"),
+            Self::Kill { actor } => write!(f, "Kill({actor})"),
+            Self::Fail(e) => write!(f, "Fail({e})"),
+        }
+    }
+}
+
+/// A call submitted by the driver program, in program order.
+#[derive(Debug)]
+pub struct Call {
+    /// The party that runs it.
+    pub party: PartyName,
+    /// The federated objects it consumes, in argument order.
+    pub inputs: Vec<ObjRef>,
+    /// The objects it produces (owned by `party`).
+    pub outputs: Vec<ObjRef>,
+    /// The call's id in the receiving party's view (RayFed's downstream id):
+    /// its first output, or the actor id.
+    pub consumer: u64,
+    /// What to run.
+    pub work: Work,
+}

@@ -1,0 +1,239 @@
+//! # xsilo-runtime: the actors of one party
+//!
+//! Inside each party the runtime is four actix actors exchanging typed
+//! messages, each owning its state alone:
+//!
+//! ```text
+//!   user API ──Submit/Get──▶ Driver ──SendObject/SendControl──▶ SenderProxy ──▶ Transport
+//!                              │  ▲                                   │
+//!                        Await │  │ values                  SendFailed│
+//!                              ▼  │                                   ▼
+//!   Transport events ──▶ ReceiverProxy ──Abort──────────────▶ CleanupSupervisor
+//! ```
+//!
+//! * [`Driver`]: the party's view of every object (ids assigned in program
+//!   order by the user API), local execution of tasks and actor calls, and
+//!   the push rules: a value goes once to each party that consumes it.
+//! * [`SenderProxy`]: sends through the [`Transport`] and counts what is in
+//!   flight, so that shutdown can wait for every acknowledgement.
+//! * [`ReceiverProxy`]: the mailbox of pushed objects, keyed by (source,
+//!   object id), with the waiters parked on it; checks call-site
+//!   fingerprints (MISSION M8).
+//! * [`CleanupSupervisor`]: shutdown and abort as a state machine; every
+//!   trigger is a message, so "exactly once" needs no lock.
+//!
+//! The facade crate `xsilo` builds the typed user API on [`Runtime`].
+//! `rfcs/0002-programming-model-and-runtime.md` explains the design.
+
+mod call;
+mod driver;
+mod error;
+mod receiver;
+mod sender;
+mod stats;
+mod supervisor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use xsilo_transport::Transport;
+use xsilo_wire::{JobName, PartyName};
+
+pub use call::{Call, CtorFn, MethodFn, ObjRef, TaskFn, Work};
+pub use driver::Driver;
+pub use error::{RuntimeError, TaskError};
+pub use receiver::ReceiverProxy;
+pub use sender::SenderProxy;
+pub use stats::{Counts, Stats};
+pub use supervisor::CleanupSupervisor;
+
+/// Options of the runtime.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RuntimeOptions {
+    /// Send error messages and causes with RemoteErrors (MISSION E4).
+    /// Default false: only the kind and origin cross.
+    pub expose_error_trace: bool,
+    /// Bound on waiting for the sends in flight at shutdown. Default 65 s:
+    /// the transport's default send timeout plus a margin.
+    pub drain_timeout: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            expose_error_trace: false,
+            drain_timeout: Duration::from_secs(65),
+        }
+    }
+}
+
+/// The running actors of one party. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    party: PartyName,
+    job: JobName,
+    peers: Vec<PartyName>,
+    transport: Arc<dyn Transport>,
+    driver: Addr<Driver>,
+    sender: Addr<SenderProxy>,
+    receiver: Addr<ReceiverProxy>,
+    supervisor: Addr<CleanupSupervisor>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("party", &self.party)
+            .field("job", &self.job)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Starts the actors on the current actix System, over `transport`.
+    pub fn start(
+        transport: Arc<dyn Transport>,
+        options: RuntimeOptions,
+    ) -> Result<Self, RuntimeError> {
+        if actix_rt::System::try_current().is_none()
+            || tokio::runtime::Handle::try_current().is_err()
+        {
+            return Err(RuntimeError::NoSystem);
+        }
+        let party = transport.party().clone();
+        let job = transport.job().clone();
+        let mut peers = transport.peers();
+        peers.sort();
+        let events = transport
+            .take_events()
+            .ok_or(RuntimeError::ActorGone("transport events (already taken)"))?;
+        let receiver = {
+            let party = party.clone();
+            ReceiverProxy::create(move |ctx| {
+                ctx.add_stream(UnboundedReceiverStream::new(events));
+                ReceiverProxy::new(party)
+            })
+        };
+        let sender = SenderProxy::new(transport.clone()).start();
+        let driver = Driver::new(
+            party.clone(),
+            peers.clone(),
+            sender.clone(),
+            receiver.clone(),
+            options.expose_error_trace,
+        )
+        .start();
+        let supervisor = CleanupSupervisor::new(
+            party.clone(),
+            peers.clone(),
+            transport.clone(),
+            driver.clone(),
+            sender.clone(),
+            receiver.clone(),
+            options.drain_timeout,
+        )
+        .start();
+        receiver.do_send(receiver::SetSupervisor(supervisor.clone()));
+        sender.do_send(sender::SetSupervisor(supervisor.clone()));
+        tracing::debug!(%party, %job, "runtime started");
+        Ok(Self {
+            party,
+            job,
+            peers,
+            transport,
+            driver,
+            sender,
+            receiver,
+            supervisor,
+        })
+    }
+
+    /// This party.
+    pub fn party(&self) -> &PartyName {
+        &self.party
+    }
+
+    /// The job.
+    pub fn job(&self) -> &JobName {
+        &self.job
+    }
+
+    /// The other parties, sorted.
+    pub fn peers(&self) -> &[PartyName] {
+        &self.peers
+    }
+
+    /// Submits a call, in program order. Returns at once.
+    pub fn submit(&self, call: Call) {
+        self.driver.do_send(driver::Submit(call));
+    }
+
+    /// The encoded values of `refs`, in order.
+    pub async fn get(&self, refs: Vec<ObjRef>) -> Result<Vec<Bytes>, RuntimeError> {
+        self.driver
+            .send(driver::Get(refs))
+            .await
+            .unwrap_or(Err(RuntimeError::ActorGone("driver")))
+    }
+
+    /// Waits, at most `bound`, until every peer is reachable (MISSION C6).
+    pub async fn barrier(&self, bound: Duration) -> Result<(), RuntimeError> {
+        let connects: Vec<_> = self
+            .peers
+            .iter()
+            .map(|p| self.transport.connect(p))
+            .collect();
+        let all = async {
+            for c in connects {
+                c.await?;
+            }
+            Ok::<(), RuntimeError>(())
+        };
+        match tokio::time::timeout(bound, all).await {
+            Ok(r) => r,
+            Err(_) => Err(RuntimeError::Timeout {
+                what: format!(
+                    "the barrier (reaching {})",
+                    self.peers
+                        .iter()
+                        .map(PartyName::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                after: bound,
+            }),
+        }
+    }
+
+    /// Intended shutdown (MISSION E8): waits until every send is
+    /// acknowledged, says goodbye, closes. Idempotent; concurrent callers all
+    /// get the one result.
+    pub async fn shutdown(&self) -> Result<(), RuntimeError> {
+        self.supervisor
+            .send(supervisor::Shutdown)
+            .await
+            .unwrap_or(Err(RuntimeError::ActorGone("supervisor")))
+    }
+
+    /// Traffic statistics of this party.
+    pub async fn stats(&self) -> Stats {
+        let sent = self
+            .sender
+            .send(sender::SentStats)
+            .await
+            .unwrap_or_default();
+        let received = self
+            .receiver
+            .send(receiver::ReceivedStats)
+            .await
+            .unwrap_or_default();
+        Stats {
+            sent: sent.into_iter().collect(),
+            received: received.into_iter().collect(),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The SenderProxy: pushes objects and control frames to peers through the
+//! transport, counts what is in flight, and tells the supervisor of
+//! failures.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use xsilo_transport::{OutboundObject, Transport, TransportError};
+use xsilo_wire::{ControlFrame, ObjectId, PartyName};
+
+use crate::stats::Counts;
+use crate::supervisor::{CleanupSupervisor, SendFailed};
+
+/// Sends for the driver; one instance per party.
+pub struct SenderProxy {
+    transport: Arc<dyn Transport>,
+    in_flight: usize,
+    drained: Vec<oneshot::Sender<()>>,
+    sent: HashMap<PartyName, Counts>,
+    supervisor: Option<Addr<CleanupSupervisor>>,
+}
+
+impl SenderProxy {
+    pub(crate) fn new(transport: Arc<dyn Transport>) -> Self {
+        Self {
+            transport,
+            in_flight: 0,
+            drained: Vec::new(),
+            sent: HashMap::new(),
+            supervisor: None,
+        }
+    }
+
+    fn track<F>(&mut self, ctx: &mut Context<Self>, dest: PartyName, what: String, fut: F)
+    where
+        F: std::future::Future<Output = Result<Option<u64>, TransportError>> + 'static,
+    {
+        self.in_flight += 1;
+        ctx.spawn(fut.into_actor(self).map(move |result, act, _| {
+            act.in_flight -= 1;
+            match result {
+                Ok(Some(bytes)) => {
+                    let c = act.sent.entry(dest).or_default();
+                    c.objects += 1;
+                    c.bytes += bytes;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(peer = %dest, %error, "sending {what} failed");
+                    if let Some(s) = &act.supervisor {
+                        s.do_send(SendFailed { dest, what, error });
+                    }
+                }
+            }
+            if act.in_flight == 0 {
+                for tx in act.drained.drain(..) {
+                    let _ = tx.send(());
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for SenderProxy {
+    type Context = Context<Self>;
+}
+
+/// Connects the sender to the supervisor (set once at start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetSupervisor(pub(crate) Addr<CleanupSupervisor>);
+
+impl Handler<SetSupervisor> for SenderProxy {
+    type Result = ();
+    fn handle(&mut self, msg: SetSupervisor, _: &mut Self::Context) {
+        self.supervisor = Some(msg.0);
+    }
+}
+
+/// Push an object's value to `dest`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SendObject {
+    pub(crate) dest: PartyName,
+    pub(crate) object: ObjectId,
+    pub(crate) consumer: u64,
+    pub(crate) fingerprint: u64,
+    pub(crate) payload: Bytes,
+}
+
+impl Handler<SendObject> for SenderProxy {
+    type Result = ();
+    fn handle(&mut self, msg: SendObject, ctx: &mut Self::Context) {
+        let what = format!("object {}", msg.object);
+        let fut = self.transport.send_object(
+            &msg.dest,
+            OutboundObject {
+                object: msg.object,
+                consumer: msg.consumer,
+                fingerprint: msg.fingerprint,
+                payload: msg.payload,
+            },
+        );
+        self.track(ctx, msg.dest, what, async move {
+            fut.await.map(|d| Some(d.bytes))
+        });
+    }
+}
+
+/// Send a control frame to `dest`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SendControl {
+    pub(crate) dest: PartyName,
+    pub(crate) frame: ControlFrame,
+}
+
+impl Handler<SendControl> for SenderProxy {
+    type Result = ();
+    fn handle(&mut self, msg: SendControl, ctx: &mut Self::Context) {
+        let what = match &msg.frame {
+            ControlFrame::RemoteError(f) => format!("the error of object {}", f.object),
+            ControlFrame::Abort { .. } => "an abort".to_owned(),
+            ControlFrame::Goodbye => "a goodbye".to_owned(),
+            ControlFrame::Heartbeat { .. } => "a heartbeat".to_owned(),
+        };
+        let fut = self.transport.send_control(&msg.dest, msg.frame);
+        self.track(ctx, msg.dest, what, async move { fut.await.map(|()| None) });
+    }
+}
+
+/// Resolves when nothing is in flight (every send acknowledged or failed).
+/// Each send is bounded by the transport's `send_timeout`, so this is too.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain;
+
+impl Handler<Drain> for SenderProxy {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        if self.in_flight == 0 {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.drained.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+/// Objects and bytes acknowledged, per destination.
+#[derive(Message)]
+#[rtype(result = "HashMap<PartyName, Counts>")]
+pub(crate) struct SentStats;
+
+impl Handler<SentStats> for SenderProxy {
+    type Result = MessageResult<SentStats>;
+    fn handle(&mut self, _: SentStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.sent.clone())
+    }
+}

@@ -1,0 +1,210 @@
+//! The CleanupSupervisor: the party's shutdown state machine. Every trigger
+//! of shutdown or failure is a message to it, handled one at a time, so the
+//! exactly-once guarantees need no lock (MISSION E8, E11).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use xsilo_transport::{Transport, TransportError};
+use xsilo_wire::{ControlFrame, PartyName};
+
+use crate::driver::{self, Driver};
+use crate::error::RuntimeError;
+use crate::receiver::{self, ReceiverProxy};
+use crate::sender::{Drain, SendControl, SenderProxy};
+
+#[derive(Debug, Clone)]
+enum State {
+    Running,
+    Draining,
+    Closed,
+    Aborted(RuntimeError),
+}
+
+/// Owns shutdown and abort for one party.
+pub struct CleanupSupervisor {
+    party: PartyName,
+    peers: Vec<PartyName>,
+    state: State,
+    transport: Arc<dyn Transport>,
+    driver: Addr<Driver>,
+    sender: Addr<SenderProxy>,
+    receiver: Addr<ReceiverProxy>,
+    waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
+    drain_bound: Duration,
+    last_send_error: Option<TransportError>,
+}
+
+impl CleanupSupervisor {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        party: PartyName,
+        peers: Vec<PartyName>,
+        transport: Arc<dyn Transport>,
+        driver: Addr<Driver>,
+        sender: Addr<SenderProxy>,
+        receiver: Addr<ReceiverProxy>,
+        drain_bound: Duration,
+    ) -> Self {
+        Self {
+            party,
+            peers,
+            state: State::Running,
+            transport,
+            driver,
+            sender,
+            receiver,
+            waiters: Vec::new(),
+            drain_bound,
+            last_send_error: None,
+        }
+    }
+
+    fn fail_everything(&self, error: &RuntimeError) {
+        self.driver.do_send(driver::FailAll(error.clone()));
+        self.receiver.do_send(receiver::FailAll(error.clone()));
+    }
+
+    fn finish(&mut self, result: Result<(), RuntimeError>) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+impl Actor for CleanupSupervisor {
+    type Context = Context<Self>;
+}
+
+/// Intended shutdown: wait until every send is acknowledged (bounded), say
+/// goodbye, close. Any number of requests run it once; all get its result.
+#[derive(Message)]
+#[rtype(result = "Result<(), RuntimeError>")]
+pub(crate) struct Shutdown;
+
+impl Handler<Shutdown> for CleanupSupervisor {
+    type Result = ResponseFuture<Result<(), RuntimeError>>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        match &self.state {
+            State::Closed => return Box::pin(async { Ok(()) }),
+            State::Aborted(e) => {
+                let e = e.clone();
+                return Box::pin(async move { Err(e) });
+            }
+            State::Draining => {}
+            State::Running => {
+                self.state = State::Draining;
+                tracing::info!(party = %self.party, "shutting down: draining sends");
+                let drain = self.sender.send(Drain);
+                let bound = self.drain_bound;
+                let transport = self.transport.clone();
+                ctx.spawn(
+                    async move {
+                        let drained = tokio::time::timeout(bound, drain).await;
+                        transport.close().await;
+                        match drained {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(_)) => Err(RuntimeError::ActorGone("sender")),
+                            Err(_) => Err(RuntimeError::Timeout {
+                                what: "draining the sends in flight".into(),
+                                after: bound,
+                            }),
+                        }
+                    }
+                    .into_actor(self)
+                    .map(|result, act, _| {
+                        if let State::Aborted(e) = &act.state {
+                            let e = e.clone();
+                            act.finish(Err(e));
+                            return;
+                        }
+                        act.state = State::Closed;
+                        let closed = RuntimeError::ShutDown {
+                            party: act.party.clone(),
+                        };
+                        act.fail_everything(&closed);
+                        tracing::info!(party = %act.party, "shut down");
+                        act.finish(result);
+                    }),
+                );
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or(Err(RuntimeError::ActorGone("supervisor")))
+        })
+    }
+}
+
+/// Abort the job: locally detected (divergence) or told by a peer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Abort {
+    /// `None` when this party detected the failure.
+    pub(crate) by: Option<PartyName>,
+    pub(crate) reason: String,
+}
+
+impl Abort {
+    pub(crate) fn local(reason: String) -> Self {
+        Self { by: None, reason }
+    }
+    pub(crate) fn remote(by: PartyName, reason: String) -> Self {
+        Self {
+            by: Some(by),
+            reason,
+        }
+    }
+}
+
+impl Handler<Abort> for CleanupSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Abort, _: &mut Self::Context) {
+        if matches!(self.state, State::Aborted(_) | State::Closed) {
+            return;
+        }
+        let by = msg.by.clone().unwrap_or_else(|| self.party.clone());
+        let error = RuntimeError::Aborted {
+            by: by.clone(),
+            reason: msg.reason.clone(),
+        };
+        tracing::error!(party = %self.party, %by, reason = %msg.reason, "job aborted");
+        self.state = State::Aborted(error.clone());
+        if msg.by.is_none() {
+            // Tell every peer, so that nobody waits on us (MISSION E3).
+            for peer in &self.peers {
+                self.sender.do_send(SendControl {
+                    dest: peer.clone(),
+                    frame: ControlFrame::Abort {
+                        reason: msg.reason.clone(),
+                    },
+                });
+            }
+        }
+        self.fail_everything(&error);
+        self.finish(Err(error));
+    }
+}
+
+/// A send failed after the transport's retries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SendFailed {
+    pub(crate) dest: PartyName,
+    pub(crate) what: String,
+    pub(crate) error: TransportError,
+}
+
+impl Handler<SendFailed> for CleanupSupervisor {
+    type Result = ();
+    fn handle(&mut self, msg: SendFailed, _: &mut Self::Context) {
+        tracing::warn!(party = %self.party, dest = %msg.dest, what = %msg.what, error = %msg.error, "sending failed");
+        self.last_send_error = Some(msg.error);
+    }
+}

@@ -1,0 +1,1408 @@
+//! The configuration of one party: built in code or loaded from TOML.
+//!
+//! Every party of a job is usually given the same file (each party then picks
+//! its own entry by name, see [`Config::check_party`]). It names the job, the
+//! parties and the addresses other parties dial, the party's TLS files, the
+//! communication settings (limits, timeouts, retry policy, barrier and the
+//! failure-handling flags of MISSION E4 to E7) and per-party overrides
+//! (MISSION C7). A complete file:
+//!
+//! ```toml
+//! job = "demo"
+//!
+//! [parties]                  # advertised addresses, "host:port"
+//! alice = "127.0.0.1:11012"
+//! bob = "127.0.0.1:11011"
+//!
+//! [tls]                      # relative to the folder of this file
+//! ca = "certs/ca.pem"
+//! cert = "certs/alice.pem"
+//! key = "certs/alice.key"
+//!
+//! [communication]            # every key optional; durations as "60s", "250ms"
+//! max_message_size = 524288000
+//! send_timeout = "60s"
+//! connect_timeout = "5s"
+//! peer_lost_timeout = "10s"
+//! keep_alive_interval = "1s"
+//! barrier_on_initializing = true
+//! barrier_timeout = "60s"
+//! expose_error_trace = false
+//! exit_on_sending_failure = false
+//! continue_waiting_for_data_sending_on_error = false
+//!
+//! [communication.retry]
+//! max_attempts = 5
+//! initial_backoff = "200ms"
+//! max_backoff = "5s"
+//! multiplier = 2.0
+//!
+//! [overrides.alice]          # every key optional
+//! listen = "0.0.0.0:11012"
+//! metadata = { token = "abc" }
+//! send_timeout = "120s"
+//! connect_timeout = "10s"
+//! ```
+//!
+//! Unknown keys and invalid values are rejected with an error that names the
+//! key: either a [`ConfigError::Invalid`] carrying the dotted key path (such as
+//! `communication.retry.multiplier`), or, for TOML syntax and type errors, a
+//! [`ConfigError::Toml`] whose message quotes the offending line.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use xsilo_transport::{
+    AddressBook, PeerAddress, RetryPolicy, SetupError, TlsIdentity, TransportConfig,
+};
+use xsilo_wire::limits::{DEFAULT_MAX_MESSAGE_SIZE, MAX_METADATA_ENTRIES, MAX_METADATA_LEN};
+use xsilo_wire::{JobName, PartyName};
+
+/// A configuration could not be loaded or is invalid.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, a key is unknown, or a value has the wrong
+    /// type or form. The message is toml's, which quotes the offending line.
+    #[error("cannot parse {}: {message}", origin(.path.as_deref()))]
+    Toml {
+        /// The file, when loaded from one.
+        path: Option<PathBuf>,
+        /// What toml said (line, column, the line itself and the problem).
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("invalid configuration `{key}`: {reason}")]
+    Invalid {
+        /// The dotted TOML key path, such as `communication.send_timeout` or
+        /// `parties.bob`.
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// The local party is not one of the job's parties.
+    #[error("party '{party}' is not a party of job '{job}' (known: {known})")]
+    UnknownParty {
+        /// The party asked for.
+        party: PartyName,
+        /// The job.
+        job: JobName,
+        /// The parties of the job, comma-separated.
+        known: String,
+    },
+    /// The TLS files could not be loaded.
+    #[error(
+        "cannot load the TLS files (ca {}, cert {}, key {}): {source}",
+        .ca.display(), .cert.display(), .key.display()
+    )]
+    Tls {
+        /// The CA certificate file.
+        ca: PathBuf,
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<SetupError>,
+    },
+    /// The configuration could not be written as TOML.
+    #[error("cannot write the configuration as TOML: {message}")]
+    Encode {
+        /// What toml said.
+        message: String,
+    },
+}
+
+fn origin(path: Option<&Path>) -> String {
+    match path {
+        Some(p) => format!("configuration file {}", p.display()),
+        None => "configuration".to_owned(),
+    }
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `prefix.name`, quoting `name` as TOML does when it is not a bare key.
+fn key_path(prefix: &str, name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if bare {
+        format!("{prefix}.{name}")
+    } else {
+        format!("{prefix}.{name:?}")
+    }
+}
+
+/// Paths of the party's TLS files, all PEM. When loaded from a TOML file,
+/// relative paths are resolved against the file's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsPaths {
+    /// The CA certificate(s) that sign every party's certificate.
+    pub ca: PathBuf,
+    /// The party's certificate chain, leaf first; the leaf must name the
+    /// party (`subjectAltName` `DNS:<party>`).
+    pub cert: PathBuf,
+    /// The party's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsPaths {
+    /// The three paths, taken as they are.
+    pub fn new(ca: impl Into<PathBuf>, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// Retry policy for connection attempts and for sends interrupted by a lost
+/// connection (the `[communication.retry]` table): exponential backoff, the
+/// wait starting at `initial_backoff` and multiplied by `multiplier` after
+/// each failed attempt, capped at `max_backoff`. Refusals (wrong job, wrong
+/// identity, oversize) are never retried: retrying gives the same answer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// Attempts in all, the first one included. Default 8: with the other
+    /// defaults a peer that is not up yet is tried for about 15 s, which
+    /// covers parties started a few seconds apart, and the whole stays
+    /// within `send_timeout`. Must be at least 1; 1 means no retry, so a
+    /// party started after its peers' first send fails that send.
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt. Default 100 ms: long enough not
+    /// to spin on a peer that is restarting, short enough that a one-off
+    /// loss costs little. Must not exceed `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest wait between two attempts. Default 5 s. Longer caps use fewer
+    /// attempts on a long outage but notice the peer's return later.
+    pub max_backoff: Duration,
+    /// Growth factor of the wait. Default 2.0. Must be finite and at least
+    /// 1.0 (1.0 retries at a constant interval); large factors reach
+    /// `max_backoff` after a few attempts.
+    pub multiplier: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The transport's retry policy with these settings.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        let mut policy = RetryPolicy::default();
+        policy.max_attempts = self.max_attempts;
+        policy.initial_backoff = self.initial_backoff;
+        policy.max_backoff = self.max_backoff;
+        policy.multiplier = self.multiplier;
+        policy
+    }
+}
+
+/// Communication settings shared by every party of the job (the
+/// `[communication]` table). `Default` gives the documented defaults, which
+/// are RayFed's where RayFed has the setting.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CommConfig {
+    /// Largest object payload, in bytes, sent or accepted. Default 500 MiB
+    /// (524 288 000, RayFed's). An object over it fails at the sender before
+    /// any byte is sent, and a peer announcing more is refused at the
+    /// receiver, so a bug or a hostile peer cannot exhaust memory. Raise it
+    /// for large models; every party should use the same value, or the
+    /// smaller one refuses what the larger one sends. Must be above zero.
+    pub max_message_size: u64,
+    /// Bound on one send (a data object or a control frame), retries
+    /// included. Default 60 s (RayFed's). When it passes, the send fails
+    /// with a timeout naming the peer. Shorter fails sooner on a slow link
+    /// and may cut off large objects on a slow network; longer keeps a
+    /// failing job waiting longer. Must be above zero.
+    pub send_timeout: Duration,
+    /// Bound on one connection attempt (QUIC and TLS handshakes and the
+    /// hello). Default 5 s, while a handshake takes about 1 ms on loopback
+    /// and a few round trips across a WAN. Too short fails every attempt on
+    /// a long-distance link. Must be above zero.
+    pub connect_timeout: Duration,
+    /// A peer from which nothing has been heard for this long, not even a
+    /// keep-alive acknowledgement, is reported lost and every wait on it
+    /// fails (MISSION E10). Default 10 s. Shorter detects a crashed peer
+    /// sooner but turns longer network blips into failures; longer keeps
+    /// every party waiting longer when a peer dies. Must be longer than
+    /// `keep_alive_interval` and at most one day.
+    pub peer_lost_timeout: Duration,
+    /// Interval of QUIC keep-alive packets. Default 1 s. Keeps an idle but
+    /// live connection from being reported lost and keeps NAT bindings
+    /// open. Must be shorter than `peer_lost_timeout` (well under it, so
+    /// that one lost keep-alive is not fatal); shorter sends more packets.
+    pub keep_alive_interval: Duration,
+    /// Retry policy for connection attempts and interrupted sends.
+    pub retry: RetryConfig,
+    /// Wait at start-up until every party is reachable, bounded by
+    /// `barrier_timeout` (MISSION C6). Default false (RayFed's): parties
+    /// then connect lazily on their first send, each send retrying within
+    /// its policy. Turn it on to fail at start-up, with a clear error, when
+    /// a party is missing, rather than at the first send to it.
+    pub barrier_on_initializing: bool,
+    /// Bound on the start-up barrier. Default 60 s, enough for parties
+    /// started by hand a little apart. Only used when
+    /// `barrier_on_initializing` is set; must be above zero.
+    pub barrier_timeout: Duration,
+    /// Let the message and cause chain of a failed task cross the silo
+    /// boundary in the RemoteError sent to other parties (MISSION E4).
+    /// Default false: only the error kind and the party where the failure
+    /// began are sent, because messages may contain private data. Turn it on
+    /// for debugging between parties that trust each other.
+    pub expose_error_trace: bool,
+    /// Treat a failure to send to a peer as fatal (MISSION E6): peers are
+    /// told, the sending-failure handler runs, pending and later calls fail
+    /// fast and the process exits with a non-zero status. Default false
+    /// (RayFed's): the failure is logged and reported to the calls that
+    /// depend on the send only.
+    pub exit_on_sending_failure: bool,
+    /// After an error was sent to or received from a peer, keep waiting at
+    /// shutdown for queued data sends to finish (MISSION E7). Default false
+    /// (RayFed's): the job is failing anyway, so shutdown does not wait for
+    /// data that may never be acknowledged. Turn it on when peers must still
+    /// receive what was queued.
+    pub continue_waiting_for_data_sending_on_error: bool,
+}
+
+impl Default for CommConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            send_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            peer_lost_timeout: Duration::from_secs(10),
+            keep_alive_interval: Duration::from_secs(1),
+            retry: RetryConfig::default(),
+            barrier_on_initializing: false,
+            barrier_timeout: Duration::from_secs(60),
+            expose_error_trace: false,
+            exit_on_sending_failure: false,
+            continue_waiting_for_data_sending_on_error: false,
+        }
+    }
+}
+
+impl CommConfig {
+    /// The transport's settings with these limits, timeouts and retry
+    /// policy. Windows, stream limits and socket buffers keep the
+    /// transport's defaults.
+    pub fn transport_config(&self) -> TransportConfig {
+        let mut config = TransportConfig::default();
+        config.max_message_size = self.max_message_size;
+        config.send_timeout = self.send_timeout;
+        config.connect_timeout = self.connect_timeout;
+        config.peer_lost_timeout = self.peer_lost_timeout;
+        config.keep_alive_interval = self.keep_alive_interval;
+        config.retry = self.retry.retry_policy();
+        config
+    }
+
+    /// Checks the settings; errors name the key as in TOML, such as
+    /// `communication.retry.multiplier`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.transport_config()
+            .validate()
+            .map_err(|e| invalid(format!("communication.{}", e.key), e.reason))?;
+        if self.barrier_timeout.is_zero() {
+            return Err(invalid(
+                "communication.barrier_timeout",
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Settings of one party that differ from the shared ones (MISSION C7), the
+/// table `[overrides.<party>]`. `Default` overrides nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartyOverride {
+    /// The address this party binds, when it differs from the advertised
+    /// one in `[parties]` (behind NAT, in a container, or `0.0.0.0` to
+    /// listen on every interface).
+    pub listen: Option<SocketAddr>,
+    /// Metadata headers sent in the hello to this party, for example a
+    /// token its gateway expects. At most 64 entries of at most 1024 bytes
+    /// each (key and value).
+    pub metadata: BTreeMap<String, String>,
+    /// This party's own send timeout, in place of
+    /// `communication.send_timeout`, for every send it makes.
+    pub send_timeout: Option<Duration>,
+    /// This party's own connect timeout, in place of
+    /// `communication.connect_timeout`, for every connection it dials.
+    pub connect_timeout: Option<Duration>,
+}
+
+/// The configuration of a job as seen by one party.
+///
+/// Fields are public so that code can build and adjust a configuration;
+/// call [`Config::validate`] after changing them. [`Config::new`],
+/// [`Config::from_toml_str`] and [`Config::from_file`] validate already.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The job; every connection names it and data for another job is
+    /// refused (MISSION C4).
+    pub job: JobName,
+    /// Every party of the job with the address other parties dial (the
+    /// advertised address). Host names are resolved when the configuration
+    /// is loaded.
+    pub parties: BTreeMap<PartyName, SocketAddr>,
+    /// The local party's TLS files; required to use QUIC, not needed in
+    /// simulation mode.
+    pub tls: Option<TlsPaths>,
+    /// Communication settings (the `[communication]` table).
+    pub comm: CommConfig,
+    /// Per-party overrides (the `[overrides.<party>]` tables).
+    pub overrides: BTreeMap<PartyName, PartyOverride>,
+}
+
+impl Config {
+    /// A configuration with the given parties and advertised addresses,
+    /// default communication settings, no TLS files and no overrides. Fails
+    /// when fewer than two parties are given or a party is given twice.
+    pub fn new(
+        job: JobName,
+        parties: impl IntoIterator<Item = (PartyName, SocketAddr)>,
+    ) -> Result<Self, ConfigError> {
+        let mut map = BTreeMap::new();
+        for (party, addr) in parties {
+            if map.insert(party.clone(), addr).is_some() {
+                return Err(invalid(
+                    key_path("parties", party.as_str()),
+                    "the party is given more than once",
+                ));
+            }
+        }
+        let config = Self {
+            job,
+            parties: map,
+            tls: None,
+            comm: CommConfig::default(),
+            overrides: BTreeMap::new(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text. Relative TLS paths are resolved
+    /// against `base_dir` (normally the folder of the file the text came
+    /// from); party addresses that are host names are resolved now.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        Self::parse(text, base_dir, None)
+    }
+
+    /// Reads, parses and validates a TOML file; relative TLS paths are
+    /// resolved against the file's folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or_else(|| Path::new(""));
+        Self::parse(&text, base_dir, Some(path))
+    }
+
+    fn parse(text: &str, base_dir: &Path, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: path.map(Path::to_path_buf),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let config = raw.into_config(base_dir)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML text, in the form [`Config::from_toml_str`]
+    /// reads. Every communication setting is written out, durations in the
+    /// humantime form (`"1m"`, `"250ms"`); TLS paths are written as held.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string(&RawConfig::from_config(self)).map_err(|e| ConfigError::Encode {
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks the whole configuration: at least two parties, overrides only
+    /// for known parties and within the hello's metadata limits, and valid
+    /// communication settings for every party once its overrides apply.
+    /// Errors name the TOML key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.parties.len() < 2 {
+            return Err(invalid(
+                "parties",
+                format!(
+                    "a job needs at least 2 parties, {} given",
+                    self.parties.len()
+                ),
+            ));
+        }
+        self.comm.validate()?;
+        for (party, o) in &self.overrides {
+            let prefix = key_path("overrides", party.as_str());
+            if !self.parties.contains_key(party) {
+                return Err(invalid(
+                    prefix,
+                    format!(
+                        "party '{party}' is not listed in [parties] (known: {})",
+                        self.known_parties()
+                    ),
+                ));
+            }
+            for (name, value) in [
+                ("send_timeout", o.send_timeout),
+                ("connect_timeout", o.connect_timeout),
+            ] {
+                if value.is_some_and(|d| d.is_zero()) {
+                    return Err(invalid(
+                        format!("{prefix}.{name}"),
+                        "must be greater than zero",
+                    ));
+                }
+            }
+            if o.metadata.len() > MAX_METADATA_ENTRIES {
+                return Err(invalid(
+                    format!("{prefix}.metadata"),
+                    format!(
+                        "{} entries, at most {MAX_METADATA_ENTRIES} are allowed",
+                        o.metadata.len()
+                    ),
+                ));
+            }
+            for (k, v) in &o.metadata {
+                if k.len() > MAX_METADATA_LEN || v.len() > MAX_METADATA_LEN {
+                    return Err(invalid(
+                        key_path(&format!("{prefix}.metadata"), k),
+                        format!("keys and values may have at most {MAX_METADATA_LEN} bytes"),
+                    ));
+                }
+            }
+            self.transport_config_for(party).validate().map_err(|e| {
+                let overridden = match e.key {
+                    "send_timeout" => o.send_timeout.is_some(),
+                    "connect_timeout" => o.connect_timeout.is_some(),
+                    _ => false,
+                };
+                if overridden {
+                    invalid(format!("{prefix}.{}", e.key), e.reason)
+                } else {
+                    invalid(format!("communication.{}", e.key), e.reason)
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn known_parties(&self) -> String {
+        let names: Vec<&str> = self.parties.keys().map(PartyName::as_str).collect();
+        names.join(", ")
+    }
+
+    /// Checks that `party` is one of the job's parties, typically the local
+    /// party named on the command line; the error lists the known parties.
+    pub fn check_party(&self, party: &PartyName) -> Result<(), ConfigError> {
+        if self.parties.contains_key(party) {
+            Ok(())
+        } else {
+            Err(self.unknown_party(party))
+        }
+    }
+
+    fn unknown_party(&self, party: &PartyName) -> ConfigError {
+        ConfigError::UnknownParty {
+            party: party.clone(),
+            job: self.job.clone(),
+            known: self.known_parties(),
+        }
+    }
+
+    /// The transport's address book for `local`: every party (`local`
+    /// included, as the transport requires) at its advertised address. Each
+    /// other party's entry carries the metadata of `overrides.<party>`, sent
+    /// in the hello to it; the local entry carries none, since nobody dials
+    /// itself.
+    pub fn address_book(&self, local: &PartyName) -> AddressBook {
+        self.parties
+            .iter()
+            .map(|(party, addr)| {
+                let metadata = match self.overrides.get(party) {
+                    Some(o) if party != local => o.metadata.clone(),
+                    _ => BTreeMap::new(),
+                };
+                let mut entry = PeerAddress::from(*addr);
+                entry.metadata = metadata;
+                (party.clone(), entry)
+            })
+            .collect()
+    }
+
+    /// The address `party` binds: `overrides.<party>.listen` when set, else
+    /// its advertised address. Fails for a party not in the job.
+    pub fn listen_addr(&self, party: &PartyName) -> Result<SocketAddr, ConfigError> {
+        let Some(&advertised) = self.parties.get(party) else {
+            return Err(self.unknown_party(party));
+        };
+        let listen = self.overrides.get(party).and_then(|o| o.listen);
+        Ok(listen.unwrap_or(advertised))
+    }
+
+    /// The transport settings of `party` when it is the local party: the
+    /// shared communication settings with `overrides.<party>.send_timeout`
+    /// and `connect_timeout` in place of the shared ones when set. An
+    /// override thus changes how long the overridden party itself waits on
+    /// its sends and connects, to every peer; it does not change what other
+    /// parties wait when they send to it.
+    pub fn transport_config_for(&self, party: &PartyName) -> TransportConfig {
+        let mut config = self.comm.transport_config();
+        if let Some(o) = self.overrides.get(party) {
+            if let Some(d) = o.send_timeout {
+                config.send_timeout = d;
+            }
+            if let Some(d) = o.connect_timeout {
+                config.connect_timeout = d;
+            }
+        }
+        config
+    }
+
+    /// Loads the TLS files named in `[tls]`. Fails when there is no `[tls]`
+    /// section or a file cannot be read or parsed; the error names the
+    /// files.
+    pub fn tls_identity(&self) -> Result<TlsIdentity, ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Err(invalid(
+                "tls",
+                "no [tls] section: the QUIC transport needs the ca, cert and key files",
+            ));
+        };
+        TlsIdentity::from_pem_files(&tls.ca, &tls.cert, &tls.key).map_err(|source| {
+            ConfigError::Tls {
+                ca: tls.ca.clone(),
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+                source: Box::new(source),
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The TOML form. Kept apart from the public types so that names and addresses
+// are validated here, with errors naming the key, and so that every table
+// rejects unknown keys.
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    job: String,
+    parties: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    communication: RawComm,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    overrides: BTreeMap<String, RawOverride>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawComm {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_message_size: Option<u64>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    send_timeout: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    connect_timeout: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    peer_lost_timeout: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    keep_alive_interval: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    barrier_on_initializing: Option<bool>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    barrier_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expose_error_trace: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exit_on_sending_failure: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    continue_waiting_for_data_sending_on_error: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    initial_backoff: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_backoff: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    multiplier: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    send_timeout: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    connect_timeout: Option<Duration>,
+}
+
+/// Resolves `host:port`; a literal address is taken without a lookup, a
+/// host name through the system resolver, keeping its first address.
+fn resolve(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut addrs = text.to_socket_addrs().map_err(|e| {
+        invalid(
+            key,
+            format!("cannot resolve {text:?} as \"host:port\": {e}"),
+        )
+    })?;
+    addrs
+        .next()
+        .ok_or_else(|| invalid(key, format!("{text:?} resolves to no address")))
+}
+
+fn resolve_path(base_dir: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        base_dir.join(path)
+    }
+}
+
+impl RawConfig {
+    fn into_config(self, base_dir: &Path) -> Result<Config, ConfigError> {
+        let job = JobName::new(self.job).map_err(|e| invalid("job", e.to_string()))?;
+        let mut parties = BTreeMap::new();
+        for (name, addr) in self.parties {
+            let key = key_path("parties", &name);
+            let party = PartyName::new(name).map_err(|e| invalid(&key, e.to_string()))?;
+            parties.insert(party, resolve(&key, &addr)?);
+        }
+        let tls = self.tls.map(|t| TlsPaths {
+            ca: resolve_path(base_dir, t.ca),
+            cert: resolve_path(base_dir, t.cert),
+            key: resolve_path(base_dir, t.key),
+        });
+        let comm = self.communication.into_comm();
+        let mut overrides = BTreeMap::new();
+        for (name, o) in self.overrides {
+            let key = key_path("overrides", &name);
+            let party = PartyName::new(name).map_err(|e| invalid(&key, e.to_string()))?;
+            let listen = match o.listen {
+                Some(text) => Some(resolve(&format!("{key}.listen"), &text)?),
+                None => None,
+            };
+            overrides.insert(
+                party,
+                PartyOverride {
+                    listen,
+                    metadata: o.metadata,
+                    send_timeout: o.send_timeout,
+                    connect_timeout: o.connect_timeout,
+                },
+            );
+        }
+        Ok(Config {
+            job,
+            parties,
+            tls,
+            comm,
+            overrides,
+        })
+    }
+
+    fn from_config(config: &Config) -> Self {
+        let c = &config.comm;
+        Self {
+            job: config.job.to_string(),
+            parties: config
+                .parties
+                .iter()
+                .map(|(p, a)| (p.to_string(), a.to_string()))
+                .collect(),
+            tls: config.tls.as_ref().map(|t| RawTls {
+                ca: t.ca.clone(),
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            }),
+            communication: RawComm {
+                max_message_size: Some(c.max_message_size),
+                send_timeout: Some(c.send_timeout),
+                connect_timeout: Some(c.connect_timeout),
+                peer_lost_timeout: Some(c.peer_lost_timeout),
+                keep_alive_interval: Some(c.keep_alive_interval),
+                barrier_on_initializing: Some(c.barrier_on_initializing),
+                barrier_timeout: Some(c.barrier_timeout),
+                expose_error_trace: Some(c.expose_error_trace),
+                exit_on_sending_failure: Some(c.exit_on_sending_failure),
+                continue_waiting_for_data_sending_on_error: Some(
+                    c.continue_waiting_for_data_sending_on_error,
+                ),
+                retry: Some(RawRetry {
+                    max_attempts: Some(c.retry.max_attempts),
+                    initial_backoff: Some(c.retry.initial_backoff),
+                    max_backoff: Some(c.retry.max_backoff),
+                    multiplier: Some(c.retry.multiplier),
+                }),
+            },
+            overrides: config
+                .overrides
+                .iter()
+                .map(|(p, o)| {
+                    (
+                        p.to_string(),
+                        RawOverride {
+                            listen: o.listen.map(|a| a.to_string()),
+                            metadata: o.metadata.clone(),
+                            send_timeout: o.send_timeout,
+                            connect_timeout: o.connect_timeout,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl RawComm {
+    fn into_comm(self) -> CommConfig {
+        let d = CommConfig::default();
+        let r = self.retry.unwrap_or_default();
+        CommConfig {
+            max_message_size: self.max_message_size.unwrap_or(d.max_message_size),
+            send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
+            connect_timeout: self.connect_timeout.unwrap_or(d.connect_timeout),
+            peer_lost_timeout: self.peer_lost_timeout.unwrap_or(d.peer_lost_timeout),
+            keep_alive_interval: self.keep_alive_interval.unwrap_or(d.keep_alive_interval),
+            retry: RetryConfig {
+                max_attempts: r.max_attempts.unwrap_or(d.retry.max_attempts),
+                initial_backoff: r.initial_backoff.unwrap_or(d.retry.initial_backoff),
+                max_backoff: r.max_backoff.unwrap_or(d.retry.max_backoff),
+                multiplier: r.multiplier.unwrap_or(d.retry.multiplier),
+            },
+            barrier_on_initializing: self
+                .barrier_on_initializing
+                .unwrap_or(d.barrier_on_initializing),
+            barrier_timeout: self.barrier_timeout.unwrap_or(d.barrier_timeout),
+            expose_error_trace: self.expose_error_trace.unwrap_or(d.expose_error_trace),
+            exit_on_sending_failure: self
+                .exit_on_sending_failure
+                .unwrap_or(d.exit_on_sending_failure),
+            continue_waiting_for_data_sending_on_error: self
+                .continue_waiting_for_data_sending_on_error
+                .unwrap_or(d.continue_waiting_for_data_sending_on_error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+job = "demo"
+[parties]
+alice = "127.0.0.1:11012"
+bob = "127.0.0.1:11011"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/alice.pem"
+key = "/etc/xsilo/alice.key"
+[communication]
+send_timeout = "60s"
+max_message_size = 524288000
+connect_timeout = "3s"
+peer_lost_timeout = "20s"
+keep_alive_interval = "2s"
+barrier_on_initializing = true
+barrier_timeout = "90s"
+expose_error_trace = false
+exit_on_sending_failure = true
+continue_waiting_for_data_sending_on_error = true
+[communication.retry]
+max_attempts = 5
+initial_backoff = "200ms"
+max_backoff = "3s"
+multiplier = 1.5
+[overrides.alice]
+listen = "0.0.0.0:11012"
+metadata = { token = "abc" }
+send_timeout = "120s"
+connect_timeout = "7s"
+"#;
+
+    const MINIMAL: &str = r#"
+job = "demo"
+[parties]
+alice = "127.0.0.1:11012"
+bob = "127.0.0.1:11011"
+"#;
+
+    fn p(name: &str) -> PartyName {
+        PartyName::new(name).unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("/srv/xsilo"))
+    }
+
+    /// Loads `text` and returns the error's message, checking it is an
+    /// `Invalid` error for `key` when `key` is given.
+    fn error_of(text: &str, key: Option<&str>) -> String {
+        let err = load(text).unwrap_err();
+        if let Some(key) = key {
+            match &err {
+                ConfigError::Invalid { key: k, .. } => assert_eq!(k, key, "{err}"),
+                other => panic!("expected Invalid for {key}, got {other:?}"),
+            }
+        }
+        err.to_string()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("xsilo-config-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn full_example_parses_with_every_value() {
+        let c = load(FULL).unwrap();
+        assert_eq!(c.job.as_str(), "demo");
+        assert_eq!(
+            c.parties,
+            BTreeMap::from([
+                (p("alice"), addr("127.0.0.1:11012")),
+                (p("bob"), addr("127.0.0.1:11011")),
+            ])
+        );
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.ca, Path::new("/srv/xsilo/certs/ca.pem"));
+        assert_eq!(tls.cert, Path::new("/srv/xsilo/certs/alice.pem"));
+        assert_eq!(tls.key, Path::new("/etc/xsilo/alice.key"));
+        let m = &c.comm;
+        assert_eq!(m.max_message_size, 524_288_000);
+        assert_eq!(m.send_timeout, Duration::from_secs(60));
+        assert_eq!(m.connect_timeout, Duration::from_secs(3));
+        assert_eq!(m.peer_lost_timeout, Duration::from_secs(20));
+        assert_eq!(m.keep_alive_interval, Duration::from_secs(2));
+        assert!(m.barrier_on_initializing);
+        assert_eq!(m.barrier_timeout, Duration::from_secs(90));
+        assert!(!m.expose_error_trace);
+        assert!(m.exit_on_sending_failure);
+        assert!(m.continue_waiting_for_data_sending_on_error);
+        assert_eq!(m.retry.max_attempts, 5);
+        assert_eq!(m.retry.initial_backoff, Duration::from_millis(200));
+        assert_eq!(m.retry.max_backoff, Duration::from_secs(3));
+        assert_eq!(m.retry.multiplier, 1.5);
+        assert_eq!(c.overrides.len(), 1);
+        let o = &c.overrides[&p("alice")];
+        assert_eq!(o.listen, Some(addr("0.0.0.0:11012")));
+        assert_eq!(
+            o.metadata,
+            BTreeMap::from([("token".to_owned(), "abc".to_owned())])
+        );
+        assert_eq!(o.send_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(o.connect_timeout, Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn brief_example_parses() {
+        let text = r#"
+job = "demo"
+[parties]
+alice = "127.0.0.1:11012"
+bob = "127.0.0.1:11011"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/alice.pem"
+key = "certs/alice.key"
+[communication]
+send_timeout = "60s"
+max_message_size = 524288000
+barrier_on_initializing = true
+expose_error_trace = false
+[communication.retry]
+max_attempts = 5
+initial_backoff = "200ms"
+[overrides.alice]
+listen = "0.0.0.0:11012"
+metadata = { token = "abc" }
+send_timeout = "120s"
+"#;
+        let c = load(text).unwrap();
+        assert!(c.comm.barrier_on_initializing);
+        assert_eq!(c.comm.retry.max_attempts, 5);
+        // Unset keys keep their defaults.
+        assert_eq!(c.comm.retry.max_backoff, Duration::from_secs(5));
+        assert_eq!(c.comm.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let d = CommConfig::default();
+        assert_eq!(d.max_message_size, 500 * 1024 * 1024);
+        assert_eq!(d.send_timeout, Duration::from_secs(60));
+        assert_eq!(d.connect_timeout, Duration::from_secs(5));
+        assert_eq!(d.peer_lost_timeout, Duration::from_secs(10));
+        assert_eq!(d.keep_alive_interval, Duration::from_secs(1));
+        assert_eq!(d.retry.max_attempts, 8);
+        assert_eq!(d.retry.initial_backoff, Duration::from_millis(100));
+        assert_eq!(d.retry.max_backoff, Duration::from_secs(5));
+        assert_eq!(d.retry.multiplier, 2.0);
+        assert!(!d.barrier_on_initializing);
+        assert_eq!(d.barrier_timeout, Duration::from_secs(60));
+        assert!(!d.expose_error_trace);
+        assert!(!d.exit_on_sending_failure);
+        assert!(!d.continue_waiting_for_data_sending_on_error);
+        // The defaults agree with the transport's.
+        assert_eq!(d.transport_config(), TransportConfig::default());
+
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.comm, CommConfig::default());
+        assert!(c.tls.is_none());
+        assert!(c.overrides.is_empty());
+    }
+
+    #[test]
+    fn transport_config_maps_every_setting() {
+        let c = load(FULL).unwrap();
+        let t = c.comm.transport_config();
+        assert_eq!(t.max_message_size, 524_288_000);
+        assert_eq!(t.send_timeout, Duration::from_secs(60));
+        assert_eq!(t.connect_timeout, Duration::from_secs(3));
+        assert_eq!(t.peer_lost_timeout, Duration::from_secs(20));
+        assert_eq!(t.keep_alive_interval, Duration::from_secs(2));
+        assert_eq!(t.retry.max_attempts, 5);
+        assert_eq!(t.retry.initial_backoff, Duration::from_millis(200));
+        assert_eq!(t.retry.max_backoff, Duration::from_secs(3));
+        assert_eq!(t.retry.multiplier, 1.5);
+        let d = TransportConfig::default();
+        assert_eq!(t.stream_receive_window, d.stream_receive_window);
+        assert_eq!(t.socket_buffer, d.socket_buffer);
+
+        // alice's overrides apply to alice's own transport only.
+        let a = c.transport_config_for(&p("alice"));
+        assert_eq!(a.send_timeout, Duration::from_secs(120));
+        assert_eq!(a.connect_timeout, Duration::from_secs(7));
+        assert_eq!(a.peer_lost_timeout, Duration::from_secs(20));
+        assert_eq!(c.transport_config_for(&p("bob")), t);
+    }
+
+    #[test]
+    fn address_book_carries_override_metadata() {
+        let c = load(FULL).unwrap();
+        let book = c.address_book(&p("bob"));
+        assert_eq!(book.len(), 2);
+        assert_eq!(book[&p("alice")].addr, addr("127.0.0.1:11012"));
+        assert_eq!(book[&p("alice")].metadata["token"], "abc");
+        assert_eq!(book[&p("bob")].addr, addr("127.0.0.1:11011"));
+        assert!(book[&p("bob")].metadata.is_empty());
+        // Advertised addresses, not listen addresses, are dialled; the local
+        // entry carries no metadata.
+        let book = c.address_book(&p("alice"));
+        assert_eq!(book[&p("alice")].addr, addr("127.0.0.1:11012"));
+        assert!(book[&p("alice")].metadata.is_empty());
+    }
+
+    #[test]
+    fn listen_override_and_advertised_address() {
+        let c = load(FULL).unwrap();
+        assert_eq!(c.listen_addr(&p("alice")).unwrap(), addr("0.0.0.0:11012"));
+        assert_eq!(c.listen_addr(&p("bob")).unwrap(), addr("127.0.0.1:11011"));
+        let err = c.listen_addr(&p("carol")).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownParty { .. }), "{err}");
+    }
+
+    #[test]
+    fn check_party_lists_known_parties() {
+        let c = load(MINIMAL).unwrap();
+        c.check_party(&p("alice")).unwrap();
+        let err = c.check_party(&p("carol")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "party 'carol' is not a party of job 'demo' (known: alice, bob)"
+        );
+    }
+
+    #[test]
+    fn durations_round_trip_through_toml() {
+        let c = load(FULL).unwrap();
+        let text = c.to_toml_string().unwrap();
+        assert!(text.contains("initial_backoff = \"200ms\""), "{text}");
+        assert!(text.contains("send_timeout = \"2m\""), "{text}");
+        let back = load(&text).unwrap();
+        assert_eq!(back, c);
+
+        let mut c = load(MINIMAL).unwrap();
+        c.comm.send_timeout = Duration::from_millis(1_500);
+        c.comm.retry.initial_backoff = Duration::from_micros(250);
+        c.comm.barrier_timeout = Duration::from_secs(3_725);
+        let text = c.to_toml_string().unwrap();
+        assert_eq!(load(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn built_in_code() {
+        let mut c = Config::new(
+            JobName::new("job-1").unwrap(),
+            [
+                (p("alice"), addr("127.0.0.1:1")),
+                (p("bob"), addr("127.0.0.1:2")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.comm, CommConfig::default());
+        let o = PartyOverride {
+            listen: Some(addr("0.0.0.0:1")),
+            ..PartyOverride::default()
+        };
+        c.overrides.insert(p("alice"), o);
+        c.tls = Some(TlsPaths::new("ca.pem", "alice.pem", "alice.key"));
+        c.validate().unwrap();
+        assert_eq!(c.listen_addr(&p("alice")).unwrap(), addr("0.0.0.0:1"));
+
+        c.overrides.insert(p("carol"), PartyOverride::default());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`overrides.carol`"), "{err}");
+
+        let err = Config::new(
+            JobName::new("j").unwrap(),
+            [(p("alice"), addr("127.0.0.1:1"))],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`parties`") && err.contains("at least 2"),
+            "{err}"
+        );
+
+        let err = Config::new(
+            JobName::new("j").unwrap(),
+            [
+                (p("alice"), addr("127.0.0.1:1")),
+                (p("bob"), addr("127.0.0.1:2")),
+                (p("alice"), addr("127.0.0.1:3")),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`parties.alice`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let cases = [
+            (MINIMAL.replace("job = ", "jbo = \"x\"\njob = "), "jbo"),
+            (
+                format!("{MINIMAL}[communication]\nsend_timout = \"1s\"\n"),
+                "send_timout",
+            ),
+            (
+                format!("{MINIMAL}[communication.retry]\nmax_attempt = 3\n"),
+                "max_attempt",
+            ),
+            (
+                format!("{MINIMAL}[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\ncrl = \"d\"\n"),
+                "crl",
+            ),
+            (
+                format!("{MINIMAL}[overrides.bob]\nlisten_addr = \"0.0.0.0:1\"\n"),
+                "listen_addr",
+            ),
+            (format!("{MINIMAL}[communicaton]\n"), "communicaton"),
+        ];
+        for (text, key) in cases {
+            let err = load(&text).unwrap_err();
+            assert!(matches!(err, ConfigError::Toml { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains(key), "{key}: {msg}");
+            assert!(msg.contains("unknown field"), "{key}: {msg}");
+        }
+    }
+
+    #[test]
+    fn invalid_durations_are_named() {
+        let text = format!("{MINIMAL}[communication]\nsend_timeout = \"soon\"\n");
+        let msg = load(&text).unwrap_err().to_string();
+        assert!(msg.contains("send_timeout"), "{msg}");
+        assert!(msg.contains("line 7"), "{msg}");
+
+        let text = format!("{MINIMAL}[communication.retry]\ninitial_backoff = 100\n");
+        let msg = load(&text).unwrap_err().to_string();
+        assert!(msg.contains("initial_backoff"), "{msg}");
+
+        let text = format!("{MINIMAL}[overrides.alice]\nsend_timeout = \"0s\"\n");
+        error_of(&text, Some("overrides.alice.send_timeout"));
+    }
+
+    #[test]
+    fn invalid_names_and_addresses_are_named() {
+        let text = MINIMAL.replace("bob =", "Bob =");
+        let msg = error_of(&text, Some("parties.Bob"));
+        assert!(msg.contains("lowercase letter"), "{msg}");
+
+        let text = MINIMAL.replace("bob =", "\"bob.x\" =");
+        error_of(&text, Some("parties.\"bob.x\""));
+
+        let text = MINIMAL.replace("\"demo\"", "\"de mo\"");
+        error_of(&text, Some("job"));
+
+        let text = MINIMAL.replace("127.0.0.1:11011", "127.0.0.1");
+        let msg = error_of(&text, Some("parties.bob"));
+        assert!(msg.contains("host:port"), "{msg}");
+
+        let text = MINIMAL.replace("127.0.0.1:11011", "no-such-host.invalid:1");
+        error_of(&text, Some("parties.bob"));
+
+        let text = format!("{MINIMAL}[overrides.bob]\nlisten = \"nowhere\"\n");
+        error_of(&text, Some("overrides.bob.listen"));
+
+        let text = format!("{MINIMAL}[overrides.carol]\nlisten = \"0.0.0.0:1\"\n");
+        let msg = error_of(&text, Some("overrides.carol"));
+        assert!(msg.contains("known: alice, bob"), "{msg}");
+
+        let text = format!("{MINIMAL}[overrides.Carol]\n");
+        error_of(&text, Some("overrides.Carol"));
+    }
+
+    #[test]
+    fn host_names_are_resolved() {
+        let text = MINIMAL.replace("127.0.0.1:11011", "localhost:11011");
+        let c = load(&text).unwrap();
+        let a = c.parties[&p("bob")];
+        assert!(a.ip().is_loopback(), "{a}");
+        assert_eq!(a.port(), 11011);
+    }
+
+    #[test]
+    fn too_few_parties() {
+        let text = "job = \"demo\"\n[parties]\nalice = \"127.0.0.1:1\"\n";
+        error_of(text, Some("parties"));
+        let text = "job = \"demo\"\n[parties]\n";
+        error_of(text, Some("parties"));
+        let msg = load("job = \"demo\"\n").unwrap_err().to_string();
+        assert!(msg.contains("parties"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let comm = |body: &str| format!("{MINIMAL}[communication]\n{body}\n");
+        error_of(
+            &comm("max_message_size = 0"),
+            Some("communication.max_message_size"),
+        );
+        let msg = error_of(
+            &comm("keep_alive_interval = \"10s\"\npeer_lost_timeout = \"10s\""),
+            Some("communication.keep_alive_interval"),
+        );
+        assert!(msg.contains("peer_lost_timeout"), "{msg}");
+        error_of(
+            &comm("connect_timeout = \"0s\""),
+            Some("communication.connect_timeout"),
+        );
+        error_of(
+            &comm("barrier_timeout = \"0s\""),
+            Some("communication.barrier_timeout"),
+        );
+        let retry = |body: &str| format!("{MINIMAL}[communication.retry]\n{body}\n");
+        error_of(
+            &retry("multiplier = 0.5"),
+            Some("communication.retry.multiplier"),
+        );
+        error_of(
+            &retry("max_attempts = 0"),
+            Some("communication.retry.max_attempts"),
+        );
+        error_of(
+            &retry("initial_backoff = \"10s\""),
+            Some("communication.retry.initial_backoff"),
+        );
+        // An integer multiplier is a number all the same.
+        assert_eq!(
+            load(&retry("multiplier = 3"))
+                .unwrap()
+                .comm
+                .retry
+                .multiplier,
+            3.0
+        );
+        // Wrong types and negative numbers are toml's to report.
+        let msg = load(&comm("max_message_size = -1"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("max_message_size"), "{msg}");
+        let msg = load(&comm("expose_error_trace = \"yes\""))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("expose_error_trace"), "{msg}");
+
+        let long = "x".repeat(MAX_METADATA_LEN + 1);
+        let text = format!("{MINIMAL}[overrides.bob]\nmetadata = {{ token = \"{long}\" }}\n");
+        error_of(&text, Some("overrides.bob.metadata.token"));
+    }
+
+    #[test]
+    fn syntax_errors_quote_the_line_and_file() {
+        let dir = temp_dir("syntax");
+        let path = dir.join("xsilo.toml");
+        std::fs::write(&path, "job = \"demo\"\n[parties\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err();
+        match &err {
+            ConfigError::Toml { path: Some(p), .. } => assert_eq!(p, &path),
+            other => panic!("{other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("xsilo.toml") && msg.contains("line 2"),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let path = std::env::temp_dir().join("xsilo-config-test-does-not-exist.toml");
+        let err = Config::from_file(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains("does-not-exist.toml"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_are_loaded_relative_to_the_file() {
+        let ca = xsilo_transport::devcert::DevCa::new().unwrap();
+        let cert = ca.issue(&p("alice")).unwrap();
+        let dir = temp_dir("tls");
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        std::fs::write(dir.join("certs/ca.pem"), ca.ca_pem()).unwrap();
+        std::fs::write(dir.join("certs/alice.pem"), &cert.cert_pem).unwrap();
+        std::fs::write(dir.join("certs/alice.key"), &cert.key_pem).unwrap();
+        let text = format!(
+            "{MINIMAL}[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/alice.pem\"\nkey = \"certs/alice.key\"\n"
+        );
+        std::fs::write(dir.join("xsilo.toml"), &text).unwrap();
+
+        let c = Config::from_file(dir.join("xsilo.toml")).unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.ca, dir.join("certs/ca.pem"));
+        assert_eq!(tls.key, dir.join("certs/alice.key"));
+        let identity = c.tls_identity().unwrap();
+        assert!(identity.names(&p("alice")));
+        assert!(!identity.names(&p("bob")));
+
+        // A missing file: the error names the files.
+        let mut broken = c.clone();
+        if let Some(t) = broken.tls.as_mut() {
+            t.key = dir.join("certs/missing.key");
+        }
+        let err = broken.tls_identity().unwrap_err();
+        assert!(matches!(err, ConfigError::Tls { .. }), "{err:?}");
+        assert!(err.to_string().contains("missing.key"), "{err}");
+
+        // No [tls] section.
+        let err = load(MINIMAL)
+            .unwrap()
+            .tls_identity()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no [tls] section"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,400 @@
+//! The user API of one party: [`Fed`], [`Party`], [`Actor`].
+
+use std::marker::PhantomData;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use xsilo_runtime::{Call, ObjRef, Runtime, RuntimeError, Stats, TaskError, Work};
+use xsilo_wire::{ObjectId, PartyName};
+
+use crate::args::FedArgs;
+use crate::error::Error;
+use crate::object::{encode_one, fingerprint, FedObject, Returns};
+use crate::value::Value;
+
+struct Inner {
+    rt: Runtime,
+    seq: AtomicU64,
+}
+
+/// One party's handle on a federated job: the same driver code runs in
+/// every party, each with its own `Fed`.
+///
+/// Calls return at once with [`FedObject`] handles; values are computed
+/// where the call is pinned and pushed where they are consumed. Clone it to
+/// share; the calls must still be made in the same order in every party.
+#[derive(Clone)]
+pub struct Fed {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Fed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fed")
+            .field("party", self.inner.rt.party())
+            .field("job", self.inner.rt.job())
+            .finish()
+    }
+}
+
+fn decode_error(e: RuntimeError) -> TaskError {
+    TaskError {
+        kind: "DecodeError".into(),
+        message: e.to_string(),
+        causes: Vec::new(),
+    }
+}
+
+impl Fed {
+    pub(crate) fn new(rt: Runtime) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                rt,
+                seq: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// This party's name.
+    pub fn me(&self) -> &PartyName {
+        self.inner.rt.party()
+    }
+
+    /// The job's name.
+    pub fn job(&self) -> &xsilo_wire::JobName {
+        self.inner.rt.job()
+    }
+
+    /// The other parties of the job.
+    pub fn peers(&self) -> &[PartyName] {
+        self.inner.rt.peers()
+    }
+
+    /// Calls pinned to `name`. An unknown name makes every call on it fail
+    /// (in every party alike) with [`RuntimeError::UnknownParty`].
+    pub fn party(&self, name: &str) -> Party<'_> {
+        let known = name
+            .parse::<PartyName>()
+            .ok()
+            .filter(|p| p == self.me() || self.peers().contains(p));
+        let name = known.ok_or_else(|| RuntimeError::UnknownParty {
+            party: name.to_owned(),
+            known: std::iter::once(self.me())
+                .chain(self.peers())
+                .map(PartyName::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+        Party { fed: self, name }
+    }
+
+    fn next_id(&self) -> ObjectId {
+        ObjectId(self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn outputs(&self, owner: &PartyName, count: usize, site: &Location<'_>) -> Vec<ObjRef> {
+        (0..count)
+            .map(|i| ObjRef {
+                id: self.next_id(),
+                owner: owner.clone(),
+                fingerprint: fingerprint(site, i),
+            })
+            .collect()
+    }
+
+    /// Submits a call on `party` (or fails its outputs if the party is
+    /// unknown) and returns the output refs.
+    fn submit(
+        &self,
+        party: &Result<PartyName, RuntimeError>,
+        inputs: Vec<ObjRef>,
+        count: usize,
+        site: &Location<'_>,
+        work: impl FnOnce(&[ObjRef]) -> Work,
+    ) -> Vec<ObjRef> {
+        let (owner, failed) = match party {
+            Ok(p) => (p.clone(), None),
+            Err(e) => (self.me().clone(), Some(Work::Fail(e.clone()))),
+        };
+        let outputs = self.outputs(&owner, count, site);
+        let work = match failed {
+            Some(w) => w,
+            None => work(&outputs),
+        };
+        self.inner.rt.submit(Call {
+            party: owner,
+            inputs,
+            consumer: outputs.first().map_or(0, |o| o.id.0),
+            outputs: outputs.clone(),
+            work,
+        });
+        outputs
+    }
+
+    /// The values of FedObjects: one (`&obj`), several (`(&a, &b)`,
+    /// `vec![a, b]`), in any shape [`FedArgs`] allows. Every party calling
+    /// `get` on the same objects receives the same values: the owner
+    /// broadcasts each value to every party that has not received it
+    /// (MISSION M4).
+    pub async fn get<A: FedArgs>(&self, args: A) -> Result<A::Value, Error> {
+        let mut refs = Vec::new();
+        args.refs(&mut refs);
+        let values = self.inner.rt.get(refs).await?;
+        Ok(args.resolve(&mut values.into_iter())?)
+    }
+
+    /// Intended shutdown (MISSION E8): waits until every value this party
+    /// sent is acknowledged, says goodbye to the peers, and stops. Runs once
+    /// however often it is called; every call gets its result.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        Ok(self.inner.rt.shutdown().await?)
+    }
+
+    /// Objects and bytes sent to and received from each peer so far.
+    pub async fn stats(&self) -> Stats {
+        self.inner.rt.stats().await
+    }
+
+    /// The runtime under this handle (for tools and tests).
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.rt
+    }
+}
+
+/// Calls pinned to one party: `fed.party("bob").task(...)`.
+#[derive(Debug)]
+pub struct Party<'f> {
+    fed: &'f Fed,
+    name: Result<PartyName, RuntimeError>,
+}
+
+impl Party<'_> {
+    /// Runs `f` on the inputs' values in this party; its result is a
+    /// FedObject owned by this party. Other parties only advance their
+    /// sequence and push the inputs they own here.
+    #[track_caller]
+    pub fn task<A, R, F>(&self, args: A, f: F) -> FedObject<R>
+    where
+        A: FedArgs + Send + 'static,
+        R: Value,
+        F: FnOnce(A::Value) -> R + Send + 'static,
+    {
+        self.try_task(args, move |v| Ok::<R, std::convert::Infallible>(f(v)))
+    }
+
+    /// Like [`Party::task`] for a fallible function: an `Err` makes the
+    /// FedObject an error (MISSION E1), as does a panic.
+    #[track_caller]
+    pub fn try_task<A, R, E, F>(&self, args: A, f: F) -> FedObject<R>
+    where
+        A: FedArgs + Send + 'static,
+        R: Value,
+        E: std::error::Error + 'static,
+        F: FnOnce(A::Value) -> Result<R, E> + Send + 'static,
+    {
+        let site = Location::caller();
+        let mut inputs = Vec::new();
+        args.refs(&mut inputs);
+        let outputs = self.fed.submit(&self.name, inputs, 1, site, |_| {
+            Work::Task(Box::new(move |values: Vec<Bytes>| {
+                let v = args
+                    .resolve(&mut values.into_iter())
+                    .map_err(decode_error)?;
+                let r = f(v).map_err(|e| TaskError::from_error(&e))?;
+                Ok(vec![encode_one(&r)?])
+            }))
+        });
+        handle(&outputs[0])
+    }
+
+    /// A task returning several values as several FedObjects (MISSION M5):
+    /// `let (a, b) = party.task_multi(args, |v| (x, y));`
+    #[track_caller]
+    pub fn task_multi<A, R, F>(&self, args: A, f: F) -> R::Handles
+    where
+        A: FedArgs + Send + 'static,
+        R: Returns,
+        F: FnOnce(A::Value) -> R + Send + 'static,
+    {
+        let site = Location::caller();
+        let mut inputs = Vec::new();
+        args.refs(&mut inputs);
+        let outputs = self.fed.submit(&self.name, inputs, R::COUNT, site, |_| {
+            Work::Task(Box::new(move |values: Vec<Bytes>| {
+                let v = args
+                    .resolve(&mut values.into_iter())
+                    .map_err(decode_error)?;
+                f(v).encode_all()
+            }))
+        });
+        R::handles(&outputs)
+    }
+
+    /// Creates an actor living in this party only; `ctor` runs there
+    /// (MISSION M2).
+    #[track_caller]
+    pub fn actor<T, F>(&self, ctor: F) -> Actor<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let id = self.fed.next_id();
+        let owner = match &self.name {
+            Ok(p) => p.clone(),
+            Err(_) => self.fed.me().clone(),
+        };
+        let work = match &self.name {
+            Ok(_) => Work::NewActor {
+                actor: id,
+                ctor: Box::new(move || Ok(Box::new(ctor()) as Box<dyn std::any::Any + Send>)),
+            },
+            Err(e) => Work::Fail(e.clone()),
+        };
+        self.fed.inner.rt.submit(Call {
+            party: owner.clone(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            consumer: id.0,
+            work,
+        });
+        Actor {
+            fed: self.fed.clone(),
+            id,
+            owner: self.name.clone(),
+            _state: PhantomData,
+        }
+    }
+}
+
+fn handle<R>(r: &ObjRef) -> FedObject<R> {
+    FedObject::new(r.id, r.owner.clone(), r.fingerprint)
+}
+
+/// A stateful object living in one party; its method calls run there, in
+/// the order they were made (MISSION M2).
+pub struct Actor<T> {
+    fed: Fed,
+    id: ObjectId,
+    owner: Result<PartyName, RuntimeError>,
+    _state: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Actor<T> {
+    fn clone(&self) -> Self {
+        Self {
+            fed: self.fed.clone(),
+            id: self.id,
+            owner: self.owner.clone(),
+            _state: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Actor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.owner {
+            Ok(p) => write!(f, "Actor({} in '{p}')", self.id),
+            Err(_) => write!(f, "Actor({} of an unknown party)", self.id),
+        }
+    }
+}
+
+impl<T: Send + 'static> Actor<T> {
+    /// Calls a method: `counter.call(|c| c.inc(1))`.
+    #[track_caller]
+    pub fn call<R, F>(&self, f: F) -> FedObject<R>
+    where
+        R: Value,
+        F: FnOnce(&mut T) -> R + Send + 'static,
+    {
+        self.try_call_with((), move |s, ()| Ok::<R, std::convert::Infallible>(f(s)))
+    }
+
+    /// Calls a method with FedObject arguments.
+    #[track_caller]
+    pub fn call_with<A, R, F>(&self, args: A, f: F) -> FedObject<R>
+    where
+        A: FedArgs + Send + 'static,
+        R: Value,
+        F: FnOnce(&mut T, A::Value) -> R + Send + 'static,
+    {
+        self.try_call_with(args, move |s, v| Ok::<R, std::convert::Infallible>(f(s, v)))
+    }
+
+    /// Calls a fallible method: an `Err` (or a panic) makes the FedObject
+    /// an error (MISSION E1).
+    #[track_caller]
+    pub fn try_call_with<A, R, E, F>(&self, args: A, f: F) -> FedObject<R>
+    where
+        A: FedArgs + Send + 'static,
+        R: Value,
+        E: std::error::Error + 'static,
+        F: FnOnce(&mut T, A::Value) -> Result<R, E> + Send + 'static,
+    {
+        let outputs = self.method(args, 1, Location::caller(), move |state, v| {
+            let r = f(state, v).map_err(|e| TaskError::from_error(&e))?;
+            Ok(vec![encode_one(&r)?])
+        });
+        handle(&outputs[0])
+    }
+
+    /// A method returning several values as several FedObjects (M5).
+    #[track_caller]
+    pub fn call_multi<A, R, F>(&self, args: A, f: F) -> R::Handles
+    where
+        A: FedArgs + Send + 'static,
+        R: Returns,
+        F: FnOnce(&mut T, A::Value) -> R + Send + 'static,
+    {
+        let outputs = self.method(args, R::COUNT, Location::caller(), move |state, v| {
+            f(state, v).encode_all()
+        });
+        R::handles(&outputs)
+    }
+
+    fn method<A, F>(&self, args: A, count: usize, site: &Location<'_>, f: F) -> Vec<ObjRef>
+    where
+        A: FedArgs + Send + 'static,
+        F: FnOnce(&mut T, A::Value) -> Result<Vec<Bytes>, TaskError> + Send + 'static,
+    {
+        let mut inputs = Vec::new();
+        args.refs(&mut inputs);
+        let actor = self.id;
+        self.fed
+            .submit(&self.owner, inputs, count, site, move |_| Work::Method {
+                actor,
+                f: Box::new(move |state, values| {
+                    let Some(state) = state.downcast_mut::<T>() else {
+                        return Err(TaskError {
+                            kind: "ActorTypeMismatch".into(),
+                            message: format!(
+                                "actor {actor} is not a {}",
+                                std::any::type_name::<T>()
+                            ),
+                            causes: Vec::new(),
+                        });
+                    };
+                    let v = args
+                        .resolve(&mut values.into_iter())
+                        .map_err(decode_error)?;
+                    f(state, v)
+                }),
+            })
+    }
+
+    /// Stops the actor in its party (MISSION M6). Calls made before `kill`
+    /// still run; later calls fail with [`RuntimeError::ActorUnavailable`].
+    pub fn kill(&self) {
+        if let Ok(owner) = &self.owner {
+            self.fed.inner.rt.submit(Call {
+                party: owner.clone(),
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                consumer: self.id.0,
+                work: Work::Kill { actor: self.id },
+            });
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! # xsilo: cross-silo federated applications in Rust
+//!
+//! Several organisations ("parties") each run **the same driver program**
+//! on their own machines. Every task and actor is pinned to one party and
+//! runs only there; its result is a [`FedObject`] that the owner **pushes**
+//! to the parties that consume it, over QUIC with mutual TLS. When anything
+//! fails anywhere, every party learns it and fails with a clear error.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), xsilo::Error> {
+//! struct Counter(i64);
+//! impl Counter {
+//!     fn inc(&mut self, by: i64) -> i64 { self.0 += by; self.0 }
+//! }
+//!
+//! xsilo::block_on(async {
+//!     let config = xsilo::Config::from_file("alice.toml")?;
+//!     let fed = xsilo::init(config, "alice").await?;            // same code in every party
+//!     let a = fed.party("alice").actor(|| Counter(0));          // lives only in alice
+//!     let b = fed.party("bob").actor(|| Counter(0));            // lives only in bob
+//!     let va = a.call(|c| c.inc(1));                            // FedObject<i64>, owned by alice
+//!     let vb = b.call(|c| c.inc(2));                            // owned by bob
+//!     let sum = fed.party("bob").task((va, vb), |(x, y)| x + y); // runs in bob; alice pushes va
+//!     assert_eq!(fed.get(&sum).await?, 3);                      // 3 in alice AND in bob
+//!     fed.shutdown().await
+//! })
+//! # }
+//! ```
+//!
+//! * [`init`] starts one party from a [`Config`] (TOML or code).
+//! * [`Simulation`] runs every party in one process with the same code.
+//! * Values crossing silos are serde types (msgpack); `bytes::Bytes` and
+//!   `Vec<u8>` cross as raw bytes.
+//! * The runtime is actix actors on a single-threaded System; [`block_on`]
+//!   starts one, and nothing else of actix shows.
+//!
+//! Design: `rfcs/0002-programming-model-and-runtime.md`.
+
+mod args;
+pub mod config;
+mod error;
+mod fed;
+mod object;
+mod sim;
+mod value;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use args::FedArgs;
+pub use config::{CommConfig, Config, ConfigError, PartyOverride, RetryConfig, TlsPaths};
+pub use error::Error;
+pub use fed::{Actor, Fed, Party};
+pub use object::{FedObject, Returns};
+pub use sim::{SimNetwork, Simulation};
+pub use value::Value;
+pub use xsilo_runtime::{Counts, RuntimeError, Stats, TaskError};
+pub use xsilo_transport::TransportError;
+pub use xsilo_wire::{JobName, ObjectId, PartyName};
+
+/// Runs `fut` on a new single-threaded runtime (an actix System), the
+/// runtime every xsilo party runs on. Use it around your driver in `main`.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    actix_rt::System::new().block_on(fut)
+}
+
+/// Starts party `party` of the job described by `config`: binds its QUIC
+/// endpoint with its TLS identity, starts its actors, and, if
+/// `barrier_on_initializing` is set, waits (bounded) until every party is
+/// reachable (MISSION C6). Call it inside [`block_on`].
+pub async fn init(config: Config, party: &str) -> Result<Fed, Error> {
+    if actix_rt::System::try_current().is_none() {
+        return Err(Error::Runtime(RuntimeError::NoSystem));
+    }
+    let party: PartyName = party.parse().map_err(|e: xsilo_wire::NameError| {
+        Error::Config(ConfigError::Invalid {
+            key: "party".into(),
+            reason: e.to_string(),
+        })
+    })?;
+    config.check_party(&party)?;
+    let tls = config.tls_identity()?;
+    let transport = xsilo_transport::QuicTransport::bind(
+        config.job.clone(),
+        party.clone(),
+        config.listen_addr(&party)?,
+        config.address_book(&party),
+        &tls,
+        config.transport_config_for(&party),
+    )?;
+    let rt =
+        xsilo_runtime::Runtime::start(Arc::new(transport), sim::runtime_options(&config.comm))?;
+    if config.comm.barrier_on_initializing {
+        rt.barrier(config.comm.barrier_timeout).await?;
+    }
+    tracing::info!(%party, job = %config.job, "party started");
+    Ok(Fed::new(rt))
+}

@@ -1,0 +1,119 @@
+//! `FedObject<T>`: a handle on a value produced by one party.
+
+use std::fmt;
+use std::hash::Hasher;
+use std::marker::PhantomData;
+use std::panic::Location;
+
+use bytes::Bytes;
+use xsilo_runtime::{ObjRef, TaskError};
+use xsilo_wire::{ObjectId, PartyName};
+
+use crate::value::{encode, Value};
+
+/// A handle on the value of a call, owned by the party the call is pinned
+/// to. Every party holds the same handle (same id, same owner) because every
+/// party runs the same driver (MISSION M1). Cloning a handle is cheap and
+/// does not copy the value.
+pub struct FedObject<T> {
+    pub(crate) id: ObjectId,
+    pub(crate) owner: PartyName,
+    pub(crate) fingerprint: u64,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> FedObject<T> {
+    pub(crate) fn new(id: ObjectId, owner: PartyName, fingerprint: u64) -> Self {
+        Self {
+            id,
+            owner,
+            fingerprint,
+            _value: PhantomData,
+        }
+    }
+
+    /// The object's id (its sequence number in the driver program).
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The party that produces the value.
+    pub fn owner(&self) -> &PartyName {
+        &self.owner
+    }
+
+    pub(crate) fn obj_ref(&self) -> ObjRef {
+        ObjRef {
+            id: self.id,
+            owner: self.owner.clone(),
+            fingerprint: self.fingerprint,
+        }
+    }
+}
+
+impl<T> Clone for FedObject<T> {
+    fn clone(&self) -> Self {
+        Self::new(self.id, self.owner.clone(), self.fingerprint)
+    }
+}
+
+impl<T> fmt::Debug for FedObject<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FedObject({} of '{}')", self.id, self.owner)
+    }
+}
+
+/// The fingerprint of a call site and output index: FNV-1a of the source
+/// file, line, column, and the index. Stable across processes, builds and
+/// machines running the same source.
+pub(crate) fn fingerprint(site: &Location<'_>, index: usize) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(site.file().as_bytes());
+    h.write_u32(site.line());
+    h.write_u32(site.column());
+    h.write_u64(index as u64);
+    h.finish()
+}
+
+/// Several values returned by one call as several FedObjects (MISSION M5):
+/// tuples of two to six [`Value`]s.
+pub trait Returns: Send + 'static {
+    /// The handles: one FedObject per value.
+    type Handles;
+    /// How many values.
+    const COUNT: usize;
+    /// Encodes each value.
+    #[doc(hidden)]
+    fn encode_all(self) -> Result<Vec<Bytes>, TaskError>;
+    /// Builds the handles from the output refs.
+    #[doc(hidden)]
+    fn handles(refs: &[ObjRef]) -> Self::Handles;
+}
+
+pub(crate) fn encode_one<T: Value>(value: &T) -> Result<Bytes, TaskError> {
+    encode(value).map_err(|message| TaskError {
+        kind: "EncodeError".into(),
+        message: format!("cannot encode a {}: {message}", std::any::type_name::<T>()),
+        causes: Vec::new(),
+    })
+}
+
+macro_rules! returns {
+    ($n:expr; $($name:ident $idx:tt),+) => {
+        impl<$($name: Value),+> Returns for ($($name,)+) {
+            type Handles = ($(FedObject<$name>,)+);
+            const COUNT: usize = $n;
+            fn encode_all(self) -> Result<Vec<Bytes>, TaskError> {
+                Ok(vec![$(encode_one(&self.$idx)?),+])
+            }
+            fn handles(refs: &[ObjRef]) -> Self::Handles {
+                ($(FedObject::new(refs[$idx].id, refs[$idx].owner.clone(), refs[$idx].fingerprint),)+)
+            }
+        }
+    };
+}
+returns!(2; A 0, B 1);
+returns!(3; A 0, B 1, C 2);
+returns!(4; A 0, B 1, C 2, D 3);
+returns!(5; A 0, B 1, C 2, D 3, E 4);
+returns!(6; A 0, B 1, C 2, D 3, E 4, F 5);

@@ -1,0 +1,196 @@
+//! Simulation mode (MISSION M7): every party of a job in one process, each
+//! running the very same driver code with its own [`Fed`], over the
+//! in-memory transport or over QUIC on loopback with certificates made in
+//! memory.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use xsilo_runtime::{Runtime, RuntimeOptions};
+use xsilo_transport::devcert::DevCa;
+use xsilo_transport::{MemoryNetwork, PeerAddress, QuicEndpoint, Transport};
+use xsilo_wire::{JobName, PartyName};
+
+use crate::config::{CommConfig, ConfigError};
+use crate::error::Error;
+use crate::fed::Fed;
+
+/// Which transport a simulation uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimNetwork {
+    /// In-memory channels: fastest, for tests of the driver logic.
+    Memory,
+    /// Real QUIC with mutual TLS on 127.0.0.1, development certificates
+    /// generated in memory.
+    Quic,
+}
+
+/// All parties of a job in one process.
+///
+/// ```
+/// # fn main() -> Result<(), xsilo::Error> {
+/// let results = xsilo::block_on(async {
+///     xsilo::Simulation::new(&["alice", "bob"])?
+///         .run(|fed| async move {
+///             let x = fed.party("alice").task((), |()| 20);
+///             let y = fed.party("bob").task(x, |x: i32| x + 1);
+///             let v = fed.get(&y).await?;
+///             fed.shutdown().await?;
+///             Ok(v)
+///         })
+///         .await
+/// })?;
+/// for (party, value) in results {
+///     assert_eq!(value?, 21, "in party {party}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    job: JobName,
+    parties: Vec<PartyName>,
+    network: SimNetwork,
+    comm: CommConfig,
+}
+
+impl Simulation {
+    /// A simulation of job `simulation` with these parties, in memory.
+    pub fn new(parties: &[&str]) -> Result<Self, Error> {
+        let mut names = Vec::new();
+        for p in parties {
+            let name: PartyName = p.parse().map_err(|e: xsilo_wire::NameError| {
+                Error::Config(ConfigError::Invalid {
+                    key: format!("parties.{p}"),
+                    reason: e.to_string(),
+                })
+            })?;
+            names.push(name);
+        }
+        if names.len() < 2 {
+            return Err(Error::Config(ConfigError::Invalid {
+                key: "parties".into(),
+                reason: "a simulation needs at least 2 parties".into(),
+            }));
+        }
+        Ok(Self {
+            job: JobName::new("simulation").map_err(|e| {
+                Error::Config(ConfigError::Invalid {
+                    key: "job".into(),
+                    reason: e.to_string(),
+                })
+            })?,
+            parties: names,
+            network: SimNetwork::Memory,
+            comm: CommConfig::default(),
+        })
+    }
+
+    /// Uses QUIC on loopback instead of memory.
+    pub fn over_quic(mut self) -> Self {
+        self.network = SimNetwork::Quic;
+        self
+    }
+
+    /// Uses these communication settings for every party.
+    pub fn with_comm(mut self, comm: CommConfig) -> Self {
+        self.comm = comm;
+        self
+    }
+
+    async fn transports(&self) -> Result<Vec<Arc<dyn Transport>>, Error> {
+        let config = self.comm.transport_config();
+        match self.network {
+            SimNetwork::Memory => {
+                let net = MemoryNetwork::new();
+                self.parties
+                    .iter()
+                    .map(|p| {
+                        net.join(&self.job, p, &self.parties, config.clone())
+                            .map(|t| Arc::new(t) as Arc<dyn Transport>)
+                            .map_err(Error::from)
+                    })
+                    .collect()
+            }
+            SimNetwork::Quic => {
+                let ca = DevCa::new().map_err(|e| {
+                    Error::Setup(xsilo_transport::SetupError::AddressBook(e.to_string()))
+                })?;
+                let any = SocketAddr::from(([127, 0, 0, 1], 0));
+                let mut endpoints = Vec::new();
+                for p in &self.parties {
+                    endpoints.push(QuicEndpoint::bind(
+                        p.clone(),
+                        any,
+                        &ca.identity(p)?,
+                        config.clone(),
+                    )?);
+                }
+                let book: BTreeMap<PartyName, PeerAddress> = endpoints
+                    .iter()
+                    .map(|e| (e.party().clone(), e.local_addr().into()))
+                    .collect();
+                endpoints
+                    .iter()
+                    .map(|e| {
+                        e.join(self.job.clone(), book.clone())
+                            .map(|t| Arc::new(t) as Arc<dyn Transport>)
+                            .map_err(Error::from)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs `driver` once per party, concurrently, each with its own
+    /// [`Fed`]; returns each party's result. Must run inside
+    /// [`crate::block_on`]. A party whose driver returns without calling
+    /// `shutdown` is shut down afterwards.
+    pub async fn run<F, Fut, T>(
+        self,
+        driver: F,
+    ) -> Result<BTreeMap<PartyName, Result<T, Error>>, Error>
+    where
+        F: Fn(Fed) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + 'static,
+        T: 'static,
+    {
+        let options = runtime_options(&self.comm);
+        let mut handles = Vec::new();
+        for transport in self.transports().await? {
+            let party = transport.party().clone();
+            let fed = Fed::new(Runtime::start(transport, options.clone())?);
+            let run = driver(fed.clone());
+            handles.push((
+                party,
+                actix_rt::spawn(async move {
+                    let result = run.await;
+                    let _ = fed.shutdown().await;
+                    result
+                }),
+            ));
+        }
+        let mut results = BTreeMap::new();
+        for (party, handle) in handles {
+            let result = handle.await.unwrap_or_else(|e| {
+                Err(Error::Runtime(xsilo_runtime::RuntimeError::ActorGone(
+                    if e.is_panic() {
+                        "driver (it panicked)"
+                    } else {
+                        "driver (it was cancelled)"
+                    },
+                )))
+            });
+            results.insert(party, result);
+        }
+        Ok(results)
+    }
+}
+
+pub(crate) fn runtime_options(comm: &CommConfig) -> RuntimeOptions {
+    let mut options = RuntimeOptions::default();
+    options.expose_error_trace = comm.expose_error_trace;
+    options.drain_timeout = comm.send_timeout + std::time::Duration::from_secs(5);
+    options
+}
