@@ -48,6 +48,8 @@ pub struct Driver {
     receiver: Addr<ReceiverProxy>,
     expose_error_trace: bool,
     failed: Option<RuntimeError>,
+    /// Waiters of [`Flush`]: resolved when no push waits for a value.
+    flushed: Vec<oneshot::Sender<()>>,
 }
 
 impl Driver {
@@ -68,6 +70,21 @@ impl Driver {
             receiver,
             expose_error_trace,
             failed: None,
+            flushed: Vec::new(),
+        }
+    }
+
+    fn pushes_waiting(&self) -> bool {
+        self.store
+            .values()
+            .any(|s| matches!(s.state, SlotState::Pending(_)) && !s.pushes.is_empty())
+    }
+
+    fn check_flushed(&mut self) {
+        if !self.flushed.is_empty() && !self.pushes_waiting() {
+            for tx in self.flushed.drain(..) {
+                let _ = tx.send(());
+            }
         }
     }
 
@@ -246,6 +263,7 @@ impl Driver {
                 self.send_value(out.id, fp, dest, consumer, value.clone());
             }
         }
+        self.check_flushed();
     }
 
     fn task_error(&self, outputs: &[ObjRef], error: TaskError) -> RuntimeError {
@@ -442,6 +460,8 @@ impl Handler<FailAll> for Driver {
                     let _ = w.send(Err(error.clone()));
                 }
                 slot.state = SlotState::Ready(Err(error.clone()));
+                // Peers learn of the failure through the abort frame.
+                slot.pushes.clear();
             }
         }
         for (_, actor) in self.actors.drain() {
@@ -450,6 +470,28 @@ impl Handler<FailAll> for Driver {
             }
         }
         self.failed.get_or_insert(error);
+        self.check_flushed();
+    }
+}
+
+/// Resolves when every push the driver has promised has been handed to the
+/// sender: values still being computed for another party are waited for.
+/// The first step of an intended shutdown (MISSION E8).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Flush;
+
+impl Handler<Flush> for Driver {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        if !self.pushes_waiting() {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.flushed.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

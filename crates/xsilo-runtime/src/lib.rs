@@ -137,7 +137,7 @@ impl Runtime {
             options.drain_timeout,
         )
         .start();
-        receiver.do_send(receiver::SetSupervisor(supervisor.clone()));
+        receiver.do_send(receiver::SetSupervisor(supervisor.clone(), sender.clone()));
         sender.do_send(sender::SetSupervisor(supervisor.clone()));
         tracing::debug!(%party, %job, "runtime started");
         Ok(Self {
@@ -180,16 +180,33 @@ impl Runtime {
             .unwrap_or(Err(RuntimeError::ActorGone("driver")))
     }
 
-    /// Waits, at most `bound`, until every peer is reachable (MISSION C6).
+    /// Waits, at most `bound`, until every peer is known to be up (MISSION
+    /// C6): we connected to it, or it connected to us (a fast peer may
+    /// finish and leave before our own dial would reach it).
     pub async fn barrier(&self, bound: Duration) -> Result<(), RuntimeError> {
-        let connects: Vec<_> = self
+        let waits: Vec<_> = self
             .peers
             .iter()
-            .map(|p| self.transport.connect(p))
+            .map(|p| {
+                // The dial runs to its end on its own even when the peer's
+                // own connection proves it up first: a dial cancelled in
+                // its handshake would only make noise at the peer.
+                let connect = tokio::spawn(self.transport.connect(p));
+                let seen = self.receiver.send(receiver::WaitSeen(p.clone()));
+                async move {
+                    tokio::select! {
+                        r = connect => match r {
+                            Ok(r) => r.map_err(RuntimeError::from),
+                            Err(_) => Err(RuntimeError::ActorGone("barrier dial")),
+                        },
+                        _ = seen => Ok(()),
+                    }
+                }
+            })
             .collect();
         let all = async {
-            for c in connects {
-                c.await?;
+            for w in waits {
+                w.await?;
             }
             Ok::<(), RuntimeError>(())
         };

@@ -33,6 +33,11 @@ pub struct ReceiverProxy {
     failed: Option<RuntimeError>,
     received: HashMap<PartyName, Counts>,
     supervisor: Option<Addr<CleanupSupervisor>>,
+    sender: Option<Addr<crate::sender::SenderProxy>>,
+    /// Peers that have connected to us at least once, and the waiters of
+    /// [`WaitSeen`].
+    seen: std::collections::HashSet<PartyName>,
+    seen_waiters: HashMap<PartyName, Vec<oneshot::Sender<()>>>,
 }
 
 impl ReceiverProxy {
@@ -46,6 +51,9 @@ impl ReceiverProxy {
             failed: None,
             received: HashMap::new(),
             supervisor: None,
+            sender: None,
+            seen: std::collections::HashSet::new(),
+            seen_waiters: HashMap::new(),
         }
     }
 
@@ -127,12 +135,16 @@ impl Actor for ReceiverProxy {
 /// Connects the receiver to the supervisor (set once at start).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct SetSupervisor(pub(crate) Addr<CleanupSupervisor>);
+pub(crate) struct SetSupervisor(
+    pub(crate) Addr<CleanupSupervisor>,
+    pub(crate) Addr<crate::sender::SenderProxy>,
+);
 
 impl Handler<SetSupervisor> for ReceiverProxy {
     type Result = ();
     fn handle(&mut self, msg: SetSupervisor, _: &mut Self::Context) {
         self.supervisor = Some(msg.0);
+        self.sender = Some(msg.1);
     }
 }
 
@@ -167,10 +179,20 @@ impl StreamHandler<TransportEvent> for ReceiverProxy {
                 }
                 ControlFrame::Heartbeat { .. } | ControlFrame::Goodbye => {}
             },
-            TransportEvent::PeerUp { .. } => {}
+            TransportEvent::PeerUp { party } => {
+                for tx in self.seen_waiters.remove(&party).unwrap_or_default() {
+                    let _ = tx.send(());
+                }
+                self.seen.insert(party);
+            }
             TransportEvent::PeerDown { party, reason } => {
                 let text = match reason {
-                    PeerDownReason::Goodbye => "it shut down".to_owned(),
+                    PeerDownReason::Goodbye => {
+                        if let Some(s) = &self.sender {
+                            s.do_send(crate::sender::Departed(party.clone()));
+                        }
+                        "it shut down".to_owned()
+                    }
                     other => other.to_string(),
                 };
                 tracing::info!(party = %self.party, peer = %party, reason = %text, "peer down");
@@ -254,5 +276,28 @@ impl Handler<ReceivedStats> for ReceiverProxy {
     type Result = MessageResult<ReceivedStats>;
     fn handle(&mut self, _: ReceivedStats, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.received.clone())
+    }
+}
+
+/// Resolves once `0` has connected to this party (now or earlier): proof
+/// that it is up, for the barrier.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WaitSeen(pub(crate) PartyName);
+
+impl Handler<WaitSeen> for ReceiverProxy {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: WaitSeen, _: &mut Self::Context) -> Self::Result {
+        if self.seen.contains(&msg.0) {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.seen_waiters.entry(msg.0).or_default().push(tx);
+        Box::pin(async move {
+            // A dropped sender (receiver stopped) never counts as seen.
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }

@@ -21,6 +21,9 @@ pub struct SenderProxy {
     drained: Vec<oneshot::Sender<()>>,
     sent: HashMap<PartyName, Counts>,
     supervisor: Option<Addr<CleanupSupervisor>>,
+    /// Peers that said goodbye: they wait for nothing more, so nothing more
+    /// is sent to them.
+    departed: std::collections::HashSet<PartyName>,
 }
 
 impl SenderProxy {
@@ -31,7 +34,16 @@ impl SenderProxy {
             drained: Vec::new(),
             sent: HashMap::new(),
             supervisor: None,
+            departed: std::collections::HashSet::new(),
         }
+    }
+
+    fn skip(&self, dest: &PartyName, what: &str) -> bool {
+        let skip = self.departed.contains(dest);
+        if skip {
+            tracing::debug!(peer = %dest, "not sending {what}: the peer has shut down");
+        }
+        skip
     }
 
     fn track<F>(&mut self, ctx: &mut Context<Self>, dest: PartyName, what: String, fut: F)
@@ -48,6 +60,10 @@ impl SenderProxy {
                     c.bytes += bytes;
                 }
                 Ok(None) => {}
+                // A peer that said goodbye waits for nothing more.
+                Err(TransportError::PeerClosed { .. }) => {
+                    tracing::debug!(peer = %dest, "not delivered ({what}): the peer has shut down");
+                }
                 Err(error) => {
                     tracing::warn!(peer = %dest, %error, "sending {what} failed");
                     if let Some(s) = &act.supervisor {
@@ -95,6 +111,9 @@ impl Handler<SendObject> for SenderProxy {
     type Result = ();
     fn handle(&mut self, msg: SendObject, ctx: &mut Self::Context) {
         let what = format!("object {}", msg.object);
+        if self.skip(&msg.dest, &what) {
+            return;
+        }
         let fut = self.transport.send_object(
             &msg.dest,
             OutboundObject {
@@ -127,8 +146,23 @@ impl Handler<SendControl> for SenderProxy {
             ControlFrame::Goodbye => "a goodbye".to_owned(),
             ControlFrame::Heartbeat { .. } => "a heartbeat".to_owned(),
         };
+        if self.skip(&msg.dest, &what) {
+            return;
+        }
         let fut = self.transport.send_control(&msg.dest, msg.frame);
         self.track(ctx, msg.dest, what, async move { fut.await.map(|()| None) });
+    }
+}
+
+/// A peer said goodbye (intended shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Departed(pub(crate) PartyName);
+
+impl Handler<Departed> for SenderProxy {
+    type Result = ();
+    fn handle(&mut self, msg: Departed, _: &mut Self::Context) {
+        self.departed.insert(msg.0);
     }
 }
 

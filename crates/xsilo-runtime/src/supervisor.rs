@@ -20,8 +20,14 @@ enum State {
     Running,
     Draining,
     Closed,
+    /// Telling the peers and closing; shutdown requests wait for it.
+    Aborting,
     Aborted(RuntimeError),
 }
+
+/// How long an abort waits for its frames (and whatever else is in flight)
+/// to leave before the transport closes.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// Owns shutdown and abort for one party.
 pub struct CleanupSupervisor {
@@ -94,16 +100,21 @@ impl Handler<Shutdown> for CleanupSupervisor {
                 let e = e.clone();
                 return Box::pin(async move { Err(e) });
             }
-            State::Draining => {}
+            State::Draining | State::Aborting => {}
             State::Running => {
                 self.state = State::Draining;
                 tracing::info!(party = %self.party, "shutting down: draining sends");
-                let drain = self.sender.send(Drain);
+                let flush = self.driver.send(driver::Flush);
+                let sender = self.sender.clone();
                 let bound = self.drain_bound;
                 let transport = self.transport.clone();
                 ctx.spawn(
                     async move {
-                        let drained = tokio::time::timeout(bound, drain).await;
+                        let drained = tokio::time::timeout(bound, async move {
+                            flush.await.map_err(|_| MailboxError::Closed)?;
+                            sender.send(Drain).await
+                        })
+                        .await;
                         transport.close().await;
                         match drained {
                             Ok(Ok(())) => Ok(()),
@@ -116,9 +127,8 @@ impl Handler<Shutdown> for CleanupSupervisor {
                     }
                     .into_actor(self)
                     .map(|result, act, _| {
-                        if let State::Aborted(e) = &act.state {
-                            let e = e.clone();
-                            act.finish(Err(e));
+                        if let State::Aborting | State::Aborted(_) = &act.state {
+                            // The abort path answers the waiters.
                             return;
                         }
                         act.state = State::Closed;
@@ -165,8 +175,11 @@ impl Abort {
 impl Handler<Abort> for CleanupSupervisor {
     type Result = ();
 
-    fn handle(&mut self, msg: Abort, _: &mut Self::Context) {
-        if matches!(self.state, State::Aborted(_) | State::Closed) {
+    fn handle(&mut self, msg: Abort, ctx: &mut Self::Context) {
+        if matches!(
+            self.state,
+            State::Aborting | State::Aborted(_) | State::Closed
+        ) {
             return;
         }
         let by = msg.by.clone().unwrap_or_else(|| self.party.clone());
@@ -175,7 +188,7 @@ impl Handler<Abort> for CleanupSupervisor {
             reason: msg.reason.clone(),
         };
         tracing::error!(party = %self.party, %by, reason = %msg.reason, "job aborted");
-        self.state = State::Aborted(error.clone());
+        self.state = State::Aborting;
         if msg.by.is_none() {
             // Tell every peer, so that nobody waits on us (MISSION E3).
             for peer in &self.peers {
@@ -188,7 +201,20 @@ impl Handler<Abort> for CleanupSupervisor {
             }
         }
         self.fail_everything(&error);
-        self.finish(Err(error));
+        // Let the abort frames leave (bounded), then close the transport.
+        let drain = self.sender.send(Drain);
+        let transport = self.transport.clone();
+        ctx.spawn(
+            async move {
+                let _ = tokio::time::timeout(ABORT_GRACE, drain).await;
+                transport.close().await;
+            }
+            .into_actor(self)
+            .map(move |(), act, _| {
+                act.state = State::Aborted(error.clone());
+                act.finish(Err(error));
+            }),
+        );
     }
 }
 

@@ -180,8 +180,11 @@ pub enum RefusalCode {
     TooLarge,
     /// A frame could not be decoded, or the payload length was wrong.
     Malformed,
-    /// The receiving runtime is shutting down or dropped the object.
+    /// The receiving runtime dropped the object without taking it.
     Unavailable,
+    /// The receiving party is shutting down intentionally and takes nothing
+    /// more; it needs nothing more either.
+    ShuttingDown,
 }
 
 impl fmt::Display for RefusalCode {
@@ -195,6 +198,7 @@ impl fmt::Display for RefusalCode {
             Self::TooLarge => "too large",
             Self::Malformed => "malformed",
             Self::Unavailable => "unavailable",
+            Self::ShuttingDown => "shutting down",
         })
     }
 }

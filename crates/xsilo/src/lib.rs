@@ -48,6 +48,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use args::FedArgs;
+pub use bytes::Bytes;
 pub use config::{CommConfig, Config, ConfigError, PartyOverride, RetryConfig, TlsPaths};
 pub use error::Error;
 pub use fed::{Actor, Fed, Party};

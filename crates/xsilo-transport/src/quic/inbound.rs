@@ -71,7 +71,21 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
     let conn = match tokio::time::timeout(bound, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            tracing::warn!(party = %local, %remote, error = %e, "refused a connection in the TLS handshake");
+            // A dialer that gave up its own handshake is no event; a
+            // certificate or protocol failure is.
+            let abandoned = match &e {
+                quinn::ConnectionError::ApplicationClosed(_)
+                | quinn::ConnectionError::LocallyClosed => true,
+                // An application close during the handshake travels as the
+                // transport error APPLICATION_ERROR (0xc).
+                quinn::ConnectionError::ConnectionClosed(c) => u64::from(c.error_code) == 0xc,
+                _ => false,
+            };
+            if abandoned {
+                tracing::debug!(party = %local, %remote, error = %e, "a dialer abandoned its handshake");
+            } else {
+                tracing::warn!(party = %local, %remote, error = %e, "refused a connection in the TLS handshake");
+            }
             return;
         }
         Err(_) => {
@@ -135,7 +149,10 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
     let peer = hello.party;
     tracing::debug!(job = %job.job, party = %local, %peer, %remote, "accepted a connection");
     job.connection_up(&peer, Some(conn.clone()));
-    tokio::spawn(read_control(
+    // The control frames of a connection are all delivered before its
+    // peer-down event: an abort sent just before a close is never overtaken
+    // by the close.
+    let control = tokio::spawn(read_control(
         job.clone(),
         peer.clone(),
         conn.clone(),
@@ -149,12 +166,14 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
                     tokio::spawn(serve_object(job.clone(), peer.clone(), conn.clone(), send, recv));
                 }
                 Err(e) => {
+                    let _ = control.await;
                     job.connection_down(&peer, &e);
                     return;
                 }
             },
             () = job.closed.cancelled() => {
                 let e = conn.closed().await;
+                let _ = control.await;
                 job.connection_down(&peer, &e);
                 return;
             }
@@ -270,7 +289,7 @@ async fn serve_object(
             tokio::select! {
                 r = answer => r.unwrap_or(DataReply::Refused(Refusal::new(RefusalCode::Unavailable, "the receiving runtime is gone"))),
                 () = job.closed.cancelled() => DataReply::Refused(Refusal::new(
-                    RefusalCode::Unavailable,
+                    RefusalCode::ShuttingDown,
                     format!("party '{}' is shutting down; object {object} was not taken", job.party),
                 )),
                 // No timer here: the answer is the runtime's alone, so that

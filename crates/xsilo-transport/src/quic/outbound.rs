@@ -300,6 +300,9 @@ async fn send_on(
     let reply: DataReply = read_frame(&mut recv, MAX_REPLY_FRAME, peer, "data reply").await?;
     match reply {
         DataReply::Ack => Ok(()),
+        DataReply::Refused(refusal) if refusal.code == xsilo_wire::RefusalCode::ShuttingDown => {
+            Err(TransportError::PeerClosed { peer: peer.clone() })
+        }
         DataReply::Refused(refusal) => Err(TransportError::Refused {
             peer: peer.clone(),
             refusal,
