@@ -375,7 +375,9 @@ fn shutdown_right_after_sending_64_mib_loses_nothing() {
 
 #[test]
 fn config_errors_name_the_key() {
-    let job = job(&["alice", "bob"], |_| {});
+    let job = job(&["alice", "bob"], |c| {
+        c.comm.barrier_timeout = Duration::from_secs(3)
+    });
     let path = job.config("alice");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("send_timeout", "send_timout")).unwrap();

@@ -7,6 +7,7 @@
 
 mod child;
 mod stats;
+mod tiny_tasks;
 mod transport;
 
 use anyhow::Result;
@@ -36,11 +37,33 @@ enum Command {
     /// Internal: the receiving party of `transport`, started by it.
     #[command(hide = true)]
     ServeTransport,
+    /// RayFed's many-tiny-tasks benchmark: per round, one call on an actor
+    /// in alice and one in bob, an aggregating call on an actor in alice
+    /// consuming both, and `get` of its result; 10,000 rounds; two parties
+    /// as processes over QUIC. Baseline: the raw quinn request/response
+    /// round trip between the same two processes, measured in the same run.
+    TinyTasks {
+        /// 1,000 rounds.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Internal: party bob of `tiny-tasks`, started by it.
+    #[command(hide = true)]
+    TinyTasksParty {
+        /// The configuration file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Rounds.
+        #[arg(long)]
+        rounds: usize,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Transport { quick } => transport::run(quick),
         Command::ServeTransport => transport::serve(),
+        Command::TinyTasks { quick } => tiny_tasks::run(quick),
+        Command::TinyTasksParty { config, rounds } => tiny_tasks::bob(&config, rounds),
     }
 }

@@ -157,7 +157,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
 
 /// One raw quinn request: length, payload, finish; wait for the one-byte
 /// answer.
-async fn raw_request(conn: &quinn::Connection, payload: Bytes) -> Result<()> {
+pub(crate) async fn raw_request(conn: &quinn::Connection, payload: Bytes) -> Result<()> {
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_chunk(Bytes::copy_from_slice(
         &(payload.len() as u64).to_be_bytes(),
@@ -208,7 +208,7 @@ pub(crate) fn serve() -> Result<()> {
     })
 }
 
-async fn raw_server(endpoint: quinn::Endpoint) {
+pub(crate) async fn raw_server(endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
