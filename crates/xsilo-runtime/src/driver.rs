@@ -91,14 +91,9 @@ impl Driver {
     /// The value of a local object, now or when it is ready.
     fn local_value(&mut self, id: ObjectId) -> Pin<Box<dyn Future<Output = Value> + Send>> {
         let Some(slot) = self.store.get_mut(&id) else {
-            let error = RuntimeError::UnknownParty {
-                party: format!("(no object {id} was made in party '{}')", self.party),
-                known: self
-                    .peers
-                    .iter()
-                    .map(PartyName::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+            let error = RuntimeError::UnknownObject {
+                object: id,
+                party: self.party.clone(),
             };
             return Box::pin(async move { Err(error) });
         };
@@ -285,6 +280,7 @@ fn error_kind(e: &RuntimeError) -> &'static str {
         RuntimeError::Decode { .. } => "Decode",
         RuntimeError::Encode { .. } => "Encode",
         RuntimeError::UnknownParty { .. } => "UnknownParty",
+        RuntimeError::UnknownObject { .. } => "UnknownObject",
         RuntimeError::ActorUnavailable { .. } => "ActorUnavailable",
         RuntimeError::Transport(_) => "Transport",
         RuntimeError::ShutDown { .. } => "ShutDown",

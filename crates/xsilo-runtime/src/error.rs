@@ -161,6 +161,15 @@ pub enum RuntimeError {
         /// The parties of the job.
         known: String,
     },
+    /// An object this party should own was never made here: the handle
+    /// comes from another job or another `Fed`.
+    #[error("object {object} was never made in party '{party}': the handle belongs to another job or Fed")]
+    UnknownObject {
+        /// The object.
+        object: ObjectId,
+        /// This party.
+        party: PartyName,
+    },
     /// A call on an actor that was killed or whose constructor failed.
     #[error("actor {actor} of party '{party}' is not available: {reason}")]
     ActorUnavailable {

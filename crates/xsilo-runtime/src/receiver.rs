@@ -152,9 +152,14 @@ impl StreamHandler<TransportEvent> for ReceiverProxy {
     fn handle(&mut self, event: TransportEvent, _: &mut Self::Context) {
         match event {
             TransportEvent::Object(obj) => {
-                let counts = self.received.entry(obj.from.clone()).or_default();
-                counts.objects += 1;
-                counts.bytes += obj.payload.len() as u64;
+                if !self
+                    .mailbox
+                    .contains_key(&(obj.from.clone(), obj.header.object))
+                {
+                    let counts = self.received.entry(obj.from.clone()).or_default();
+                    counts.objects += 1;
+                    counts.bytes += obj.payload.len() as u64;
+                }
                 let (from, header, payload) = (obj.from, obj.header, obj.payload);
                 // Taken into the mailbox: acknowledge (MISSION C3).
                 obj.ack.accept();

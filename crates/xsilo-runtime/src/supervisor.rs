@@ -19,7 +19,8 @@ use crate::sender::{Drain, SendControl, SenderProxy};
 enum State {
     Running,
     Draining,
-    Closed,
+    /// Shut down, with the result every later request gets too.
+    Closed(Result<(), RuntimeError>),
     /// Telling the peers and closing; shutdown requests wait for it.
     Aborting,
     Aborted(RuntimeError),
@@ -95,7 +96,10 @@ impl Handler<Shutdown> for CleanupSupervisor {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         match &self.state {
-            State::Closed => return Box::pin(async { Ok(()) }),
+            State::Closed(result) => {
+                let result = result.clone();
+                return Box::pin(async move { result });
+            }
             State::Aborted(e) => {
                 let e = e.clone();
                 return Box::pin(async move { Err(e) });
@@ -108,6 +112,10 @@ impl Handler<Shutdown> for CleanupSupervisor {
                 let sender = self.sender.clone();
                 let bound = self.drain_bound;
                 let transport = self.transport.clone();
+                let (driver, receiver) = (self.driver.clone(), self.receiver.clone());
+                let closed = RuntimeError::ShutDown {
+                    party: self.party.clone(),
+                };
                 ctx.spawn(
                     async move {
                         let drained = tokio::time::timeout(bound, async move {
@@ -115,6 +123,10 @@ impl Handler<Shutdown> for CleanupSupervisor {
                             sender.send(Drain).await
                         })
                         .await;
+                        // Waits still pending learn of the shutdown before
+                        // the transport closes under them.
+                        driver.do_send(driver::FailAll(closed.clone()));
+                        receiver.do_send(receiver::FailAll(closed));
                         transport.close().await;
                         match drained {
                             Ok(Ok(())) => Ok(()),
@@ -131,11 +143,7 @@ impl Handler<Shutdown> for CleanupSupervisor {
                             // The abort path answers the waiters.
                             return;
                         }
-                        act.state = State::Closed;
-                        let closed = RuntimeError::ShutDown {
-                            party: act.party.clone(),
-                        };
-                        act.fail_everything(&closed);
+                        act.state = State::Closed(result.clone());
                         tracing::info!(party = %act.party, "shut down");
                         act.finish(result);
                     }),
@@ -178,7 +186,7 @@ impl Handler<Abort> for CleanupSupervisor {
     fn handle(&mut self, msg: Abort, ctx: &mut Self::Context) {
         if matches!(
             self.state,
-            State::Aborting | State::Aborted(_) | State::Closed
+            State::Aborting | State::Aborted(_) | State::Closed(_)
         ) {
             return;
         }

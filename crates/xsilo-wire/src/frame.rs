@@ -97,7 +97,7 @@ pub struct RemoteErrorFrame {
     /// The object whose computation failed at the origin; differs from
     /// `object` when the failure cascaded through dependent calls.
     pub origin_object: ObjectId,
-    /// The kind of error (a type name, such as `TaskPanicked`); always sent.
+    /// The kind of error (the error's type name, or `panic`); always sent.
     pub kind: String,
     /// The error message; sent only when the origin enables
     /// `expose_error_trace` (MISSION E4).

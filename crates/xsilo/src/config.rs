@@ -59,7 +59,7 @@ use thiserror::Error;
 use xsilo_transport::{
     AddressBook, PeerAddress, RetryPolicy, SetupError, TlsIdentity, TransportConfig,
 };
-use xsilo_wire::limits::{DEFAULT_MAX_MESSAGE_SIZE, MAX_METADATA_ENTRIES, MAX_METADATA_LEN};
+use xsilo_wire::limits::{MAX_METADATA_ENTRIES, MAX_METADATA_LEN};
 use xsilo_wire::{JobName, PartyName};
 
 /// A configuration could not be loaded or is invalid.
@@ -188,7 +188,8 @@ impl TlsPaths {
 #[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts in all, the first one included. Default 8: with the other
-    /// defaults a peer that is not up yet is tried for about 15 s, which
+    /// defaults a peer that is not up yet is tried over about 11 s of
+    /// backoff plus the attempts' own time, which
     /// covers parties started a few seconds apart, and the whole stays
     /// within `send_timeout`. Must be at least 1; 1 means no retry, so a
     /// party started after its peers' first send fails that send.
@@ -207,12 +208,15 @@ pub struct RetryConfig {
 }
 
 impl Default for RetryConfig {
+    /// The transport's defaults ([`RetryPolicy::default`]): one source of
+    /// truth.
     fn default() -> Self {
+        let p = RetryPolicy::default();
         Self {
-            max_attempts: 8,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            multiplier: 2.0,
+            max_attempts: p.max_attempts,
+            initial_backoff: p.initial_backoff,
+            max_backoff: p.max_backoff,
+            multiplier: p.multiplier,
         }
     }
 }
@@ -257,13 +261,14 @@ pub struct CommConfig {
     /// keep-alive acknowledgement, is reported lost and every wait on it
     /// fails (MISSION E10). Default 10 s. Shorter detects a crashed peer
     /// sooner but turns longer network blips into failures; longer keeps
-    /// every party waiting longer when a peer dies. Must be longer than
+    /// every party waiting longer when a peer dies. Must be more than twice
     /// `keep_alive_interval` and at most one day.
     pub peer_lost_timeout: Duration,
     /// Interval of QUIC keep-alive packets. Default 1 s. Keeps an idle but
     /// live connection from being reported lost and keeps NAT bindings
-    /// open. Must be shorter than `peer_lost_timeout` (well under it, so
-    /// that one lost keep-alive is not fatal); shorter sends more packets.
+    /// open. Must be less than half of `peer_lost_timeout` (the QUIC idle
+    /// timeout is `peer_lost_timeout` minus this interval); shorter sends
+    /// more packets.
     pub keep_alive_interval: Duration,
     /// Retry policy for connection attempts and interrupted sends.
     pub retry: RetryConfig,
@@ -286,25 +291,30 @@ pub struct CommConfig {
     /// Treat a failure to send to a peer as fatal (MISSION E6): peers are
     /// told, the sending-failure handler runs, pending and later calls fail
     /// fast and the process exits with a non-zero status. Default false
-    /// (RayFed's): the failure is logged and reported to the calls that
-    /// depend on the send only.
+    /// (RayFed's). **Parsed and validated in this version but not acted on
+    /// yet**: a sending failure is logged (the next milestone, cross-silo
+    /// error handling, implements this flag).
     pub exit_on_sending_failure: bool,
     /// After an error was sent to or received from a peer, keep waiting at
     /// shutdown for queued data sends to finish (MISSION E7). Default false
     /// (RayFed's): the job is failing anyway, so shutdown does not wait for
     /// data that may never be acknowledged. Turn it on when peers must still
-    /// receive what was queued.
+    /// receive what was queued. **Parsed and validated in this version but
+    /// not acted on yet**: shutdown after an abort waits a fixed 2 s grace.
     pub continue_waiting_for_data_sending_on_error: bool,
 }
 
 impl Default for CommConfig {
+    /// The transport's defaults ([`TransportConfig::default`]) for what
+    /// the transport owns, so the two never disagree.
     fn default() -> Self {
+        let t = TransportConfig::default();
         Self {
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            send_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(5),
-            peer_lost_timeout: Duration::from_secs(10),
-            keep_alive_interval: Duration::from_secs(1),
+            max_message_size: t.max_message_size,
+            send_timeout: t.send_timeout,
+            connect_timeout: t.connect_timeout,
+            peer_lost_timeout: t.peer_lost_timeout,
+            keep_alive_interval: t.keep_alive_interval,
             retry: RetryConfig::default(),
             barrier_on_initializing: false,
             barrier_timeout: Duration::from_secs(60),

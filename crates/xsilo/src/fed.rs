@@ -23,8 +23,11 @@ struct Inner {
 /// every party, each with its own `Fed`.
 ///
 /// Calls return at once with [`FedObject`] handles; values are computed
-/// where the call is pinned and pushed where they are consumed. Clone it to
-/// share; the calls must still be made in the same order in every party.
+/// where the call is pinned and pushed where they are consumed. Clones
+/// share one sequence of object ids: make the calls from one task (the
+/// driver program), in the same order in every party. Calls made from
+/// several tasks or threads at once get ids in an order other parties
+/// cannot reproduce, which the fingerprints then report as a divergence.
 #[derive(Clone)]
 pub struct Fed {
     inner: Arc<Inner>,

@@ -81,16 +81,18 @@ pub async fn init(config: Config, party: &str) -> Result<Fed, Error> {
     })?;
     config.check_party(&party)?;
     let tls = config.tls_identity()?;
+    let transport_config = config.transport_config_for(&party);
+    let mut options = sim::runtime_options(&config.comm);
+    options.drain_timeout = transport_config.send_timeout + std::time::Duration::from_secs(5);
     let transport = xsilo_transport::QuicTransport::bind(
         config.job.clone(),
         party.clone(),
         config.listen_addr(&party)?,
         config.address_book(&party),
         &tls,
-        config.transport_config_for(&party),
+        transport_config,
     )?;
-    let rt =
-        xsilo_runtime::Runtime::start(Arc::new(transport), sim::runtime_options(&config.comm))?;
+    let rt = xsilo_runtime::Runtime::start(Arc::new(transport), options)?;
     if config.comm.barrier_on_initializing {
         rt.barrier(config.comm.barrier_timeout).await?;
     }

@@ -68,10 +68,11 @@ impl<T> fmt::Debug for FedObject<T> {
 /// machines running the same source.
 pub(crate) fn fingerprint(site: &Location<'_>, index: usize) -> u64 {
     let mut h = fnv::FnvHasher::default();
+    // Explicit little-endian bytes: the same on every architecture.
     h.write(site.file().as_bytes());
-    h.write_u32(site.line());
-    h.write_u32(site.column());
-    h.write_u64(index as u64);
+    h.write(&site.line().to_le_bytes());
+    h.write(&site.column().to_le_bytes());
+    h.write(&(index as u64).to_le_bytes());
     h.finish()
 }
 

@@ -162,10 +162,24 @@ impl Simulation {
             let party = transport.party().clone();
             let fed = Fed::new(Runtime::start(transport, options.clone())?);
             let run = driver(fed.clone());
+            let name = party.clone();
             handles.push((
                 party,
                 actix_rt::spawn(async move {
-                    let result = run.await;
+                    // The driver runs in a task of its own, so that a panic
+                    // in it still shuts this party down (its peers then fail
+                    // their waits on it instead of hanging).
+                    let result = match actix_rt::spawn(run).await {
+                        Ok(result) => result,
+                        Err(e) => Err(Error::Runtime(xsilo_runtime::RuntimeError::Aborted {
+                            by: name,
+                            reason: if e.is_panic() {
+                                "its driver panicked".into()
+                            } else {
+                                "its driver was cancelled".into()
+                            },
+                        })),
+                    };
                     let _ = fed.shutdown().await;
                     result
                 }),
@@ -173,14 +187,11 @@ impl Simulation {
         }
         let mut results = BTreeMap::new();
         for (party, handle) in handles {
-            let result = handle.await.unwrap_or_else(|e| {
-                Err(Error::Runtime(xsilo_runtime::RuntimeError::ActorGone(
-                    if e.is_panic() {
-                        "driver (it panicked)"
-                    } else {
-                        "driver (it was cancelled)"
-                    },
-                )))
+            let result = handle.await.unwrap_or_else(|_| {
+                Err(Error::Runtime(xsilo_runtime::RuntimeError::Aborted {
+                    by: party.clone(),
+                    reason: "its simulation task was cancelled".into(),
+                }))
             });
             results.insert(party, result);
         }

@@ -196,3 +196,38 @@ fn task_errors_stay_local_in_full_and_cross_as_remote_errors() {
         );
     }
 }
+
+#[test]
+fn shutdown_runs_once_however_often_and_from_wherever_it_is_called() {
+    let results = run(&["alice", "bob"], SimNetwork::Quic, |fed| async move {
+        let x = fed.party("alice").task((), |()| vec![3u8; 1 << 20]);
+        let y = fed.party("bob").task(x, |v: Vec<u8>| v.len());
+        let got = fed.get(&y).await?;
+        // Three concurrent shutdowns and a late one: one run, one result.
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let fed = fed.clone();
+                actix_rt::spawn(async move { fed.shutdown().await.map_err(|e| e.to_string()) })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for c in calls {
+            outcomes.push(c.await.unwrap());
+        }
+        outcomes.push(fed.shutdown().await.map_err(|e| e.to_string()));
+        // After shutdown, calls fail fast instead of hanging.
+        let late = fed.party("alice").task((), |()| 1);
+        let late = fed.get(&late).await.map_err(|e| e.to_string());
+        Ok((got, outcomes, late))
+    });
+    for (party, r) in results {
+        let (got, outcomes, late) = r.unwrap();
+        assert_eq!(got, 1 << 20, "party {party}");
+        assert!(
+            outcomes.iter().all(Result::is_ok),
+            "party {party}: {outcomes:?}"
+        );
+        let late = late.unwrap_err();
+        assert!(late.contains("has shut down"), "party {party}: {late}");
+    }
+}
