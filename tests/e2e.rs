@@ -3,20 +3,14 @@
 //! configuration file and development certificate. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{job, Outcome};
 use serde_json::{json, Value as Json};
-use xsilo::{Config, Error, Fed, TlsPaths};
-
-const SCENARIO: &str = "XSILO_E2E_SCENARIO";
-const PARTY: &str = "XSILO_E2E_PARTY";
-const CONFIG: &str = "XSILO_E2E_CONFIG";
-/// No child may run longer than this.
-const BOUND: Duration = Duration::from_secs(60);
+use xsilo::{Config, Error, Fed};
 
 struct Counter(i64);
 impl Counter {
@@ -145,162 +139,23 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
 #[test]
 #[ignore = "runs only as a child process of the e2e tests"]
 fn child() {
-    let (Ok(name), Ok(party), Ok(config)) = (
-        std::env::var(SCENARIO),
-        std::env::var(PARTY),
-        std::env::var(CONFIG),
-    ) else {
-        return;
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
-    let outcome = xsilo::block_on(async {
-        tokio::time::timeout(BOUND, async {
-            let config = Config::from_file(&config)?;
-            let fed = xsilo::init(config, &party).await?;
-            let result = scenario(&name, &party, &fed).await;
-            let shutdown = fed.shutdown().await;
-            let value = result?;
-            shutdown?;
-            Ok::<Json, Error>(value)
-        })
-        .await
-    });
-    match outcome {
-        Ok(Ok(v)) => println!("XSILO-RESULT {v}"),
-        Ok(Err(e)) => println!("XSILO-ERROR {}", e.to_string().replace('\n', " | ")),
-        Err(_) => println!("XSILO-ERROR the child did not finish within {BOUND:?}"),
-    }
+    common::child_main(|name, party, fed| Box::pin(scenario(name, party, fed)));
 }
 
-/// Certificates and one configuration file per party, in a temporary folder.
-struct Job {
-    dir: tempfile::TempDir,
-    parties: Vec<String>,
-}
-
-fn job(parties: &[&str], tweak: impl Fn(&mut Config)) -> Job {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = xsilo_transport::devcert::DevCa::new().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca.ca_pem()).unwrap();
-    let mut book = Vec::new();
-    for p in parties {
-        let cert = ca.issue(&p.parse().unwrap()).unwrap();
-        std::fs::write(dir.path().join(format!("{p}.pem")), &cert.cert_pem).unwrap();
-        std::fs::write(dir.path().join(format!("{p}.key")), &cert.key_pem).unwrap();
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        book.push((p.parse().unwrap(), addr));
-    }
-    for p in parties {
-        let mut config = Config::new("e2e".parse().unwrap(), book.clone()).unwrap();
-        config.tls = Some(TlsPaths::new(
-            "ca.pem",
-            format!("{p}.pem"),
-            format!("{p}.key"),
-        ));
-        config.comm.barrier_on_initializing = true;
-        config.comm.barrier_timeout = Duration::from_secs(20);
-        tweak(&mut config);
-        std::fs::write(
-            dir.path().join(format!("{p}.toml")),
-            config.to_toml_string().unwrap(),
-        )
-        .unwrap();
-    }
-    Job {
-        dir,
-        parties: parties.iter().map(|p| (*p).to_owned()).collect(),
-    }
-}
-
-impl Job {
-    fn config(&self, party: &str) -> PathBuf {
-        self.dir.path().join(format!("{party}.toml"))
-    }
-
-    /// Runs `scenario` in every party, each a process; returns each party's
-    /// outcome (`Ok(json)` or `Err(message)`), failing the test if a child
-    /// does not finish within the bound.
-    fn run(&self, scenario: &str) -> BTreeMap<String, Result<Json, String>> {
-        let mut children = Vec::new();
-        for p in &self.parties {
-            let child = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "child",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(SCENARIO, scenario)
-                .env(PARTY, p)
-                .env(CONFIG, self.config(p))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            children.push((p.clone(), child));
-        }
-        let deadline = Instant::now() + BOUND + Duration::from_secs(10);
-        let mut outcomes = BTreeMap::new();
-        for (p, mut child) in children {
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-            let mut outcome = None;
-            while outcome.is_none() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(line) => {
-                        if let Some(at) = line.find("XSILO-RESULT ") {
-                            outcome = Some(Ok(serde_json::from_str(&line[at + 13..]).unwrap()));
-                        } else if let Some(at) = line.find("XSILO-ERROR ") {
-                            outcome = Some(Err(line[at + 12..].to_owned()));
-                        }
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        let _ = child.kill();
-                        panic!("party {p} of scenario {scenario} did not finish within {BOUND:?}");
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        panic!("party {p} of scenario {scenario} exited without an outcome");
-                    }
-                }
-            }
-            let status = child.wait().unwrap();
-            assert!(status.success(), "party {p} exited with {status}");
-            outcomes.insert(p, outcome.unwrap());
-        }
-        outcomes
-    }
-}
-
-fn ok(outcomes: &BTreeMap<String, Result<Json, String>>, party: &str) -> Json {
-    match &outcomes[party] {
-        Ok(v) => v.clone(),
-        Err(e) => panic!("party {party} failed: {e}"),
-    }
+fn ok(outcomes: &BTreeMap<String, Outcome>, party: &str) -> Json {
+    outcomes[party].value().clone()
 }
 
 #[test]
 fn quick_start_result_is_5_in_both_parties() {
-    let out = job(&["alice", "bob"], |_| {}).run("quick_start");
+    let out = job(&["alice", "bob"], |_, _| {}).run("quick_start");
     assert_eq!(ok(&out, "alice"), json!(5));
     assert_eq!(ok(&out, "bob"), json!(5));
 }
 
 #[test]
 fn three_parties_pass_fedobjects_in_containers() {
-    let out = job(&["alice", "bob", "carol"], |_| {}).run("containers");
+    let out = job(&["alice", "bob", "carol"], |_, _| {}).run("containers");
     for p in ["alice", "bob", "carol"] {
         assert_eq!(ok(&out, p), json!([1116, 1115, 1117]), "party {p}");
     }
@@ -308,7 +163,7 @@ fn three_parties_pass_fedobjects_in_containers() {
 
 #[test]
 fn get_broadcasts_an_owned_object_to_every_party() {
-    let out = job(&["alice", "bob", "carol"], |_| {}).run("broadcast");
+    let out = job(&["alice", "bob", "carol"], |_, _| {}).run("broadcast");
     for p in ["alice", "bob", "carol"] {
         assert_eq!(ok(&out, p)["value"], json!("owned by alice"), "party {p}");
     }
@@ -322,7 +177,7 @@ fn get_broadcasts_an_owned_object_to_every_party() {
 
 #[test]
 fn an_object_consumed_by_three_tasks_is_sent_once() {
-    let out = job(&["alice", "bob"], |_| {}).run("sent_once");
+    let out = job(&["alice", "bob"], |_, _| {}).run("sent_once");
     let alice = ok(&out, "alice");
     let bob = ok(&out, "bob");
     assert_eq!(alice["got"], json!([4096, 4097, 4098]));
@@ -336,7 +191,7 @@ fn an_object_consumed_by_three_tasks_is_sent_once() {
 
 #[test]
 fn actor_calls_run_in_order_several_returns_and_kill() {
-    let out = job(&["alice", "bob"], |_| {}).run("actors");
+    let out = job(&["alice", "bob"], |_, _| {}).run("actors");
     for p in ["alice", "bob"] {
         let v = ok(&out, p);
         let mut expected: Vec<i64> = vec![-1];
@@ -352,13 +207,13 @@ fn actor_calls_run_in_order_several_returns_and_kill() {
 
 #[test]
 fn diverged_drivers_fail_with_a_clear_error_at_both_ends() {
-    let out = job(&["alice", "bob"], |_| {}).run("diverge");
-    let bob = out["bob"].as_ref().unwrap_err();
+    let out = job(&["alice", "bob"], |_, _| {}).run("diverge");
+    let bob = out["bob"].error();
     assert!(
         bob.contains("driver divergence") && bob.contains("party 'alice'"),
         "bob: {bob}"
     );
-    let alice = out["alice"].as_ref().unwrap_err();
+    let alice = out["alice"].error();
     assert!(
         alice.contains("aborted by party 'bob'") && alice.contains("driver divergence"),
         "alice: {alice}"
@@ -367,7 +222,7 @@ fn diverged_drivers_fail_with_a_clear_error_at_both_ends() {
 
 #[test]
 fn shutdown_right_after_sending_64_mib_loses_nothing() {
-    let out = job(&["alice", "bob"], |_| {}).run("big_then_shutdown");
+    let out = job(&["alice", "bob"], |_, _| {}).run("big_then_shutdown");
     assert_eq!(ok(&out, "alice"), json!("alice shut down"));
     let expected = checksum(&vec![7u8; 64 << 20]);
     assert_eq!(ok(&out, "bob"), json!([64 << 20, expected]));
@@ -375,7 +230,7 @@ fn shutdown_right_after_sending_64_mib_loses_nothing() {
 
 #[test]
 fn config_errors_name_the_key() {
-    let job = job(&["alice", "bob"], |c| {
+    let job = job(&["alice", "bob"], |_, c| {
         c.comm.barrier_timeout = Duration::from_secs(3)
     });
     let path = job.config("alice");
@@ -384,12 +239,12 @@ fn config_errors_name_the_key() {
     let err = Config::from_file(&path).unwrap_err().to_string();
     assert!(err.contains("send_timout"), "{err}");
     let out = job.run("quick_start");
-    let alice = out["alice"].as_ref().unwrap_err();
+    let alice = out["alice"].error();
     assert!(
         alice.contains("send_timout"),
         "alice must fail naming the key: {alice}"
     );
     // Bob waits for alice at the barrier and fails naming her, within its bound.
-    let bob = out["bob"].as_ref().unwrap_err();
+    let bob = out["bob"].error();
     assert!(bob.contains("alice"), "bob: {bob}");
 }

@@ -257,6 +257,18 @@ impl Driver {
             for (dest, consumer) in std::mem::take(&mut slot.pushes) {
                 self.send_value(out.id, fp, dest, consumer, value.clone());
             }
+            if let Err(error) = &value {
+                if broadcasts(error) {
+                    // A failure goes to every party, consumer or not
+                    // (MISSION E3): whoever waits on this object, now or
+                    // later, fails at once with the origin named.
+                    for peer in self.peers.clone() {
+                        if self.pushed.insert((out.id, peer.clone())) {
+                            self.send_value(out.id, fp, peer, 0, value.clone());
+                        }
+                    }
+                }
+            }
         }
         self.check_flushed();
     }
@@ -288,6 +300,21 @@ fn error_kind(e: &RuntimeError) -> &'static str {
         RuntimeError::Timeout { .. } => "Timeout",
         RuntimeError::NoSystem => "NoSystem",
     }
+}
+
+/// Whether a failed object is announced to every party. Failures that every
+/// party learns otherwise (the job aborted, which a divergence also does, or
+/// shut down; a call on an unknown party, which fails everywhere alike) are
+/// not.
+fn broadcasts(error: &RuntimeError) -> bool {
+    !matches!(
+        error,
+        RuntimeError::Aborted { .. }
+            | RuntimeError::Diverged { .. }
+            | RuntimeError::ShutDown { .. }
+            | RuntimeError::UnknownParty { .. }
+            | RuntimeError::ActorGone(_)
+    )
 }
 
 /// Runs `f`, turning a panic into a [`TaskError`].

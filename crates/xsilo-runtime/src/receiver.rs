@@ -38,6 +38,8 @@ pub struct ReceiverProxy {
     /// [`WaitSeen`].
     seen: std::collections::HashSet<PartyName>,
     seen_waiters: HashMap<PartyName, Vec<oneshot::Sender<()>>>,
+    /// Peers we asked the sender to connect to because a wait needs them.
+    probed: std::collections::HashSet<PartyName>,
 }
 
 impl ReceiverProxy {
@@ -54,6 +56,7 @@ impl ReceiverProxy {
             sender: None,
             seen: std::collections::HashSet::new(),
             seen_waiters: HashMap::new(),
+            probed: std::collections::HashSet::new(),
         }
     }
 
@@ -174,30 +177,51 @@ impl StreamHandler<TransportEvent> for ReceiverProxy {
             }
             TransportEvent::Control { from, frame } => match frame {
                 ControlFrame::RemoteError(f) => {
+                    if let Some(s) = &self.supervisor {
+                        s.do_send(crate::supervisor::ErrorSeen);
+                    }
                     let id = f.object;
                     self.arrive(from, id, Arrived::Failed(f));
                 }
                 ControlFrame::Abort { reason } => {
+                    // Fail our waits now, not after a round trip through the
+                    // supervisor: the peer's goodbye may be the next event,
+                    // and the abort is what the waits must report.
+                    self.fail_all(RuntimeError::Aborted {
+                        by: from.clone(),
+                        reason: reason.clone(),
+                    });
                     if let Some(s) = &self.supervisor {
                         s.do_send(Abort::remote(from, reason));
                     }
                 }
                 ControlFrame::Heartbeat { .. } | ControlFrame::Goodbye => {}
             },
+            TransportEvent::PeerRefused { party, refusal } => {
+                if let Some(s) = &self.supervisor {
+                    s.do_send(Abort::local(format!(
+                        "party '{party}' cannot join this job: {refusal}"
+                    )));
+                }
+            }
             TransportEvent::PeerUp { party } => {
                 for tx in self.seen_waiters.remove(&party).unwrap_or_default() {
                     let _ = tx.send(());
                 }
+                // Back after a loss (a restart): new waits may succeed.
+                if self.gone.remove(&party).is_some() {
+                    if let Some(s) = &self.sender {
+                        s.do_send(crate::sender::Returned(party.clone()));
+                    }
+                }
                 self.seen.insert(party);
             }
             TransportEvent::PeerDown { party, reason } => {
+                if let Some(s) = &self.sender {
+                    s.do_send(crate::sender::Departed(party.clone()));
+                }
                 let text = match reason {
-                    PeerDownReason::Goodbye => {
-                        if let Some(s) = &self.sender {
-                            s.do_send(crate::sender::Departed(party.clone()));
-                        }
-                        "it shut down".to_owned()
-                    }
+                    PeerDownReason::Goodbye => "it shut down".to_owned(),
                     other => other.to_string(),
                 };
                 tracing::info!(party = %self.party, peer = %party, reason = %text, "peer down");
@@ -246,6 +270,13 @@ impl Handler<Await> for ReceiverProxy {
             };
             return Box::pin(async move { Err(error) });
         }
+        if !self.seen.contains(&key.0) && self.probed.insert(key.0.clone()) {
+            // No connection with that party yet: make sure it exists, so
+            // that its absence or a refusal ends this wait (MISSION E10).
+            if let Some(s) = &self.sender {
+                s.do_send(crate::sender::Probe(key.0.clone()));
+            }
+        }
         let (tx, rx) = oneshot::channel();
         self.waiters.entry(key).or_default().push(Waiter {
             fingerprint: msg.fingerprint,
@@ -263,12 +294,18 @@ pub(crate) struct FailAll(pub(crate) RuntimeError);
 impl Handler<FailAll> for ReceiverProxy {
     type Result = ();
     fn handle(&mut self, msg: FailAll, _: &mut Self::Context) {
+        self.fail_all(msg.0);
+    }
+}
+
+impl ReceiverProxy {
+    fn fail_all(&mut self, error: RuntimeError) {
         for (_, waiters) in self.waiters.drain() {
             for w in waiters {
-                let _ = w.tx.send(Err(msg.0.clone()));
+                let _ = w.tx.send(Err(error.clone()));
             }
         }
-        self.failed.get_or_insert(msg.0);
+        self.failed.get_or_insert(error);
     }
 }
 

@@ -65,7 +65,7 @@ impl SenderProxy {
                     tracing::debug!(peer = %dest, "not delivered ({what}): the peer has shut down");
                 }
                 Err(error) => {
-                    tracing::warn!(peer = %dest, %error, "sending {what} failed");
+                    tracing::warn!(peer = %dest, %error, "{what} failed");
                     if let Some(s) = &act.supervisor {
                         s.do_send(SendFailed { dest, what, error });
                     }
@@ -110,7 +110,7 @@ pub(crate) struct SendObject {
 impl Handler<SendObject> for SenderProxy {
     type Result = ();
     fn handle(&mut self, msg: SendObject, ctx: &mut Self::Context) {
-        let what = format!("object {}", msg.object);
+        let what = format!("sending object {} to party '{}'", msg.object, msg.dest);
         if self.skip(&msg.dest, &what) {
             return;
         }
@@ -141,20 +141,53 @@ impl Handler<SendControl> for SenderProxy {
     type Result = ();
     fn handle(&mut self, msg: SendControl, ctx: &mut Self::Context) {
         let what = match &msg.frame {
-            ControlFrame::RemoteError(f) => format!("the error of object {}", f.object),
-            ControlFrame::Abort { .. } => "an abort".to_owned(),
-            ControlFrame::Goodbye => "a goodbye".to_owned(),
-            ControlFrame::Heartbeat { .. } => "a heartbeat".to_owned(),
+            ControlFrame::RemoteError(f) => format!("sending the error of object {}", f.object),
+            ControlFrame::Abort { .. } => "sending an abort".to_owned(),
+            ControlFrame::Goodbye => "sending a goodbye".to_owned(),
+            ControlFrame::Heartbeat { .. } => "sending a heartbeat".to_owned(),
         };
+        let what = format!("{what} to party '{}'", msg.dest);
         if self.skip(&msg.dest, &what) {
             return;
+        }
+        if let (ControlFrame::RemoteError(_), Some(s)) = (&msg.frame, &self.supervisor) {
+            s.do_send(crate::supervisor::ErrorSeen);
         }
         let fut = self.transport.send_control(&msg.dest, msg.frame);
         self.track(ctx, msg.dest, what, async move { fut.await.map(|()| None) });
     }
 }
 
-/// A peer said goodbye (intended shutdown).
+/// Connect to a peer that a wait depends on, so that a peer that never
+/// starts, or refuses us, fails the job instead of leaving the wait open.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Probe(pub(crate) PartyName);
+
+impl Handler<Probe> for SenderProxy {
+    type Result = ();
+    fn handle(&mut self, Probe(peer): Probe, ctx: &mut Self::Context) {
+        if self.departed.contains(&peer) {
+            return;
+        }
+        let fut = self.transport.connect(&peer);
+        // Not counted in flight: shutdown does not wait for a probe.
+        ctx.spawn(fut.into_actor(self).map(move |result, act, _| {
+            if let Err(error) = result {
+                if let Some(s) = &act.supervisor {
+                    s.do_send(SendFailed {
+                        what: format!("connecting to party '{peer}' (a wait depends on it)"),
+                        dest: peer,
+                        error,
+                    });
+                }
+            }
+        }));
+    }
+}
+
+/// A peer went down (goodbye or lost): nothing more is sent to it until it
+/// is back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Departed(pub(crate) PartyName);
@@ -163,6 +196,18 @@ impl Handler<Departed> for SenderProxy {
     type Result = ();
     fn handle(&mut self, msg: Departed, _: &mut Self::Context) {
         self.departed.insert(msg.0);
+    }
+}
+
+/// A peer is up again (it restarted and connected).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Returned(pub(crate) PartyName);
+
+impl Handler<Returned> for SenderProxy {
+    type Result = ();
+    fn handle(&mut self, msg: Returned, _: &mut Self::Context) {
+        self.departed.remove(&msg.0);
     }
 }
 

@@ -14,6 +14,7 @@ use crate::driver::{self, Driver};
 use crate::error::RuntimeError;
 use crate::receiver::{self, ReceiverProxy};
 use crate::sender::{Drain, SendControl, SenderProxy};
+use crate::RuntimeOptions;
 
 #[derive(Debug, Clone)]
 enum State {
@@ -40,8 +41,12 @@ pub struct CleanupSupervisor {
     sender: Addr<SenderProxy>,
     receiver: Addr<ReceiverProxy>,
     waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
-    drain_bound: Duration,
+    options: RuntimeOptions,
     last_send_error: Option<TransportError>,
+    /// An error was sent or received (MISSION E7).
+    saw_error: bool,
+    /// Set by the first unintended shutdown: the handler runs once.
+    unintended: bool,
 }
 
 impl CleanupSupervisor {
@@ -53,7 +58,7 @@ impl CleanupSupervisor {
         driver: Addr<Driver>,
         sender: Addr<SenderProxy>,
         receiver: Addr<ReceiverProxy>,
-        drain_bound: Duration,
+        options: RuntimeOptions,
     ) -> Self {
         Self {
             party,
@@ -64,8 +69,20 @@ impl CleanupSupervisor {
             sender,
             receiver,
             waiters: Vec::new(),
-            drain_bound,
+            options,
             last_send_error: None,
+            saw_error: false,
+            unintended: false,
+        }
+    }
+
+    /// How long shutdown waits for sends in flight: the full bound, or the
+    /// short grace once an error was exchanged (MISSION E7).
+    fn drain_bound(&self) -> Duration {
+        if self.saw_error && !self.options.continue_waiting_for_data_sending_on_error {
+            ABORT_GRACE
+        } else {
+            self.options.drain_timeout
         }
     }
 
@@ -110,7 +127,7 @@ impl Handler<Shutdown> for CleanupSupervisor {
                 tracing::info!(party = %self.party, "shutting down: draining sends");
                 let flush = self.driver.send(driver::Flush);
                 let sender = self.sender.clone();
-                let bound = self.drain_bound;
+                let bound = self.drain_bound();
                 let transport = self.transport.clone();
                 let (driver, receiver) = (self.driver.clone(), self.receiver.clone());
                 let closed = RuntimeError::ShutDown {
@@ -184,10 +201,21 @@ impl Handler<Abort> for CleanupSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Abort, ctx: &mut Self::Context) {
+        self.abort(msg, ctx);
+    }
+}
+
+impl CleanupSupervisor {
+    /// Aborts the job once: fail every wait, tell the peers (if we detected
+    /// it), let the frames leave within the grace (the full drain bound with
+    /// `continue_waiting_for_data_sending_on_error`), close; then, after an
+    /// unintended shutdown, run the handler and exit if asked.
+    fn abort(&mut self, msg: Abort, ctx: &mut Context<Self>) {
         if matches!(
             self.state,
             State::Aborting | State::Aborted(_) | State::Closed(_)
         ) {
+            self.after_abort(ctx);
             return;
         }
         let by = msg.by.clone().unwrap_or_else(|| self.party.clone());
@@ -209,20 +237,55 @@ impl Handler<Abort> for CleanupSupervisor {
             }
         }
         self.fail_everything(&error);
-        // Let the abort frames leave (bounded), then close the transport.
+        let grace = if self.options.continue_waiting_for_data_sending_on_error {
+            self.options.drain_timeout
+        } else {
+            ABORT_GRACE
+        };
         let drain = self.sender.send(Drain);
         let transport = self.transport.clone();
         ctx.spawn(
             async move {
-                let _ = tokio::time::timeout(ABORT_GRACE, drain).await;
+                let _ = tokio::time::timeout(grace, drain).await;
                 transport.close().await;
             }
             .into_actor(self)
-            .map(move |(), act, _| {
+            .map(move |(), act, ctx| {
                 act.state = State::Aborted(error.clone());
                 act.finish(Err(error));
+                act.after_abort(ctx);
             }),
         );
+    }
+
+    /// After an unintended shutdown's abort: the handler, exactly once
+    /// (this actor handles one message at a time, and `take` empties the
+    /// slot), then the exit.
+    fn after_abort(&mut self, _: &mut Context<Self>) {
+        if !self.unintended || !matches!(self.state, State::Aborted(_)) {
+            return;
+        }
+        if let Some(handler) = self.options.failure_handler.take() {
+            tracing::warn!(party = %self.party, "running the sending-failure handler");
+            let last = self.last_send_error.clone();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(last.as_ref())))
+                .is_err()
+            {
+                tracing::error!(party = %self.party, "the sending-failure handler panicked");
+            }
+        }
+        if self.options.exit_process {
+            tracing::error!(party = %self.party, "unintended shutdown: exiting with status 1");
+            std::process::exit(1);
+        }
+    }
+
+    fn unintended_shutdown(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.unintended {
+            return;
+        }
+        self.unintended = true;
+        self.abort(Abort::local(reason), ctx);
     }
 }
 
@@ -237,8 +300,74 @@ pub(crate) struct SendFailed {
 
 impl Handler<SendFailed> for CleanupSupervisor {
     type Result = ();
-    fn handle(&mut self, msg: SendFailed, _: &mut Self::Context) {
+    fn handle(&mut self, msg: SendFailed, ctx: &mut Self::Context) {
+        if let TransportError::PeerClosed { .. } | TransportError::Closed { .. } = msg.error {
+            // It left intentionally and waits for nothing more, or we are
+            // closing ourselves: nobody is left waiting on this send.
+            return;
+        }
         tracing::warn!(party = %self.party, dest = %msg.dest, what = %msg.what, error = %msg.error, "sending failed");
+        let reason = format!("{} failed: {}", msg.what, msg.error);
         self.last_send_error = Some(msg.error);
+        if self.options.exit_on_sending_failure {
+            self.unintended_shutdown(reason, ctx);
+        } else {
+            // Whoever waits for what we failed to send would wait forever:
+            // fail the job instead, at every party we can still reach.
+            self.abort(Abort::local(reason), ctx);
+        }
     }
+}
+
+/// An error object was sent or received (for MISSION E7).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ErrorSeen;
+
+impl Handler<ErrorSeen> for CleanupSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: ErrorSeen, _: &mut Self::Context) {
+        self.saw_error = true;
+    }
+}
+
+/// A signal arrived (SIGINT or SIGTERM): an unintended shutdown (E9). The
+/// signal handler only sends this message (tokio's handler writes to a
+/// pipe); no lock is taken in signal context, so the seed's deadlock
+/// cannot happen (E11).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Signal(pub(crate) &'static str);
+
+impl Handler<Signal> for CleanupSupervisor {
+    type Result = ();
+    fn handle(&mut self, Signal(name): Signal, ctx: &mut Self::Context) {
+        self.unintended_shutdown(format!("party '{}' received {name}", self.party), ctx);
+    }
+}
+
+/// Forwards SIGINT and SIGTERM to the supervisor as messages.
+pub(crate) fn watch_signals(supervisor: Addr<CleanupSupervisor>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        for (kind, name) in [
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::terminate(), "SIGTERM"),
+        ] {
+            match signal(kind) {
+                Ok(mut stream) => {
+                    let supervisor = supervisor.clone();
+                    actix_rt::spawn(async move {
+                        while stream.recv().await.is_some() {
+                            supervisor.do_send(Signal(name));
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch {name}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = supervisor;
 }

@@ -166,6 +166,15 @@ pub enum TransportEvent {
         /// The peer.
         party: PartyName,
     },
+    /// A party of this job dialled us with a configuration we refused
+    /// (another job name, another protocol version): the job cannot work
+    /// with it. Its certificate proved its identity.
+    PeerRefused {
+        /// The peer.
+        party: PartyName,
+        /// What we answered it.
+        refusal: Refusal,
+    },
     /// The last connection with `party` closed.
     PeerDown {
         /// The peer.

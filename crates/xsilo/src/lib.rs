@@ -65,11 +65,69 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     actix_rt::System::new().block_on(fut)
 }
 
+/// What [`init_with`] takes besides the configuration.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct InitOptions {
+    /// Called exactly once on unintended shutdown (a sending failure with
+    /// `exit_on_sending_failure`, or SIGINT/SIGTERM), with the last sending
+    /// error if there was one (MISSION E5). Default none.
+    pub sending_failure_handler: Option<xsilo_runtime::FailureHandler>,
+    /// Treat SIGINT and SIGTERM as unintended shutdown: peers are told, the
+    /// handler runs, the process exits with status 1 (MISSION E9). Default
+    /// true.
+    pub handle_signals: bool,
+    /// Exit the process with status 1 after an unintended shutdown.
+    /// Default true.
+    pub exit_process: bool,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            sending_failure_handler: None,
+            handle_signals: true,
+            exit_process: true,
+        }
+    }
+}
+
+impl InitOptions {
+    /// Sets the sending-failure handler.
+    pub fn on_sending_failure(
+        mut self,
+        handler: impl Fn(Option<&TransportError>) + Send + Sync + 'static,
+    ) -> Self {
+        self.sending_failure_handler = Some(Arc::new(handler));
+        self
+    }
+}
+
+impl std::fmt::Debug for InitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field(
+                "sending_failure_handler",
+                &self.sending_failure_handler.is_some(),
+            )
+            .field("handle_signals", &self.handle_signals)
+            .field("exit_process", &self.exit_process)
+            .finish()
+    }
+}
+
 /// Starts party `party` of the job described by `config`: binds its QUIC
 /// endpoint with its TLS identity, starts its actors, and, if
 /// `barrier_on_initializing` is set, waits (bounded) until every party is
-/// reachable (MISSION C6). Call it inside [`block_on`].
+/// reachable (MISSION C6). Call it inside [`block_on`]. SIGINT and SIGTERM
+/// become an unintended shutdown; see [`init_with`] for a sending-failure
+/// handler.
 pub async fn init(config: Config, party: &str) -> Result<Fed, Error> {
+    init_with(config, party, InitOptions::default()).await
+}
+
+/// [`init`] with options: a sending-failure handler, signal handling.
+pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result<Fed, Error> {
     if actix_rt::System::try_current().is_none() {
         return Err(Error::Runtime(RuntimeError::NoSystem));
     }
@@ -84,6 +142,9 @@ pub async fn init(config: Config, party: &str) -> Result<Fed, Error> {
     let transport_config = config.transport_config_for(&party);
     let mut options = sim::runtime_options(&config.comm);
     options.drain_timeout = transport_config.send_timeout + std::time::Duration::from_secs(5);
+    options.failure_handler = init.sending_failure_handler;
+    options.handle_signals = init.handle_signals;
+    options.exit_process = init.exit_process;
     let transport = xsilo_transport::QuicTransport::bind(
         config.job.clone(),
         party.clone(),

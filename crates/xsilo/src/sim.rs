@@ -202,6 +202,9 @@ impl Simulation {
 pub(crate) fn runtime_options(comm: &CommConfig) -> RuntimeOptions {
     let mut options = RuntimeOptions::default();
     options.expose_error_trace = comm.expose_error_trace;
+    options.exit_on_sending_failure = comm.exit_on_sending_failure;
+    options.continue_waiting_for_data_sending_on_error =
+        comm.continue_waiting_for_data_sending_on_error;
     options.drain_timeout = comm.send_timeout + std::time::Duration::from_secs(5);
     options
 }

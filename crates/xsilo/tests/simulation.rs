@@ -231,3 +231,42 @@ fn shutdown_runs_once_however_often_and_from_wherever_it_is_called() {
         assert!(late.contains("has shut down"), "party {party}: {late}");
     }
 }
+
+#[test]
+fn stress_a_failure_while_100_sends_are_in_flight_never_hangs() {
+    // 50 runs over QUIC: alice pushes 100 values of 64 KiB to bob while one
+    // of her tasks fails; every party must end with an error naming alice,
+    // each run within its bound.
+    for run_no in 0..50 {
+        let results = run(&["alice", "bob"], SimNetwork::Quic, move |fed| async move {
+            let parts: Vec<_> = (0..100u32)
+                .map(|i| {
+                    fed.party("alice").try_task((), move |()| {
+                        if i == 37 + run_no % 50 {
+                            Err(std::io::Error::other("shard lost"))
+                        } else {
+                            Ok(vec![i as u8; 64 << 10])
+                        }
+                    })
+                })
+                .collect();
+            let sizes: Vec<_> = parts
+                .into_iter()
+                .map(|p| fed.party("bob").task(p, |v: Vec<u8>| v.len()))
+                .collect();
+            let total = fed
+                .party("bob")
+                .task(sizes, |s: Vec<usize>| s.iter().sum::<usize>());
+            let r = fed.get(&total).await.map_err(|e| e.to_string());
+            fed.shutdown().await.ok();
+            Ok(r)
+        });
+        for (party, r) in results {
+            let err = r.unwrap().unwrap_err();
+            assert!(
+                err.contains("failed in party 'alice'"),
+                "run {run_no}, party {party}: {err}"
+            );
+        }
+    }
+}

@@ -129,6 +129,7 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
     };
     if let Err(refusal) = check_hello(&hello, &rules) {
         tracing::warn!(party = %local, %remote, claimed = %hello.party, job = %hello.job, %refusal, "refused a hello");
+        tell_jobs_of_refusal(&endpoint, &hello, leaf.as_ref(), &refusal);
         refuse_connection(&conn, &mut send, refusal, bound).await;
         return;
     }
@@ -177,6 +178,43 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
                 job.connection_down(&peer, &e);
                 return;
             }
+        }
+    }
+}
+
+/// A party of one of our jobs, authenticated by its certificate, dialled us
+/// with a configuration we refuse (another job name, another protocol
+/// version): that job will not work with it, so the job is told at once
+/// instead of finding out when a wait on that party runs out.
+fn tell_jobs_of_refusal(
+    endpoint: &EndpointShared,
+    hello: &Hello,
+    leaf: Option<&CertificateDer<'static>>,
+    refusal: &Refusal,
+) {
+    if !matches!(
+        refusal.code,
+        RefusalCode::UnknownJob | RefusalCode::VersionMismatch
+    ) {
+        return;
+    }
+    let Some(leaf) = leaf else { return };
+    if !cert_names(leaf, &hello.party) {
+        return;
+    }
+    let jobs: Vec<Arc<JobShared>> = super::lock(&endpoint.jobs)
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for job in jobs {
+        if job.peers.contains_key(&hello.party) {
+            job.emit(TransportEvent::PeerRefused {
+                party: hello.party.clone(),
+                refusal: Refusal::new(
+                    refusal.code,
+                    format!("we refused party '{}': {}", hello.party, refusal.message),
+                ),
+            });
         }
     }
 }

@@ -1,0 +1,316 @@
+//! The harness of the end-to-end tests: every party is a child process of
+//! the test binary (re-run with `--exact child --ignored`), with its own
+//! configuration file and development certificate in a temporary folder.
+//! Every wait is bounded and fails the test with a message.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use xsilo::{Config, Error, Fed, InitOptions, TlsPaths};
+
+const SCENARIO: &str = "XSILO_E2E_SCENARIO";
+const PARTY: &str = "XSILO_E2E_PARTY";
+const CONFIG: &str = "XSILO_E2E_CONFIG";
+/// No child may run longer than this.
+pub const BOUND: Duration = Duration::from_secs(60);
+
+/// A scenario: the driver program, told its scenario name and party.
+pub type Scenario = for<'a> fn(
+    &'a str,
+    &'a str,
+    &'a Fed,
+) -> Pin<Box<dyn Future<Output = Result<Json, Error>> + 'a>>;
+
+static HANDLER_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// The body of a test binary's `child` test: runs one party.
+pub fn child_main(scenario: Scenario) {
+    let (Ok(name), Ok(party), Ok(config)) = (
+        std::env::var(SCENARIO),
+        std::env::var(PARTY),
+        std::env::var(CONFIG),
+    ) else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let options = InitOptions::default().on_sending_failure(|error| {
+        let n = HANDLER_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+        println!(
+            "XSILO-HANDLER {n} {}",
+            error.map_or("no sending error".to_owned(), ToString::to_string)
+        );
+    });
+    let outcome = xsilo::block_on(async {
+        tokio::time::timeout(BOUND, async {
+            let config = Config::from_file(&config)?;
+            let fed = xsilo::init_with(config, &party, options).await?;
+            let result = scenario(&name, &party, &fed).await;
+            let shutdown = fed.shutdown().await;
+            let value = result?;
+            shutdown?;
+            Ok::<Json, Error>(value)
+        })
+        .await
+    });
+    match outcome {
+        Ok(Ok(v)) => println!("XSILO-RESULT {v}"),
+        Ok(Err(e)) => println!("XSILO-ERROR {}", e.to_string().replace('\n', " | ")),
+        Err(_) => println!("XSILO-ERROR the child did not finish within {BOUND:?}"),
+    }
+}
+
+/// Certificates and one configuration file per party.
+pub struct Job {
+    pub dir: tempfile::TempDir,
+    pub parties: Vec<String>,
+    /// Jobs of one test binary run one at a time: each starts several
+    /// processes, and the bounds they assert are about the runtime, not
+    /// about a 2-core machine running a dozen of them at once.
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A job of `parties`; `tweak(party, config)` adjusts each party's file.
+pub fn job(parties: &[&str], tweak: impl Fn(&str, &mut Config)) -> Job {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = xsilo_transport::devcert::DevCa::new().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.ca_pem()).unwrap();
+    let mut book = Vec::new();
+    for p in parties {
+        let cert = ca.issue(&p.parse().unwrap()).unwrap();
+        std::fs::write(dir.path().join(format!("{p}.pem")), &cert.cert_pem).unwrap();
+        std::fs::write(dir.path().join(format!("{p}.key")), &cert.key_pem).unwrap();
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        book.push((p.parse().unwrap(), addr));
+    }
+    for p in parties {
+        let mut config = Config::new("e2e".parse().unwrap(), book.clone()).unwrap();
+        config.tls = Some(TlsPaths::new(
+            "ca.pem",
+            format!("{p}.pem"),
+            format!("{p}.key"),
+        ));
+        config.comm.barrier_on_initializing = true;
+        config.comm.barrier_timeout = Duration::from_secs(20);
+        tweak(p, &mut config);
+        std::fs::write(
+            dir.path().join(format!("{p}.toml")),
+            config.to_toml_string().unwrap(),
+        )
+        .unwrap();
+    }
+    Job {
+        dir,
+        parties: parties.iter().map(|p| (*p).to_owned()).collect(),
+        _serial: serial,
+    }
+}
+
+/// What one child did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// `Ok(json)` or `Err(message)`; `None` if it printed neither (it exited
+    /// from an unintended shutdown).
+    pub result: Option<Result<Json, String>>,
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Every line it printed.
+    pub lines: Vec<String>,
+    /// From its start to its exit.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// How many times its sending-failure handler ran.
+    pub fn handler_calls(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|l| l.contains("XSILO-HANDLER"))
+            .count()
+    }
+
+    /// The error it ended with; fails the test otherwise.
+    pub fn error(&self) -> &str {
+        match &self.result {
+            Some(Err(e)) => e,
+            other => panic!("expected an error, got {other:?} (lines {:?})", self.lines),
+        }
+    }
+
+    /// The value it ended with; fails the test otherwise.
+    pub fn value(&self) -> &Json {
+        match &self.result {
+            Some(Ok(v)) => v,
+            other => panic!("expected a value, got {other:?} (lines {:?})", self.lines),
+        }
+    }
+}
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    started: Instant,
+}
+
+/// The running children of a job.
+pub struct Running {
+    procs: BTreeMap<String, Proc>,
+    scenario: String,
+}
+
+impl Job {
+    pub fn config(&self, party: &str) -> PathBuf {
+        self.dir.path().join(format!("{party}.toml"))
+    }
+
+    /// Starts `scenario` in the listed parties (all when `only` is empty).
+    pub fn start(&self, scenario: &str, only: &[&str]) -> Running {
+        let mut procs = BTreeMap::new();
+        for p in &self.parties {
+            if !only.is_empty() && !only.contains(&p.as_str()) {
+                continue;
+            }
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(SCENARIO, scenario)
+                .env(PARTY, p)
+                .env(CONFIG, self.config(p))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            procs.insert(
+                p.clone(),
+                Proc {
+                    child,
+                    lines: rx,
+                    seen: Vec::new(),
+                    started: Instant::now(),
+                },
+            );
+        }
+        Running {
+            procs,
+            scenario: scenario.to_owned(),
+        }
+    }
+
+    /// Runs `scenario` in every party and waits for all.
+    pub fn run(&self, scenario: &str) -> BTreeMap<String, Outcome> {
+        self.start(scenario, &[]).finish()
+    }
+}
+
+impl Running {
+    /// Waits until `party` prints a line containing `marker`.
+    pub fn wait_line(&mut self, party: &str, marker: &str) -> String {
+        let scenario = self.scenario.clone();
+        let proc = self.procs.get_mut(party).unwrap();
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match proc.lines.recv_timeout(left) {
+                Ok(line) => {
+                    proc.seen.push(line.clone());
+                    if line.contains(marker) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "party {party} of {scenario} never printed {marker:?} (lines {:?})",
+                    proc.seen
+                ),
+            }
+        }
+    }
+
+    /// Sends a signal (`"INT"`, `"TERM"`, `"KILL"`) to `party`.
+    pub fn signal(&self, party: &str, signal: &str) -> Instant {
+        let pid = self.procs[party].child.id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid} failed");
+        Instant::now()
+    }
+
+    /// Waits for every child to exit (bounded) and collects the outcomes.
+    pub fn finish(self) -> BTreeMap<String, Outcome> {
+        let deadline = Instant::now() + BOUND + Duration::from_secs(10);
+        let mut outcomes = BTreeMap::new();
+        for (p, mut proc) in self.procs {
+            // Read until the child's stdout closes (it exited).
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match proc.lines.recv_timeout(left) {
+                    Ok(line) => proc.seen.push(line),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = proc.child.kill();
+                        panic!(
+                            "party {p} of {} did not finish within {BOUND:?} (lines {:?})",
+                            self.scenario, proc.seen
+                        );
+                    }
+                }
+            }
+            let status = proc.child.wait().unwrap();
+            let elapsed = proc.started.elapsed();
+            let mut result = None;
+            for line in &proc.seen {
+                if let Some(at) = line.find("XSILO-RESULT ") {
+                    result = Some(Ok(serde_json::from_str(&line[at + 13..]).unwrap()));
+                } else if let Some(at) = line.find("XSILO-ERROR ") {
+                    result = Some(Err(line[at + 12..].to_owned()));
+                }
+            }
+            outcomes.insert(
+                p,
+                Outcome {
+                    result,
+                    status,
+                    lines: proc.seen,
+                    elapsed,
+                },
+            );
+        }
+        outcomes
+    }
+}

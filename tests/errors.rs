@@ -1,0 +1,258 @@
+//! Cross-silo errors, unintended shutdown and peer liveness across real
+//! processes over QUIC (MISSION E1-E10): nobody waits forever. Every wait is
+//! bounded; each test also checks that the parties ended promptly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::job;
+use serde_json::{json, Value as Json};
+use xsilo::{Error, Fed};
+
+/// A failure must reach every party well before any liveness timeout.
+const PROMPT: Duration = Duration::from_secs(8);
+
+async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
+    match name {
+        // alice -> bob -> carol, every party gets carol's object.
+        "chain" => {
+            let a = fed.party("alice").try_task((), |()| {
+                Err::<i64, _>(std::io::Error::other("alice's secret detail"))
+            });
+            let b = fed.party("bob").task(a, |x: i64| x + 1);
+            let c = fed.party("carol").task(b, |x: i64| x + 1);
+            Ok(json!(fed.get(&c).await?))
+        }
+        "actor_method" => {
+            let acc = fed.party("alice").actor(|| 0i64);
+            let v = acc.try_call_with((), |_, ()| {
+                Err::<i64, _>(std::io::Error::other("method secret"))
+            });
+            let w = fed.party("bob").task(v, |x: i64| x * 2);
+            Ok(json!(fed.get(&w).await?))
+        }
+        // alice stays alive but produces nothing until she is signalled or
+        // killed; bob waits on her value.
+        "wait_on_alice" => {
+            if party == "alice" {
+                println!("XSILO-READY");
+                tokio::time::sleep(Duration::from_secs(50)).await;
+            }
+            let a = fed.party("alice").task((), |()| 1i64);
+            let b = fed.party("bob").task(a, |x: i64| x + 1);
+            let got = fed.get(&b).await;
+            if got.is_err() {
+                // When the wait ended, before shutdown's own bounded steps.
+                println!("XSILO-GET-FAILED");
+            }
+            Ok(json!(got?))
+        }
+        // alice's value is over bob's size limit.
+        "too_large" => {
+            let a = fed.party("alice").task((), |()| vec![1u8; 2 << 20]);
+            let b = fed.party("bob").task(a, |v: Vec<u8>| v.len());
+            Ok(json!(fed.get(&b).await?))
+        }
+        // A value of carol's, and carol may never start.
+        "needs_carol" => {
+            let c = fed.party("carol").task((), |()| 3i64);
+            let s = fed.party("alice").task(c, |x: i64| x * 10);
+            Ok(json!(fed.get(&s).await?))
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+#[test]
+#[ignore = "runs only as a child process of the error tests"]
+fn child() {
+    common::child_main(|name, party, fed| Box::pin(scenario(name, party, fed)));
+}
+
+#[test]
+fn a_failure_cascades_along_a_chain_and_every_party_fails_promptly_naming_its_origin() {
+    let out = job(&["alice", "bob", "carol"], |_, _| {}).run("chain");
+    for p in ["alice", "bob", "carol"] {
+        let o = &out[p];
+        let e = o.error();
+        assert!(e.contains("failed in party 'alice'"), "party {p}: {e}");
+        assert!(
+            e.contains("RemoteError"),
+            "party {p} gets a RemoteError: {e}"
+        );
+        assert!(
+            !e.contains("secret detail"),
+            "party {p}: the message must not cross by default: {e}"
+        );
+        assert!(o.elapsed < PROMPT, "party {p} took {:?}", o.elapsed);
+        assert!(o.status.success(), "party {p}: {}", o.status);
+        assert_eq!(o.handler_calls(), 0, "a task failure is no sending failure");
+    }
+}
+
+#[test]
+fn a_failing_actor_method_reaches_the_consumer_as_a_remote_error() {
+    let out = job(&["alice", "bob"], |_, _| {}).run("actor_method");
+    assert!(
+        out["bob"].error().contains("failed in party 'alice'"),
+        "{}",
+        out["bob"].error()
+    );
+    assert!(!out["bob"].error().contains("method secret"));
+    assert!(out["alice"].error().contains("failed in party 'alice'"));
+}
+
+#[test]
+fn the_error_trace_crosses_only_when_exposed() {
+    let out = job(&["alice", "bob", "carol"], |_, c| {
+        c.comm.expose_error_trace = true
+    })
+    .run("chain");
+    for p in ["bob", "carol"] {
+        let e = out[p].error();
+        assert!(
+            e.contains("alice's secret detail"),
+            "party {p}: with expose_error_trace the message crosses: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_party_killed_with_sigkill_fails_the_waits_on_it_within_the_bound() {
+    let bound = Duration::from_secs(3);
+    let job = job(&["alice", "bob"], |_, c| {
+        c.comm.peer_lost_timeout = bound;
+        c.comm.keep_alive_interval = Duration::from_millis(500);
+    });
+    let mut run = job.start("wait_on_alice", &[]);
+    run.wait_line("alice", "XSILO-READY");
+    let killed = run.signal("alice", "KILL");
+    run.wait_line("bob", "XSILO-GET-FAILED");
+    let noticed = killed.elapsed();
+    let out = run.finish();
+    let e = out["bob"].error();
+    assert!(e.contains("party 'alice' is gone"), "bob: {e}");
+    assert!(
+        noticed < bound + Duration::from_secs(3),
+        "bob noticed after {noticed:?}"
+    );
+    assert!(!out["alice"].status.success());
+}
+
+#[test]
+fn sigint_runs_the_handler_once_tells_the_peers_and_exits_non_zero() {
+    let job = job(&["alice", "bob"], |_, _| {});
+    let mut run = job.start("wait_on_alice", &[]);
+    run.wait_line("alice", "XSILO-READY");
+    let sent = run.signal("alice", "INT");
+    let out = run.finish();
+    let alice = &out["alice"];
+    assert_eq!(alice.handler_calls(), 1, "alice's lines: {:?}", alice.lines);
+    assert_eq!(alice.status.code(), Some(1), "{:?}", alice.lines);
+    let e = out["bob"].error();
+    assert!(
+        e.contains("aborted by party 'alice'") && e.contains("SIGINT"),
+        "bob: {e}"
+    );
+    assert!(sent.elapsed() < PROMPT, "took {:?}", sent.elapsed());
+}
+
+#[test]
+fn exit_on_sending_failure_runs_the_handler_once_and_tells_the_peer() {
+    let job = job(&["alice", "bob"], |p, c| {
+        if p == "alice" {
+            c.comm.exit_on_sending_failure = true;
+        } else {
+            c.comm.max_message_size = 1 << 20;
+        }
+    });
+    let out = job.run("too_large");
+    let alice = &out["alice"];
+    assert_eq!(alice.handler_calls(), 1, "alice's lines: {:?}", alice.lines);
+    let handler_line = alice
+        .lines
+        .iter()
+        .find(|l| l.contains("XSILO-HANDLER"))
+        .unwrap();
+    assert!(
+        handler_line.contains("too large"),
+        "the handler gets the last sending error: {handler_line}"
+    );
+    assert_eq!(alice.status.code(), Some(1));
+    let e = out["bob"].error();
+    assert!(
+        e.contains("aborted by party 'alice'") && e.contains("max_message_size"),
+        "bob: {e}"
+    );
+    for (p, o) in &out {
+        assert!(o.elapsed < PROMPT, "party {p} took {:?}", o.elapsed);
+    }
+}
+
+#[test]
+fn without_exit_on_sending_failure_a_refused_send_still_fails_both_parties_promptly() {
+    let job = job(&["alice", "bob"], |p, c| {
+        if p == "bob" {
+            c.comm.max_message_size = 1 << 20;
+        }
+    });
+    let out = job.run("too_large");
+    let a = out["alice"].error();
+    assert!(a.contains("max_message_size"), "alice: {a}");
+    let b = out["bob"].error();
+    assert!(b.contains("aborted by party 'alice'"), "bob: {b}");
+    for (p, o) in &out {
+        assert!(
+            o.status.success(),
+            "party {p} ends its driver normally, with the error"
+        );
+        assert_eq!(o.handler_calls(), 0);
+        assert!(o.elapsed < PROMPT, "party {p} took {:?}", o.elapsed);
+    }
+}
+
+#[test]
+fn a_wrong_job_name_ends_both_parties_with_the_refusal() {
+    let job = job(&["alice", "bob"], |p, c| {
+        c.comm.barrier_on_initializing = false;
+        if p == "bob" {
+            c.job = "another-job".parse().unwrap();
+        }
+    });
+    let out = job.run("too_large");
+    for p in ["alice", "bob"] {
+        let e = out[p].error();
+        assert!(
+            e.contains("does not serve job"),
+            "party {p} ends with the refusal: {e}"
+        );
+        assert!(
+            out[p].elapsed < PROMPT,
+            "party {p} took {:?}",
+            out[p].elapsed
+        );
+    }
+}
+
+#[test]
+fn a_party_that_never_starts_fails_the_others_naming_it() {
+    let job = job(&["alice", "bob", "carol"], |_, c| {
+        c.comm.barrier_on_initializing = false;
+        c.comm.connect_timeout = Duration::from_millis(500);
+        c.comm.retry.max_attempts = 3;
+        c.comm.retry.initial_backoff = Duration::from_millis(100);
+    });
+    let started = Instant::now();
+    let out = job.start("needs_carol", &["alice", "bob"]).finish();
+    for p in ["alice", "bob"] {
+        let e = out[p].error();
+        assert!(e.contains("carol"), "party {p}: {e}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
