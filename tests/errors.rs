@@ -150,7 +150,12 @@ fn sigint_runs_the_handler_once_tells_the_peers_and_exits_non_zero() {
     let out = run.finish();
     let alice = &out["alice"];
     assert_eq!(alice.handler_calls(), 1, "alice's lines: {:?}", alice.lines);
-    assert_eq!(alice.status.code(), Some(1), "{:?}", alice.lines);
+    assert_eq!(
+        alice.status.code(),
+        Some(130),
+        "128 + SIGINT: {:?}",
+        alice.lines
+    );
     let e = out["bob"].error();
     assert!(
         e.contains("aborted by party 'alice'") && e.contains("SIGINT"),

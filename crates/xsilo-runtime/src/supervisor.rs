@@ -47,6 +47,9 @@ pub struct CleanupSupervisor {
     saw_error: bool,
     /// Set by the first unintended shutdown: the handler runs once.
     unintended: bool,
+    /// The process exit status after an unintended shutdown: 1 for a
+    /// sending failure, 128 + the signal number for a signal.
+    exit_status: i32,
 }
 
 impl CleanupSupervisor {
@@ -73,6 +76,7 @@ impl CleanupSupervisor {
             last_send_error: None,
             saw_error: false,
             unintended: false,
+            exit_status: 1,
         }
     }
 
@@ -275,8 +279,9 @@ impl CleanupSupervisor {
             }
         }
         if self.options.exit_process {
-            tracing::error!(party = %self.party, "unintended shutdown: exiting with status 1");
-            std::process::exit(1);
+            let status = self.exit_status;
+            tracing::error!(party = %self.party, "unintended shutdown: exiting with status {status}");
+            std::process::exit(status);
         }
     }
 
@@ -342,6 +347,18 @@ pub(crate) struct Signal(pub(crate) &'static str);
 impl Handler<Signal> for CleanupSupervisor {
     type Result = ();
     fn handle(&mut self, Signal(name): Signal, ctx: &mut Self::Context) {
+        let status = if name == "SIGINT" { 130 } else { 143 };
+        // A signal after the job is over, or a second one while the first
+        // is being handled: the user wants out now.
+        let late = self.unintended || matches!(self.state, State::Closed(_) | State::Aborted(_));
+        if late {
+            if self.options.exit_process {
+                tracing::error!(party = %self.party, "{name}: exiting with status {status}");
+                std::process::exit(status);
+            }
+            return;
+        }
+        self.exit_status = status;
         self.unintended_shutdown(format!("party '{}' received {name}", self.party), ctx);
     }
 }

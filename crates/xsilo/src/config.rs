@@ -290,17 +290,17 @@ pub struct CommConfig {
     pub expose_error_trace: bool,
     /// Treat a failure to send to a peer as fatal (MISSION E6): peers are
     /// told, the sending-failure handler runs, pending and later calls fail
-    /// fast and the process exits with a non-zero status. Default false
-    /// (RayFed's). **Parsed and validated in this version but not acted on
-    /// yet**: a sending failure is logged (the next milestone, cross-silo
-    /// error handling, implements this flag).
+    /// fast and the process exits with status 1 (with `xsilo::init`).
+    /// Default false: a sending failure still aborts the job at every party
+    /// that can be reached, so nobody waits for what will never come, but
+    /// no handler runs and the process goes on.
     pub exit_on_sending_failure: bool,
     /// After an error was sent to or received from a peer, keep waiting at
     /// shutdown for queued data sends to finish (MISSION E7). Default false
     /// (RayFed's): the job is failing anyway, so shutdown does not wait for
     /// data that may never be acknowledged. Turn it on when peers must still
-    /// receive what was queued. **Parsed and validated in this version but
-    /// not acted on yet**: shutdown after an abort waits a fixed 2 s grace.
+    /// receive what was queued. Without it, shutdown (and an abort) waits a
+    /// 2 s grace for what is in flight.
     pub continue_waiting_for_data_sending_on_error: bool,
 }
 

@@ -140,8 +140,16 @@ async fn outbound(job: &Arc<JobShared>, peer: &PartyName) -> Result<Outbound, Tr
     let slot = job.slot(peer)?;
     let mut guard = slot.outbound.lock().await;
     if let Some(out) = guard.as_ref() {
-        if out.conn.close_reason().is_none() {
-            return Ok(out.clone());
+        match out.conn.close_reason() {
+            None => return Ok(out.clone()),
+            // It said goodbye: it takes nothing more in this job; dialling
+            // again would only wait for an endpoint that is gone.
+            Some(quinn::ConnectionError::ApplicationClosed(c))
+                if c.error_code.into_inner() == u64::from(errors::CLOSE_GOODBYE) =>
+            {
+                return Err(TransportError::PeerClosed { peer: peer.clone() });
+            }
+            Some(_) => {}
         }
     }
     if job.closed.is_cancelled() {
