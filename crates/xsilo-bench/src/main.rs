@@ -6,6 +6,7 @@
 //! ```
 
 mod child;
+mod errors;
 mod stats;
 mod tiny_tasks;
 mod transport;
@@ -47,6 +48,32 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Error propagation and peer loss: three parties as processes over
+    /// QUIC; (a) time from a failing task's return to the RemoteError in the
+    /// consumer and in the third party, 200 trials; (b) time from SIGKILL of
+    /// a party to the error in the party waiting on it, 5 trials, against
+    /// the configured liveness bound.
+    Errors {
+        /// 50 trials of (a), 3 of (b).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Internal: one party of `errors`, started by it.
+    #[command(hide = true)]
+    ErrorsParty {
+        /// The configuration file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// This party.
+        #[arg(long)]
+        party: String,
+        /// `propagation` or `loss`.
+        #[arg(long)]
+        scenario: String,
+        /// Trials.
+        #[arg(long)]
+        trials: usize,
+    },
     /// Internal: party bob of `tiny-tasks`, started by it.
     #[command(hide = true)]
     TinyTasksParty {
@@ -64,6 +91,13 @@ fn main() -> Result<()> {
         Command::Transport { quick } => transport::run(quick),
         Command::ServeTransport => transport::serve(),
         Command::TinyTasks { quick } => tiny_tasks::run(quick),
+        Command::Errors { quick } => errors::run(quick),
+        Command::ErrorsParty {
+            config,
+            party,
+            scenario,
+            trials,
+        } => errors::party(&config, &party, &scenario, trials),
         Command::TinyTasksParty { config, rounds } => tiny_tasks::bob(&config, rounds),
     }
 }
