@@ -185,12 +185,32 @@ impl Job {
 
     /// Starts `scenario` in the listed parties (all when `only` is empty).
     pub fn start(&self, scenario: &str, only: &[&str]) -> Running {
+        self.start_in(scenario, only, &BTreeMap::new())
+    }
+
+    /// Like [`Job::start`], running the parties named in `namespaces`
+    /// inside those network namespaces (`ip netns exec`).
+    pub fn start_in(
+        &self,
+        scenario: &str,
+        only: &[&str],
+        namespaces: &BTreeMap<String, String>,
+    ) -> Running {
         let mut procs = BTreeMap::new();
         for p in &self.parties {
             if !only.is_empty() && !only.contains(&p.as_str()) {
                 continue;
             }
-            let mut child = Command::new(std::env::current_exe().unwrap())
+            let exe = std::env::current_exe().unwrap();
+            let mut command = match namespaces.get(p) {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns]).arg(exe);
+                    c
+                }
+                None => Command::new(exe),
+            };
+            let mut child = command
                 .args([
                     "--exact",
                     "child",
@@ -312,5 +332,118 @@ impl Running {
             );
         }
         outcomes
+    }
+}
+
+/// Two network namespaces joined by a veth pair, for cutting a link between
+/// two parties. Removed when dropped.
+pub struct NetPair {
+    pub ns: [String; 2],
+    pub addr: [std::net::IpAddr; 2],
+    dev: [String; 2],
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether this process runs as root (namespaces need it).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl NetPair {
+    /// Creates two namespaces with addresses 10.77.<tag>.1 and .2 on a
+    /// veth pair between them.
+    pub fn new(tag: u8) -> Result<Self, String> {
+        let id = format!("{}{tag}", std::process::id() % 10_000);
+        let ns = [format!("xs{id}a"), format!("xs{id}b")];
+        let dev = [format!("xv{id}a"), format!("xv{id}b")];
+        let addr: [std::net::IpAddr; 2] = [
+            format!("10.77.{tag}.1").parse().unwrap(),
+            format!("10.77.{tag}.2").parse().unwrap(),
+        ];
+        let pair = Self { ns, addr, dev };
+        for n in &pair.ns {
+            ip(&["netns", "add", n])?;
+            ip(&["netns", "exec", n, "ip", "link", "set", "lo", "up"])?;
+        }
+        ip(&[
+            "link",
+            "add",
+            &pair.dev[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.dev[1],
+        ])?;
+        for i in 0..2 {
+            ip(&["link", "set", &pair.dev[i], "netns", &pair.ns[i]])?;
+            let cidr = format!("{}/24", pair.addr[i]);
+            ip(&[
+                "netns",
+                "exec",
+                &pair.ns[i],
+                "ip",
+                "addr",
+                "add",
+                &cidr,
+                "dev",
+                &pair.dev[i],
+            ])?;
+            ip(&[
+                "netns",
+                "exec",
+                &pair.ns[i],
+                "ip",
+                "link",
+                "set",
+                &pair.dev[i],
+                "up",
+            ])?;
+        }
+        Ok(pair)
+    }
+
+    /// Sets the link down (cut) or up again, on both ends.
+    pub fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        for i in 0..2 {
+            ip(&[
+                "netns",
+                "exec",
+                &self.ns[i],
+                "ip",
+                "link",
+                "set",
+                &self.dev[i],
+                state,
+            ])
+            .unwrap();
+        }
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        for n in &self.ns {
+            let _ = ip(&["netns", "del", n]);
+        }
     }
 }

@@ -222,7 +222,14 @@ impl StreamHandler<TransportEvent> for ReceiverProxy {
                 }
                 let text = match reason {
                     PeerDownReason::Goodbye => "it shut down".to_owned(),
-                    other => other.to_string(),
+                    other => {
+                        // A lost peer is an error of the job (MISSION E7):
+                        // shutdown then does not wait out sends to it.
+                        if let Some(s) = &self.supervisor {
+                            s.do_send(crate::supervisor::ErrorSeen);
+                        }
+                        other.to_string()
+                    }
                 };
                 tracing::info!(party = %self.party, peer = %party, reason = %text, "peer down");
                 self.peer_gone(party, text);
