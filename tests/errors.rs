@@ -372,3 +372,55 @@ fn a_link_cut_longer_than_the_bound_fails_both_parties_naming_each_other() {
         "noticed after {noticed:?}"
     );
 }
+
+#[test]
+fn a_certificate_from_another_ca_ends_both_parties_with_a_tls_error() {
+    let job = job(&["alice", "bob"], |_, c| {
+        c.comm.barrier_on_initializing = false;
+    });
+    // bob's certificate and key now come from a CA nobody else trusts.
+    let rogue = xsilo_transport::devcert::DevCa::new().unwrap();
+    let cert = rogue.issue(&"bob".parse().unwrap()).unwrap();
+    std::fs::write(job.dir.path().join("bob.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(job.dir.path().join("bob.key"), &cert.key_pem).unwrap();
+    let out = job.run("too_large");
+    let a = out["alice"].error();
+    assert!(
+        a.contains("TLS handshake with party 'bob' failed"),
+        "alice: {a}"
+    );
+    let b = out["bob"].error();
+    assert!(
+        b.contains("TLS handshake with party 'alice' failed"),
+        "bob: {b}"
+    );
+    for (p, o) in &out {
+        assert!(o.elapsed < PROMPT, "party {p} took {:?}", o.elapsed);
+    }
+}
+
+#[test]
+fn a_process_with_another_partys_certificate_cannot_start_and_its_peer_fails_naming_it() {
+    let job = job(&["alice", "bob", "carol"], |_, c| {
+        c.comm.barrier_on_initializing = false;
+        c.comm.connect_timeout = Duration::from_millis(500);
+        c.comm.retry.max_attempts = 3;
+        c.comm.retry.initial_backoff = Duration::from_millis(100);
+    });
+    // "bob" runs with carol's certificate.
+    for ext in ["pem", "key"] {
+        std::fs::copy(
+            job.dir.path().join(format!("carol.{ext}")),
+            job.dir.path().join(format!("bob.{ext}")),
+        )
+        .unwrap();
+    }
+    let out = job.start("too_large", &["alice", "bob"]).finish();
+    let b = out["bob"].error();
+    assert!(
+        b.contains("does not name party 'bob'"),
+        "bob refuses to start: {b}"
+    );
+    let a = out["alice"].error();
+    assert!(a.contains("party 'bob'"), "alice: {a}");
+}
