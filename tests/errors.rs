@@ -89,6 +89,27 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
             }
             Ok(json!(got?))
         }
+        // alice queues 16 MiB for bob over a slow link, then a task of hers
+        // fails (an error is sent), then she shuts down at once. bob waits
+        // for the 16 MiB.
+        "queued" => {
+            let big = fed
+                .party("alice")
+                .task((), |()| xsilo::Bytes::from(vec![5u8; 16 << 20]));
+            let len = fed.party("bob").task(big, |b: xsilo::Bytes| b.len());
+            let bad = fed
+                .party("alice")
+                .try_task((), |()| Err::<u8, _>(std::io::Error::other("failed")));
+            if party == "alice" {
+                let _ = fed.get(&bad).await;
+                let start = Instant::now();
+                let shutdown = fed.shutdown().await;
+                return Ok(
+                    json!({ "shutdown_ms": start.elapsed().as_millis() as u64, "ok": shutdown.is_ok() }),
+                );
+            }
+            Ok(json!(fed.get(&len).await?))
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -299,6 +320,19 @@ fn netns_job(
     common::Job,
     std::collections::BTreeMap<String, String>,
 )> {
+    netns_job_with(tag, bound, |_| {})
+}
+
+/// [`netns_job`] with a further tweak of every party's configuration.
+fn netns_job_with(
+    tag: u8,
+    bound: Duration,
+    tweak: impl Fn(&mut xsilo::Config),
+) -> Option<(
+    common::NetPair,
+    common::Job,
+    std::collections::BTreeMap<String, String>,
+)> {
     if !common::is_root() {
         eprintln!("SKIPPED: network namespaces need root");
         return None;
@@ -315,6 +349,7 @@ fn netns_job(
         c.parties.insert("bob".parse().unwrap(), addrs[1]);
         c.comm.peer_lost_timeout = bound;
         c.comm.keep_alive_interval = Duration::from_millis(500);
+        tweak(c);
     });
     let ns = [
         ("alice".to_owned(), pair.ns[0].clone()),
@@ -423,4 +458,52 @@ fn a_process_with_another_partys_certificate_cannot_start_and_its_peer_fails_nam
     );
     let a = out["alice"].error();
     assert!(a.contains("party 'bob'"), "alice: {a}");
+}
+
+/// MISSION E7 over a slow link (20 Mbit/s: 16 MiB take about 7 s): after an
+/// error, shutdown waits for queued data only with the flag.
+fn queued_data(
+    continue_waiting: bool,
+    tag: u8,
+) -> Option<std::collections::BTreeMap<String, common::Outcome>> {
+    let (pair, job, ns) = netns_job_with(tag, Duration::from_secs(10), move |c| {
+        c.comm.continue_waiting_for_data_sending_on_error = continue_waiting;
+    })?;
+    pair.rate_limit(0, "20mbit");
+    Some(job.start_in("queued", &[], &ns).finish())
+}
+
+#[test]
+fn after_an_error_shutdown_does_not_wait_for_queued_data_by_default() {
+    let Some(out) = queued_data(false, 3) else {
+        return;
+    };
+    // alice's shutdown gives up on the queued 16 MiB after the 2 s grace
+    // and says so (its result, returned again to every later call).
+    let alice = &out["alice"];
+    assert!(
+        alice.error().contains("did not finish within 2s"),
+        "alice: {}",
+        alice.error()
+    );
+    assert!(
+        alice.elapsed < Duration::from_secs(6),
+        "alice took {:?}",
+        alice.elapsed
+    );
+    let b = out["bob"].error();
+    assert!(
+        b.contains("party 'alice'"),
+        "bob never gets the 16 MiB: {b}"
+    );
+}
+
+#[test]
+fn with_continue_waiting_shutdown_delivers_queued_data_after_an_error() {
+    let Some(out) = queued_data(true, 4) else {
+        return;
+    };
+    let alice = out["alice"].value();
+    assert_eq!(alice["ok"], json!(true), "{alice}");
+    assert_eq!(out["bob"].value(), &json!(16 << 20), "bob gets all of it");
 }

@@ -421,6 +421,32 @@ impl NetPair {
         Ok(pair)
     }
 
+    /// Limits what end `i` sends to `rate` (tc token bucket, e.g.
+    /// `"20mbit"`; netem is not in every kernel).
+    pub fn rate_limit(&self, i: usize, rate: &str) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns[i],
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                &self.dev[i],
+            ])
+            .args([
+                "root", "tbf", "rate", rate, "burst", "64kbit", "latency", "400ms",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Sets the link down (cut) or up again, on both ends.
     pub fn link(&self, up: bool) {
         let state = if up { "up" } else { "down" };
