@@ -21,9 +21,13 @@ pub struct SenderProxy {
     drained: Vec<oneshot::Sender<()>>,
     sent: HashMap<PartyName, Counts>,
     supervisor: Option<Addr<CleanupSupervisor>>,
-    /// Peers that said goodbye: they wait for nothing more, so nothing more
-    /// is sent to them.
+    /// Peers that went down (goodbye or lost): nothing more is sent to them
+    /// until they are back.
     departed: std::collections::HashSet<PartyName>,
+    /// Sends in flight, by id, with their destination, so that the sends to
+    /// a peer that went down can be dropped instead of retried.
+    sends: HashMap<u64, (PartyName, SpawnHandle)>,
+    next_send: u64,
 }
 
 impl SenderProxy {
@@ -35,13 +39,15 @@ impl SenderProxy {
             sent: HashMap::new(),
             supervisor: None,
             departed: std::collections::HashSet::new(),
+            sends: HashMap::new(),
+            next_send: 0,
         }
     }
 
     fn skip(&self, dest: &PartyName, what: &str) -> bool {
         let skip = self.departed.contains(dest);
         if skip {
-            tracing::debug!(peer = %dest, "not sending {what}: the peer has shut down");
+            tracing::debug!(peer = %dest, "not {what}: the peer is down");
         }
         skip
     }
@@ -51,7 +57,11 @@ impl SenderProxy {
         F: std::future::Future<Output = Result<Option<u64>, TransportError>> + 'static,
     {
         self.in_flight += 1;
-        ctx.spawn(fut.into_actor(self).map(move |result, act, _| {
+        let id = self.next_send;
+        self.next_send += 1;
+        let peer = dest.clone();
+        let handle = ctx.spawn(fut.into_actor(self).map(move |result, act, _| {
+            act.sends.remove(&id);
             act.in_flight -= 1;
             match result {
                 Ok(Some(bytes)) => {
@@ -71,12 +81,17 @@ impl SenderProxy {
                     }
                 }
             }
-            if act.in_flight == 0 {
-                for tx in act.drained.drain(..) {
-                    let _ = tx.send(());
-                }
-            }
+            act.notify_drained();
         }));
+        self.sends.insert(id, (peer, handle));
+    }
+
+    fn notify_drained(&mut self) {
+        if self.in_flight == 0 {
+            for tx in self.drained.drain(..) {
+                let _ = tx.send(());
+            }
+        }
     }
 }
 
@@ -194,7 +209,24 @@ pub(crate) struct Departed(pub(crate) PartyName);
 
 impl Handler<Departed> for SenderProxy {
     type Result = ();
-    fn handle(&mut self, msg: Departed, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Departed, ctx: &mut Self::Context) {
+        // Sends still in flight to it (retrying a dial, waiting for an
+        // acknowledgement) can only fail now: drop them, so that shutdown
+        // does not wait out their retries. Its waits ended with its loss.
+        let gone: Vec<u64> = self
+            .sends
+            .iter()
+            .filter(|(_, (dest, _))| *dest == msg.0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some((_, handle)) = self.sends.remove(&id) {
+                ctx.cancel_future(handle);
+                self.in_flight -= 1;
+            }
+        }
+        self.notify_drained();
+        tracing::debug!(peer = %msg.0, "peer down: nothing more is sent to it");
         self.departed.insert(msg.0);
     }
 }

@@ -69,16 +69,18 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct InitOptions {
-    /// Called exactly once on unintended shutdown (a sending failure with
+    /// Called once on unintended shutdown (a sending failure with
     /// `exit_on_sending_failure`, or SIGINT/SIGTERM), with the last sending
-    /// error if there was one (MISSION E5). Default none.
+    /// error if there was one (MISSION E5); never twice. A second signal
+    /// during the shutdown exits at once, before it if it has not run yet.
+    /// Default none.
     pub sending_failure_handler: Option<xsilo_runtime::FailureHandler>,
     /// Treat SIGINT and SIGTERM as unintended shutdown: peers are told, the
-    /// handler runs, the process exits with status 1 (MISSION E9). Default
-    /// true.
+    /// handler runs, the process exits with status 128 + the signal number
+    /// (130, 143) (MISSION E9). Default true.
     pub handle_signals: bool,
-    /// Exit the process with status 1 after an unintended shutdown.
-    /// Default true.
+    /// Exit the process after an unintended shutdown: status 1 after a
+    /// sending failure, 128 + the signal number after a signal. Default true.
     pub exit_process: bool,
 }
 
