@@ -110,6 +110,20 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
             }
             Ok(json!(fed.get(&len).await?))
         }
+        // 100 values of 64 KiB in flight to bob, and one of 2 MiB among
+        // them that bob's limit refuses.
+        "storm" => {
+            let mut parts = Vec::new();
+            for i in 0..101u32 {
+                let size = if i == 50 { 2 << 20 } else { 64 << 10 };
+                let v = fed.party("alice").task((), move |()| vec![i as u8; size]);
+                parts.push(fed.party("bob").task(v, |v: Vec<u8>| v.len()));
+            }
+            let total = fed
+                .party("bob")
+                .task(parts, |p: Vec<usize>| p.iter().sum::<usize>());
+            Ok(json!(fed.get(&total).await?))
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -506,4 +520,29 @@ fn with_continue_waiting_shutdown_delivers_queued_data_after_an_error() {
     let alice = out["alice"].value();
     assert_eq!(alice["ok"], json!(true), "{alice}");
     assert_eq!(out["bob"].value(), &json!(16 << 20), "bob gets all of it");
+}
+
+#[test]
+fn stress_a_sending_failure_among_100_sends_in_flight_runs_the_handler_once_every_time() {
+    // 50 runs, two processes each: every run ends with an error in both
+    // parties, alice's handler ran exactly once, and nothing hangs (each
+    // run is bounded by the harness).
+    for run_no in 0..50 {
+        let job = job(&["alice", "bob"], |p, c| {
+            if p == "alice" {
+                c.comm.exit_on_sending_failure = true;
+            } else {
+                c.comm.max_message_size = 1 << 20;
+            }
+        });
+        let out = job.run("storm");
+        let alice = &out["alice"];
+        assert_eq!(alice.handler_calls(), 1, "run {run_no}: {:?}", alice.lines);
+        assert_eq!(alice.status.code(), Some(1), "run {run_no}");
+        let b = out["bob"].error();
+        assert!(
+            b.contains("aborted by party 'alice'"),
+            "run {run_no}, bob: {b}"
+        );
+    }
 }

@@ -41,10 +41,13 @@ pub fn child_main(scenario: Scenario) {
     ) else {
         return;
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
+    // Logs only when asked for (RUST_LOG), so that CI output stays readable.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let options = InitOptions::default().on_sending_failure(|error| {
         let n = HANDLER_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
         println!(

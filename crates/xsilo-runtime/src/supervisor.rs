@@ -31,6 +31,12 @@ enum State {
 /// to leave before the transport closes.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 
+/// How long an aborting party keeps its endpoint open at least: a peer that
+/// started at about the same time and dials us now gets our answer (a
+/// refusal, a TLS alert, the abort frame) instead of silence, which it could
+/// only end after its whole connect bound.
+const ABORT_LINGER: Duration = Duration::from_secs(1);
+
 /// Owns shutdown and abort for one party.
 pub struct CleanupSupervisor {
     party: PartyName,
@@ -248,9 +254,11 @@ impl CleanupSupervisor {
         };
         let drain = self.sender.send(Drain);
         let transport = self.transport.clone();
+        let linger_until = tokio::time::Instant::now() + ABORT_LINGER;
         ctx.spawn(
             async move {
                 let _ = tokio::time::timeout(grace, drain).await;
+                tokio::time::sleep_until(linger_until).await;
                 transport.close().await;
             }
             .into_actor(self)

@@ -187,3 +187,64 @@ pub fn check_header(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bob(PartyName);
+    impl AcceptRules for Bob {
+        fn local_party(&self) -> &PartyName {
+            &self.0
+        }
+        fn serves_job(&self, _: &JobName) -> bool {
+            true
+        }
+        fn knows_party(&self, _: &JobName, _: &PartyName) -> bool {
+            true
+        }
+        fn certificate_names(&self, _: &PartyName) -> bool {
+            true
+        }
+        fn certificate_party(&self, _: &JobName) -> Option<PartyName> {
+            None
+        }
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused_naming_both_versions() {
+        let hello = Hello {
+            version: PROTOCOL_VERSION + 1,
+            job: "demo".parse().unwrap(),
+            party: "alice".parse().unwrap(),
+            to: "bob".parse().unwrap(),
+            metadata: Default::default(),
+        };
+        let refusal = check_hello(&hello, &Bob("bob".parse().unwrap())).unwrap_err();
+        assert_eq!(refusal.code, RefusalCode::VersionMismatch);
+        assert!(
+            refusal
+                .message
+                .contains(&format!("version {}", PROTOCOL_VERSION + 1)),
+            "{}",
+            refusal.message
+        );
+        assert!(
+            refusal
+                .message
+                .contains(&format!("version {PROTOCOL_VERSION}")),
+            "{}",
+            refusal.message
+        );
+        let reply = HelloReply::Accepted {
+            version: PROTOCOL_VERSION + 1,
+            party: "bob".parse().unwrap(),
+        };
+        assert_eq!(
+            check_hello_reply(reply, &"bob".parse().unwrap())
+                .unwrap_err()
+                .code,
+            RefusalCode::VersionMismatch
+        );
+    }
+}

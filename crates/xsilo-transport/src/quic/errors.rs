@@ -102,6 +102,15 @@ pub(crate) fn connection_error(peer: &PartyName, e: &ConnectionError) -> Transpo
         }
         ConnectionError::ConnectionClosed(close) => {
             let code = u64::from(close.error_code);
+            if code == 0xc {
+                // APPLICATION_ERROR in a handshake: the peer's application
+                // closed its endpoint while we connected (it is stopping).
+                return TransportError::PeerLost {
+                    peer: peer.clone(),
+                    reason: "it closed the connection during the handshake (is it stopping?)"
+                        .into(),
+                };
+            }
             if (0x100..0x200).contains(&code) {
                 let alert = code - 0x100;
                 return TransportError::Tls {
