@@ -7,7 +7,7 @@
 //! `get` of the result (alice pushes it to bob). The baseline is the raw
 //! quinn request/response round trip (stream per request, 64 bytes)
 //! between the same two processes with the same TLS and QUIC settings,
-//! measured in the same run, half before and half after the rounds.
+//! measured in the same run, in blocks interleaved with the rounds.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,13 +26,52 @@ struct Acc(i64);
 /// Unmeasured rounds first: connections, windows, allocator.
 const WARM_UP: usize = 200;
 
-/// The driver both parties run; returns the per-round microseconds.
-async fn driver(fed: &Fed, rounds: usize) -> Result<Vec<f64>, xsilo::Error> {
+/// The measured rounds run in this many blocks; alice measures a block of
+/// the raw baseline before each, so that both see the machine in the same
+/// state (its wake-up latency drifts during a run).
+const BLOCKS: usize = 10;
+
+/// Raw quinn round trips measured between blocks (alice only).
+struct Baseline<'a> {
+    conn: &'a quinn::Connection,
+    per_block: usize,
+    samples: Vec<f64>,
+}
+
+impl Baseline<'_> {
+    async fn block(&mut self) -> Result<(), xsilo::Error> {
+        let ping = Bytes::from(vec![7u8; 64]);
+        for _ in 0..self.per_block {
+            let t = Instant::now();
+            if let Err(e) = crate::transport::raw_request(self.conn, ping.clone()).await {
+                eprintln!("baseline request failed: {e:#}");
+                continue;
+            }
+            self.samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(())
+    }
+}
+
+/// The driver both parties run; returns the per-round microseconds. Alice
+/// passes the baseline to measure between blocks (bob then just waits for
+/// the next round's value, as it would for a slow task).
+async fn driver(
+    fed: &Fed,
+    rounds: usize,
+    mut baseline: Option<&mut Baseline<'_>>,
+) -> Result<Vec<f64>, xsilo::Error> {
     let a = fed.party("alice").actor(|| Acc(0));
     let b = fed.party("bob").actor(|| Acc(0));
     let agg = fed.party("alice").actor(|| Acc(0));
     let mut samples = Vec::with_capacity(rounds + WARM_UP);
-    for _ in 0..rounds + WARM_UP {
+    let block = (rounds / BLOCKS).max(1);
+    for round in 0..rounds + WARM_UP {
+        if round >= WARM_UP && (round - WARM_UP) % block == 0 {
+            if let Some(b) = baseline.as_deref_mut() {
+                b.block().await?;
+            }
+        }
         let t = Instant::now();
         let va = a.call(|s| {
             s.0 += 1;
@@ -75,7 +114,7 @@ pub(crate) fn bob(config: &Path, rounds: usize) -> Result<()> {
         println!("RAW-PORT {}", raw.local_addr()?.port());
         tokio::spawn(crate::transport::raw_server(raw));
         let fed = xsilo::init(config, "bob").await?;
-        driver(&fed, rounds).await?;
+        driver(&fed, rounds, None).await?;
         fed.shutdown().await?;
         println!("PEAK-RSS-KIB {}", peak_rss_kib().unwrap_or(0));
         // Keep serving the baseline until alice is done with it; the process
@@ -151,23 +190,18 @@ pub(crate) fn run(quick: bool) -> Result<()> {
             )?
             .await?;
         let ping = Bytes::from(vec![7u8; 64]);
-        let mut raw_lat = Vec::with_capacity(raw_n);
         for _ in 0..200 {
             crate::transport::raw_request(&raw, ping.clone()).await?;
         }
-        for _ in 0..raw_n / 2 {
-            let t = Instant::now();
-            crate::transport::raw_request(&raw, ping.clone()).await?;
-            raw_lat.push(t.elapsed().as_secs_f64() * 1e6);
-        }
+        let mut baseline = Baseline {
+            conn: &raw,
+            per_block: raw_n / BLOCKS,
+            samples: Vec::with_capacity(raw_n),
+        };
         let fed = xsilo::init(config, "alice").await?;
-        let samples = driver(&fed, rounds).await?;
+        let samples = driver(&fed, rounds, Some(&mut baseline)).await?;
         fed.shutdown().await?;
-        for _ in 0..raw_n / 2 {
-            let t = Instant::now();
-            crate::transport::raw_request(&raw, ping.clone()).await?;
-            raw_lat.push(t.elapsed().as_secs_f64() * 1e6);
-        }
+        let raw_lat = baseline.samples;
         raw.close(0u32.into(), b"done");
         Ok::<_, anyhow::Error>((samples, raw_lat))
     })?;
