@@ -546,3 +546,29 @@ fn stress_a_sending_failure_among_100_sends_in_flight_runs_the_handler_once_ever
         );
     }
 }
+
+#[test]
+fn a_party_unknown_to_its_peer_ends_both_parties_naming_it() {
+    let job = job(&["alice", "bob"], |p, c| {
+        c.comm.barrier_timeout = Duration::from_secs(15);
+        if p == "bob" {
+            // bob's job has "alicia" where alice is.
+            let addr = c.parties.remove(&"alice".parse().unwrap()).unwrap();
+            c.parties.insert("alicia".parse().unwrap(), addr);
+        }
+    });
+    let out = job.run("too_large");
+    let a = out["alice"].error();
+    assert!(
+        a.contains("is not a party of job"),
+        "alice is refused by bob: {a}"
+    );
+    let b = out["bob"].error();
+    assert!(
+        b.contains("party 'alicia'") && b.contains("alice"),
+        "bob: {b}"
+    );
+    for (p, o) in &out {
+        assert!(o.elapsed < PROMPT, "party {p} took {:?}", o.elapsed);
+    }
+}

@@ -271,6 +271,17 @@ impl Runtime {
         }
     }
 
+    /// Aborts the job from this party (for example when start-up failed):
+    /// every wait fails, peers are told, and the endpoint stays open a short
+    /// while so that peers dialling us get our answer. Await [`shutdown`]
+    /// (which then returns the abort error) to wait for it.
+    ///
+    /// [`shutdown`]: Runtime::shutdown
+    pub fn abort(&self, reason: impl Into<String>) {
+        self.supervisor
+            .do_send(supervisor::Abort::local(reason.into()));
+    }
+
     /// Intended shutdown (MISSION E8): waits until every send is
     /// acknowledged, says goodbye, closes. Idempotent; concurrent callers all
     /// get the one result.

@@ -157,7 +157,13 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
     )?;
     let rt = xsilo_runtime::Runtime::start(Arc::new(transport), options)?;
     if config.comm.barrier_on_initializing {
-        rt.barrier(config.comm.barrier_timeout).await?;
+        if let Err(e) = rt.barrier(config.comm.barrier_timeout).await {
+            // Tell whoever we can reach, and keep answering dials a moment,
+            // so that peers learn why instead of finding us gone.
+            rt.abort(format!("party '{party}' could not start: {e}"));
+            let _ = rt.shutdown().await;
+            return Err(e.into());
+        }
     }
     tracing::info!(%party, job = %config.job, "party started");
     Ok(Fed::new(rt))
