@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use xsilo::{Config, PartyName, TlsPaths};
+use xsilo::Config;
 
 /// Why alice's task fails.
 #[derive(Debug)]
@@ -117,33 +117,17 @@ fn run_party(party: &str, config: &Path) -> Result<()> {
 /// alice, bob and carol as three processes of this program.
 fn run_all() -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
-    let parties: Vec<PartyName> = vec!["alice".parse()?, "bob".parse()?, "carol".parse()?];
-    let ca = xsilo_transport::devcert::DevCa::new()?;
-    std::fs::write(dir.path().join("ca.pem"), ca.ca_pem())?;
-    let mut book = Vec::new();
-    for p in &parties {
-        let cert = ca.issue(p)?;
-        std::fs::write(dir.path().join(format!("{p}.pem")), &cert.cert_pem)?;
-        std::fs::write(dir.path().join(format!("{p}.key")), &cert.key_pem)?;
-        book.push((
-            p.clone(),
-            std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
-        ));
-    }
-    let mut children: Vec<(PartyName, Child)> = Vec::new();
-    for p in &parties {
-        let mut config = Config::new("error-broadcast-demo".parse()?, book.clone())?;
-        config.tls = Some(TlsPaths::new(
-            "ca.pem",
-            format!("{p}.pem"),
-            format!("{p}.key"),
-        ));
-        config.comm.barrier_on_initializing = true;
-        let path = dir.path().join(format!("{p}.toml"));
-        std::fs::write(&path, config.to_toml_string()?)?;
+    let configs = xsilo::dev::write_local_job(
+        dir.path(),
+        "error-broadcast-demo",
+        &["alice", "bob", "carol"],
+        |_, c| c.comm.barrier_on_initializing = true,
+    )?;
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for (p, path) in &configs {
         let child = Command::new(std::env::current_exe()?)
-            .args(["--party", p.as_str(), "--config"])
-            .arg(&path)
+            .args(["--party", p, "--config"])
+            .arg(path)
             .spawn()
             .with_context(|| format!("cannot start party {p}"))?;
         children.push((p.clone(), child));

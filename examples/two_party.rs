@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use xsilo::{Config, PartyName, TlsPaths};
+use xsilo::Config;
 
 /// A counter: the actor of the quick start.
 struct Counter {
@@ -98,31 +98,13 @@ fn run_party(party: &str, config: &Path) -> Result<()> {
 /// certificates in a temporary folder.
 fn run_both() -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
-    let parties: Vec<PartyName> = vec!["alice".parse()?, "bob".parse()?];
-    let ca = xsilo_transport_devcert()?;
-    std::fs::write(dir.path().join("ca.pem"), ca.ca_pem())?;
-    let mut addrs = Vec::new();
-    for p in &parties {
-        let cert = ca.issue(p)?;
-        std::fs::write(dir.path().join(format!("{p}.pem")), &cert.cert_pem)?;
-        std::fs::write(dir.path().join(format!("{p}.key")), &cert.key_pem)?;
-        addrs.push((p.clone(), free_udp_port()?));
-    }
-    let mut children: Vec<(PartyName, Child)> = Vec::new();
-    for p in &parties {
-        let mut config = Config::new("two-party-demo".parse()?, addrs.clone())?;
-        config.tls = Some(TlsPaths::new(
-            "ca.pem",
-            format!("{p}.pem"),
-            format!("{p}.key"),
-        ));
-        let path = dir.path().join(format!("{p}.toml"));
-        std::fs::write(&path, config.to_toml_string()?)?;
+    let configs =
+        xsilo::dev::write_local_job(dir.path(), "two-party-demo", &["alice", "bob"], |_, _| {})?;
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for (p, path) in &configs {
         let child = Command::new(std::env::current_exe()?)
-            .arg("--party")
-            .arg(p.as_str())
-            .arg("--config")
-            .arg(&path)
+            .args(["--party", p, "--config"])
+            .arg(path)
             .spawn()
             .with_context(|| format!("cannot start party {p}"))?;
         children.push((p.clone(), child));
@@ -142,15 +124,6 @@ fn run_both() -> Result<()> {
         bail!("{}", failed.join("; "));
     }
     Ok(())
-}
-
-fn xsilo_transport_devcert() -> Result<xsilo_transport::devcert::DevCa> {
-    Ok(xsilo_transport::devcert::DevCa::new()?)
-}
-
-/// A UDP port free right now on 127.0.0.1.
-fn free_udp_port() -> Result<std::net::SocketAddr> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// Waits for `child` until `deadline`; kills it after.

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use xsilo::{Config, Error, Fed, InitOptions, TlsPaths};
+use xsilo::{Config, Error, Fed, InitOptions};
 
 const SCENARIO: &str = "XSILO_E2E_SCENARIO";
 const PARTY: &str = "XSILO_E2E_PARTY";
@@ -92,35 +92,12 @@ pub fn job(parties: &[&str], tweak: impl Fn(&str, &mut Config)) -> Job {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
-    let ca = xsilo_transport::devcert::DevCa::new().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca.ca_pem()).unwrap();
-    let mut book = Vec::new();
-    for p in parties {
-        let cert = ca.issue(&p.parse().unwrap()).unwrap();
-        std::fs::write(dir.path().join(format!("{p}.pem")), &cert.cert_pem).unwrap();
-        std::fs::write(dir.path().join(format!("{p}.key")), &cert.key_pem).unwrap();
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        book.push((p.parse().unwrap(), addr));
-    }
-    for p in parties {
-        let mut config = Config::new("e2e".parse().unwrap(), book.clone()).unwrap();
-        config.tls = Some(TlsPaths::new(
-            "ca.pem",
-            format!("{p}.pem"),
-            format!("{p}.key"),
-        ));
-        config.comm.barrier_on_initializing = true;
-        config.comm.barrier_timeout = Duration::from_secs(20);
-        tweak(p, &mut config);
-        std::fs::write(
-            dir.path().join(format!("{p}.toml")),
-            config.to_toml_string().unwrap(),
-        )
-        .unwrap();
-    }
+    xsilo::dev::write_local_job(dir.path(), "e2e", parties, |p, c| {
+        c.comm.barrier_on_initializing = true;
+        c.comm.barrier_timeout = Duration::from_secs(20);
+        tweak(p, c);
+    })
+    .unwrap();
     Job {
         dir,
         parties: parties.iter().map(|p| (*p).to_owned()).collect(),

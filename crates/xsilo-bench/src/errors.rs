@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
-use xsilo::{Config, PartyName, TlsPaths};
+use xsilo::Config;
 
 use crate::child::{exit_with_parent, Party};
 use crate::stats::{emit, median, percentile};
@@ -96,37 +96,14 @@ fn write_job(
     parties: &[&str],
     tweak: impl Fn(&mut Config),
 ) -> Result<BTreeMap<String, String>> {
-    let ca = xsilo_transport::devcert::DevCa::new()?;
-    std::fs::write(dir.join("ca.pem"), ca.ca_pem())?;
-    let mut book = Vec::new();
-    for p in parties {
-        let party: PartyName = p.parse()?;
-        let cert = ca.issue(&party)?;
-        std::fs::write(dir.join(format!("{p}.pem")), &cert.cert_pem)?;
-        std::fs::write(dir.join(format!("{p}.key")), &cert.key_pem)?;
-        book.push((
-            party,
-            std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
-        ));
-    }
-    let mut paths = BTreeMap::new();
-    for p in parties {
-        let mut config = Config::new("errors-bench".parse()?, book.clone())?;
-        config.tls = Some(TlsPaths::new(
-            "ca.pem",
-            format!("{p}.pem"),
-            format!("{p}.key"),
-        ));
-        config.comm.barrier_on_initializing = true;
-        tweak(&mut config);
-        let path = dir.join(format!("{p}.toml"));
-        std::fs::write(&path, config.to_toml_string()?)?;
-        paths.insert(
-            (*p).to_owned(),
-            path.to_str().context("path is not UTF-8")?.to_owned(),
-        );
-    }
-    Ok(paths)
+    let paths = xsilo::dev::write_local_job(dir, "errors-bench", parties, |_, c| {
+        c.comm.barrier_on_initializing = true;
+        tweak(c);
+    })?;
+    paths
+        .into_iter()
+        .map(|(p, path)| Ok((p, path.to_str().context("path is not UTF-8")?.to_owned())))
+        .collect()
 }
 
 fn spawn(config: &str, party: &str, scenario: &str, trials: usize) -> Result<Party> {

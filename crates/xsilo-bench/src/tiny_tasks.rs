@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use serde_json::json;
-use xsilo::{Config, Fed, PartyName, TlsPaths};
+use xsilo::{Config, Fed, PartyName};
 use xsilo_transport::{setup, TransportConfig};
 
 use crate::child::{exit_with_parent, Party};
@@ -129,32 +129,9 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     let rounds = if quick { 1_000 } else { 10_000 };
     let raw_n = if quick { 1_000 } else { 4_000 };
     let dir = tempfile::tempdir()?;
-    let ca = xsilo_transport::devcert::DevCa::new()?;
-    std::fs::write(dir.path().join("ca.pem"), ca.ca_pem())?;
-    let mut book = Vec::new();
-    for p in ["alice", "bob"] {
-        let party: PartyName = p.parse()?;
-        let cert = ca.issue(&party)?;
-        std::fs::write(dir.path().join(format!("{p}.pem")), &cert.cert_pem)?;
-        std::fs::write(dir.path().join(format!("{p}.key")), &cert.key_pem)?;
-        book.push((
-            party,
-            std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
-        ));
-    }
-    for p in ["alice", "bob"] {
-        let mut config = Config::new("tiny-tasks".parse()?, book.clone())?;
-        config.tls = Some(TlsPaths::new(
-            "ca.pem",
-            format!("{p}.pem"),
-            format!("{p}.key"),
-        ));
-        config.comm.barrier_on_initializing = true;
-        std::fs::write(
-            dir.path().join(format!("{p}.toml")),
-            config.to_toml_string()?,
-        )?;
-    }
+    xsilo::dev::write_local_job(dir.path(), "tiny-tasks", &["alice", "bob"], |_, c| {
+        c.comm.barrier_on_initializing = true;
+    })?;
     let bob_config = dir.path().join("bob.toml");
     let child = Party::spawn(
         &[

@@ -38,6 +38,7 @@
 
 mod args;
 pub mod config;
+pub mod dev;
 mod error;
 mod fed;
 mod object;
