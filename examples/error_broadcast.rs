@@ -8,11 +8,13 @@
 //! cargo run --example error_broadcast -- --party bob --config bob.toml     # one party
 //! ```
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode};
-use std::time::{Duration, Instant};
+mod common;
 
-use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
 use clap::Parser;
 use xsilo::Config;
 
@@ -116,45 +118,11 @@ fn run_party(party: &str, config: &Path) -> Result<()> {
 
 /// alice, bob and carol as three processes of this program.
 fn run_all() -> Result<()> {
-    let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
-    let configs = xsilo::dev::write_local_job(
-        dir.path(),
+    common::run_local_job(
         "error-broadcast-demo",
         &["alice", "bob", "carol"],
-        |_, c| c.comm.barrier_on_initializing = true,
-    )?;
-    let mut children: Vec<(String, Child)> = Vec::new();
-    for (p, path) in &configs {
-        let child = Command::new(std::env::current_exe()?)
-            .args(["--party", p, "--config"])
-            .arg(path)
-            .spawn()
-            .with_context(|| format!("cannot start party {p}"))?;
-        children.push((p.clone(), child));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut failed = Vec::new();
-    for (p, child) in &mut children {
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    failed.push(format!("party {p} exited with {status}"));
-                }
-                break;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                failed.push(format!(
-                    "party {p} did not finish within 60 s and was stopped"
-                ));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    if !failed.is_empty() {
-        bail!("{}", failed.join("; "));
-    }
-    Ok(())
+        |_, c| {
+            c.comm.barrier_on_initializing = true;
+        },
+    )
 }

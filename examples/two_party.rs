@@ -11,11 +11,12 @@
 //! processes of this program over QUIC on 127.0.0.1, and exits 0 when both
 //! print their result.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode};
-use std::time::{Duration, Instant};
+mod common;
 
-use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
 use clap::Parser;
 use xsilo::Config;
 
@@ -97,46 +98,5 @@ fn run_party(party: &str, config: &Path) -> Result<()> {
 /// Both parties as two processes of this program, with development
 /// certificates in a temporary folder.
 fn run_both() -> Result<()> {
-    let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
-    let configs =
-        xsilo::dev::write_local_job(dir.path(), "two-party-demo", &["alice", "bob"], |_, _| {})?;
-    let mut children: Vec<(String, Child)> = Vec::new();
-    for (p, path) in &configs {
-        let child = Command::new(std::env::current_exe()?)
-            .args(["--party", p, "--config"])
-            .arg(path)
-            .spawn()
-            .with_context(|| format!("cannot start party {p}"))?;
-        children.push((p.clone(), child));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut failed = Vec::new();
-    for (p, child) in &mut children {
-        match wait_until(child, deadline)? {
-            Some(status) if status.success() => {}
-            Some(status) => failed.push(format!("party {p} exited with {status}")),
-            None => failed.push(format!(
-                "party {p} did not finish within 60 s and was stopped"
-            )),
-        }
-    }
-    if !failed.is_empty() {
-        bail!("{}", failed.join("; "));
-    }
-    Ok(())
-}
-
-/// Waits for `child` until `deadline`; kills it after.
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<Option<std::process::ExitStatus>> {
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::run_local_job("two-party-demo", &["alice", "bob"], |_, _| {})
 }
