@@ -151,13 +151,14 @@ pub enum SetupError {
         reason: String,
     },
     /// The UDP socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    // The OS error is in the message, not a `source()`: a printed chain
+    // does not repeat it.
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The listen address.
         addr: std::net::SocketAddr,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No tokio runtime is running (quinn needs one; inside actix it is the
     /// System's).

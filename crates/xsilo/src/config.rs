@@ -67,13 +67,14 @@ use xsilo_wire::{JobName, PartyName};
 #[non_exhaustive]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("cannot read configuration file {}: {source}", .path.display())]
+    // The reason is in the message, not a `source()`, so that a printed
+    // chain (`{:#}`) does not say it twice.
+    #[error("cannot read configuration file {}: {error}", .path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not valid TOML, a key is unknown, or a value has the wrong
     /// type or form. The message is toml's, which quotes the offending line.
@@ -105,7 +106,7 @@ pub enum ConfigError {
     },
     /// The TLS files could not be loaded.
     #[error(
-        "cannot load the TLS files (ca {}, cert {}, key {}): {source}",
+        "cannot load the TLS files (ca {}, cert {}, key {}): {error}",
         .ca.display(), .cert.display(), .key.display()
     )]
     Tls {
@@ -115,9 +116,8 @@ pub enum ConfigError {
         cert: PathBuf,
         /// The private key file.
         key: PathBuf,
-        /// What went wrong.
-        #[source]
-        source: Box<SetupError>,
+        /// What went wrong (in the message, as for `Read`).
+        error: Box<SetupError>,
     },
     /// The configuration could not be written as TOML.
     #[error("cannot write the configuration as TOML: {message}")]
@@ -440,9 +440,9 @@ impl Config {
     /// resolved against the file's folder.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let base_dir = path.parent().unwrap_or_else(|| Path::new(""));
         Self::parse(&text, base_dir, Some(path))
@@ -619,12 +619,12 @@ impl Config {
                 "no [tls] section: the QUIC transport needs the ca, cert and key files",
             ));
         };
-        TlsIdentity::from_pem_files(&tls.ca, &tls.cert, &tls.key).map_err(|source| {
+        TlsIdentity::from_pem_files(&tls.ca, &tls.cert, &tls.key).map_err(|error| {
             ConfigError::Tls {
                 ca: tls.ca.clone(),
                 cert: tls.cert.clone(),
                 key: tls.key.clone(),
-                source: Box::new(source),
+                error: Box::new(error),
             }
         })
     }

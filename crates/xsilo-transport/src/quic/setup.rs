@@ -83,9 +83,9 @@ pub fn bind_socket(
     config: &TransportConfig,
 ) -> Result<std::net::UdpSocket, SetupError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let bind_err = |source| SetupError::Bind {
+    let bind_err = |error| SetupError::Bind {
         addr: listen,
-        source,
+        error,
     };
     let socket = Socket::new(
         Domain::for_address(listen),
@@ -123,9 +123,9 @@ pub fn quinn_endpoint(
         socket,
         Arc::new(quinn::TokioRuntime),
     )
-    .map_err(|source| SetupError::Bind {
+    .map_err(|error| SetupError::Bind {
         addr: listen,
-        source,
+        error,
     })?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
