@@ -6,7 +6,7 @@ use std::any::Any;
 use bytes::Bytes;
 use xsilo_wire::{ObjectId, PartyName};
 
-use crate::error::{RuntimeError, TaskError};
+use crate::errors::{RuntimeError, TaskError};
 
 /// A reference to a federated object: its id, its owner, and the call-site
 /// fingerprint the local driver computed for it (MISSION M1, M8).

@@ -1,54 +1,52 @@
-//! # xsilo-runtime: the actors of one party
+//! # xsilo-runtime: the control plane of one party
 //!
-//! Inside each party the runtime is four actix actors exchanging typed
-//! messages, each owning its state alone:
+//! Inside each party the runtime is a few actix actors exchanging typed
+//! messages, around two plain state machines that hold the rules:
 //!
 //! ```text
-//!   user API ──Submit/Get──▶ Driver ──SendObject/SendControl──▶ SenderProxy ──▶ Transport
-//!                              │  ▲                                   │
-//!                        Await │  │ values                  SendFailed│
-//!                              ▼  │                                   ▼
-//!   Transport events ──▶ ReceiverProxy ──Abort──────────────▶ CleanupSupervisor
+//!  Fed / Party / Actor (facade) ──Submit, Get, Release──▶ Objects ──Report──┐
+//!                               ──Shutdown, Barrier────▶ Supervisor ◀───────┤
+//!  Transport events ──router (in the Supervisor)──▶ Objects | Link[p] | Lifecycle
+//!  Supervisor ──SendObject, SendControl, Drain, Probe──▶ Link[p] ──Report──┘
+//!                                                           └──▶ Transport
 //! ```
 //!
-//! * [`Driver`]: the party's view of every object (ids assigned in program
-//!   order by the user API), local execution of tasks and actor calls, and
-//!   the push rules: a value goes once to each party that consumes it.
-//! * [`SenderProxy`]: sends through the [`Transport`] and counts what is in
-//!   flight, so that shutdown can wait for every acknowledgement.
-//! * [`ReceiverProxy`]: the mailbox of pushed objects, keyed by (source,
-//!   object id), with the waiters parked on it; checks call-site
-//!   fingerprints (MISSION M8).
-//! * [`CleanupSupervisor`]: shutdown and abort as a state machine; every
-//!   trigger is a message, so "exactly once" needs no lock.
+//! * [`rules::objects::ObjectTable`]: one table for local and remote objects
+//!   (owner, fingerprint, state, waiters, push plan, handles), the actor
+//!   queues, the divergence checks and the lifetime rule (MISSION M1-M8,
+//!   E1-E3, L1). Driven by `Objects`.
+//! * [`rules::lifecycle::Lifecycle`]: intended shutdown and abort, time
+//!   passed in (MISSION E5-E9, E11). Driven by the supervisor.
+//! * One `Link` per peer owns everything about that peer: sends in flight,
+//!   up and down, the probe, statistics.
+//! * The supervisor is the only actor that holds the others' addresses; it
+//!   creates them wired, before any handles a message. The others report to
+//!   it through one type. Every internal message is in `messages.rs`.
 //!
 //! The facade crate `xsilo` builds the typed user API on [`Runtime`].
 //! `rfcs/0002-programming-model-and-runtime.md` explains the design.
 
+mod actors;
 mod call;
-mod driver;
-mod error;
-mod receiver;
-mod sender;
+mod errors;
+mod messages;
+pub mod rules;
 mod stats;
-mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::oneshot;
 use xsilo_transport::Transport;
-use xsilo_wire::{JobName, PartyName};
+use xsilo_wire::{JobName, ObjectId, PartyName};
 
+use actors::objects::Objects;
+use actors::supervisor::Supervisor;
 pub use call::{Call, CtorFn, MethodFn, ObjRef, TaskFn, Work};
-pub use driver::Driver;
-pub use error::{RuntimeError, TaskError};
-pub use receiver::ReceiverProxy;
-pub use sender::SenderProxy;
+pub use errors::{RuntimeError, TaskError};
 pub use stats::{Counts, Stats};
-pub use supervisor::CleanupSupervisor;
 
 /// The user's sending-failure handler (MISSION E5): called exactly once on
 /// unintended shutdown, with the last sending error if there was one.
@@ -77,6 +75,13 @@ pub struct RuntimeOptions {
     /// SIGINT and SIGTERM are unintended shutdowns (MISSION E9). Default
     /// false; `xsilo::init` turns it on. Only one runtime per process should.
     pub handle_signals: bool,
+    /// How long an intended shutdown waits, after its sends are
+    /// acknowledged, for every peer's driver to finish too, so that drivers
+    /// that ended at different places are reported as diverged at both ends
+    /// (MISSION M8). A peer still busy after this is not waited for (it
+    /// still checks our position against its own). Not waited at all once
+    /// an error was seen. Default 10 s.
+    pub finish_wait: Duration,
     /// Exit the process (status 1) after an unintended shutdown. Default
     /// false; `xsilo::init` turns it on.
     pub exit_process: bool,
@@ -94,6 +99,7 @@ impl std::fmt::Debug for RuntimeOptions {
             )
             .field("failure_handler", &self.failure_handler.is_some())
             .field("handle_signals", &self.handle_signals)
+            .field("finish_wait", &self.finish_wait)
             .field("exit_process", &self.exit_process)
             .finish()
     }
@@ -108,6 +114,7 @@ impl Default for RuntimeOptions {
             continue_waiting_for_data_sending_on_error: false,
             failure_handler: None,
             handle_signals: false,
+            finish_wait: Duration::from_secs(10),
             exit_process: false,
         }
     }
@@ -119,11 +126,8 @@ pub struct Runtime {
     party: PartyName,
     job: JobName,
     peers: Vec<PartyName>,
-    transport: Arc<dyn Transport>,
-    driver: Addr<Driver>,
-    sender: Addr<SenderProxy>,
-    receiver: Addr<ReceiverProxy>,
-    supervisor: Addr<CleanupSupervisor>,
+    objects: Addr<Objects>,
+    supervisor: Addr<Supervisor>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -132,6 +136,29 @@ impl std::fmt::Debug for Runtime {
             .field("party", &self.party)
             .field("job", &self.job)
             .finish()
+    }
+}
+
+/// Tells the runtime that the driver dropped its last handle on an object
+/// or an actor (MISSION L1). Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Releaser(Addr<Objects>);
+
+impl std::fmt::Debug for Releaser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Releaser")
+    }
+}
+
+impl Releaser {
+    /// The last handle on object `id` is gone.
+    pub fn object(&self, id: ObjectId) {
+        self.0.do_send(messages::Release(id));
+    }
+
+    /// The last handle on actor `id` is gone.
+    pub fn actor(&self, id: ObjectId) {
+        self.0.do_send(messages::ReleaseActor(id));
     }
 }
 
@@ -153,46 +180,18 @@ impl Runtime {
         let events = transport
             .take_events()
             .ok_or(RuntimeError::ActorGone("transport events (already taken)"))?;
-        let receiver = {
-            let party = party.clone();
-            ReceiverProxy::create(move |ctx| {
-                ctx.add_stream(UnboundedReceiverStream::new(events));
-                ReceiverProxy::new(party)
-            })
-        };
-        let sender = SenderProxy::new(transport.clone()).start();
-        let driver = Driver::new(
-            party.clone(),
-            peers.clone(),
-            sender.clone(),
-            receiver.clone(),
-            options.expose_error_trace,
-        )
-        .start();
-        let supervisor = CleanupSupervisor::new(
-            party.clone(),
-            peers.clone(),
-            transport.clone(),
-            driver.clone(),
-            sender.clone(),
-            receiver.clone(),
-            options.clone(),
-        )
-        .start();
-        if options.handle_signals {
-            supervisor::watch_signals(supervisor.clone());
+        let handle_signals = options.handle_signals;
+        let (supervisor, objects) = Supervisor::launch(transport, events, options);
+        let objects = objects.ok_or(RuntimeError::ActorGone("objects"))?;
+        if handle_signals {
+            actors::supervisor::watch_signals(supervisor.clone());
         }
-        receiver.do_send(receiver::SetSupervisor(supervisor.clone(), sender.clone()));
-        sender.do_send(sender::SetSupervisor(supervisor.clone()));
         tracing::debug!(%party, %job, "runtime started");
         Ok(Self {
             party,
             job,
             peers,
-            transport,
-            driver,
-            sender,
-            receiver,
+            objects,
             supervisor,
         })
     }
@@ -214,44 +213,32 @@ impl Runtime {
 
     /// Submits a call, in program order. Returns at once.
     pub fn submit(&self, call: Call) {
-        self.driver.do_send(driver::Submit(call));
+        self.objects.do_send(messages::Submit(call));
+    }
+
+    /// What the facade's handles use to report that they are gone.
+    pub fn releaser(&self) -> Releaser {
+        Releaser(self.objects.clone())
     }
 
     /// The encoded values of `refs`, in order.
     pub async fn get(&self, refs: Vec<ObjRef>) -> Result<Vec<Bytes>, RuntimeError> {
-        self.driver
-            .send(driver::Get(refs))
-            .await
-            .unwrap_or(Err(RuntimeError::ActorGone("driver")))
+        let (reply, rx) = oneshot::channel();
+        self.objects.do_send(messages::Get { refs, reply });
+        rx.await
+            .unwrap_or(Err(RuntimeError::ActorGone("objects")))
     }
 
     /// Waits, at most `bound`, until every peer is known to be up (MISSION
     /// C6): we connected to it, or it connected to us (a fast peer may
     /// finish and leave before our own dial would reach it).
     pub async fn barrier(&self, bound: Duration) -> Result<(), RuntimeError> {
-        let waits: Vec<_> = self
-            .peers
-            .iter()
-            .map(|p| {
-                // The dial runs to its end on its own even when the peer's
-                // own connection proves it up first: a dial cancelled in
-                // its handshake would only make noise at the peer.
-                let connect = tokio::spawn(self.transport.connect(p));
-                let seen = self.receiver.send(receiver::WaitSeen(p.clone()));
-                async move {
-                    tokio::select! {
-                        r = connect => match r {
-                            Ok(r) => r.map_err(RuntimeError::from),
-                            Err(_) => Err(RuntimeError::ActorGone("barrier dial")),
-                        },
-                        _ = seen => Ok(()),
-                    }
-                }
-            })
-            .collect();
+        let (tx, rx) = oneshot::channel();
+        self.supervisor.do_send(messages::Barrier(tx));
         let all = async {
+            let waits = rx.await.map_err(|_| RuntimeError::ActorGone("supervisor"))?;
             for w in waits {
-                w.await?;
+                w.await.unwrap_or(Err(RuntimeError::ActorGone("link")))?;
             }
             Ok::<(), RuntimeError>(())
         };
@@ -278,35 +265,33 @@ impl Runtime {
     ///
     /// [`shutdown`]: Runtime::shutdown
     pub fn abort(&self, reason: impl Into<String>) {
-        self.supervisor
-            .do_send(supervisor::Abort::local(reason.into()));
+        self.supervisor.do_send(messages::AbortJob(reason.into()));
     }
 
     /// Intended shutdown (MISSION E8): waits until every send is
-    /// acknowledged, says goodbye, closes. Idempotent; concurrent callers all
-    /// get the one result.
+    /// acknowledged, tells the peers where the driver finished, says
+    /// goodbye, closes. Idempotent; concurrent callers all get the one
+    /// result.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
-        self.supervisor
-            .send(supervisor::Shutdown)
-            .await
+        let (tx, rx) = oneshot::channel();
+        self.supervisor.do_send(messages::Shutdown(tx));
+        rx.await
             .unwrap_or(Err(RuntimeError::ActorGone("supervisor")))
     }
 
-    /// Traffic statistics of this party.
+    /// How many times the shutdown sequence has run in this party: 0 before
+    /// the first `shutdown`, then 1 however often it is called.
+    pub async fn shutdowns_run(&self) -> u32 {
+        self.supervisor
+            .send(messages::ShutdownsRun)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Traffic statistics of this party, and what it holds.
     pub async fn stats(&self) -> Stats {
-        let sent = self
-            .sender
-            .send(sender::SentStats)
-            .await
-            .unwrap_or_default();
-        let received = self
-            .receiver
-            .send(receiver::ReceivedStats)
-            .await
-            .unwrap_or_default();
-        Stats {
-            sent: sent.into_iter().collect(),
-            received: received.into_iter().collect(),
-        }
+        let (tx, rx) = oneshot::channel();
+        self.supervisor.do_send(messages::GatherStats(tx));
+        rx.await.unwrap_or_default()
     }
 }

@@ -1,4 +1,4 @@
-//! Per-party traffic statistics.
+//! Per-party statistics.
 
 use std::collections::BTreeMap;
 
@@ -13,11 +13,19 @@ pub struct Counts {
     pub bytes: u64,
 }
 
-/// What this party sent to and received from each peer.
+/// What this party sent to and received from each peer, and what it holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Objects acknowledged by each destination.
     pub sent: BTreeMap<PartyName, Counts>,
-    /// Objects received from each source.
+    /// Objects received from each source (a resend counted again).
     pub received: BTreeMap<PartyName, Counts>,
+    /// Objects this party holds now: its own values, values received, and
+    /// entries for objects still expected (MISSION L1).
+    pub live_objects: u64,
+    /// Bytes of the values held now.
+    pub live_bytes: u64,
+    /// Actors living in this party now.
+    pub live_actors: u64,
 }

@@ -328,6 +328,8 @@ impl Transport for MemoryTransport {
                 consumer: object.consumer,
                 fingerprint: object.fingerprint,
                 payload_len: size,
+                // The memory transport never loses an acknowledgement.
+                resend: false,
             };
             if let Err(refusal) = check_header(&header, &inner.job, &inner.party, max) {
                 return Err(TransportError::Refused { peer, refusal });

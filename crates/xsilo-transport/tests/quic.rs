@@ -194,6 +194,7 @@ async fn a_control_frame_overtakes_a_stalled_large_transfer() {
         kind: "TaskFailed".into(),
         message: None,
         causes: vec![],
+        fingerprint: None,
     });
     within(
         STEP,
@@ -494,6 +495,7 @@ fn header(len: u64, id: u64) -> ObjectHeader {
         consumer: 0,
         fingerprint: 0,
         payload_len: len,
+        resend: false,
     }
 }
 

@@ -84,6 +84,25 @@ pub enum ControlFrame {
     },
     /// The sender shuts down intentionally; it will send nothing more.
     Goodbye,
+    /// The sender's driver program has finished (intended shutdown): where
+    /// it ended, so that the receiver can tell whether its own driver made
+    /// the same calls (MISSION M8). Sent once, before the goodbye.
+    Finished(FinishedFrame),
+}
+
+/// The body of a [`ControlFrame::Finished`]: the position at which the
+/// sender's driver program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedFrame {
+    /// How many object ids the driver assigned (the last id).
+    pub objects: u64,
+    /// A running digest of every object's (id, owner, call-site
+    /// fingerprint), in program order.
+    pub digest: u64,
+    /// No object of the job failed and no error was seen by the sender: a
+    /// driver that ran into an error may legitimately stop early, so only
+    /// clean positions are compared.
+    pub clean: bool,
 }
 
 /// The body of a [`ControlFrame::RemoteError`].
@@ -106,6 +125,10 @@ pub struct RemoteErrorFrame {
     /// The cause chain, outermost first; sent only with `expose_error_trace`.
     #[serde(default)]
     pub causes: Vec<String>,
+    /// The call-site fingerprint of `object` in the sender's driver, so that
+    /// a failure is checked for divergence like a value (MISSION M8).
+    #[serde(default)]
+    pub fingerprint: Option<u64>,
 }
 
 /// The header that opens a data stream. The payload's raw bytes follow it.
@@ -124,6 +147,11 @@ pub struct ObjectHeader {
     pub fingerprint: u64,
     /// Exact number of payload bytes that follow the header.
     pub payload_len: u64,
+    /// This is a second or later attempt of the same send (the first may
+    /// have been taken while its acknowledgement was lost): the receiver may
+    /// already have had, used and freed the object, and then discards it.
+    #[serde(default)]
+    pub resend: bool,
 }
 
 /// The receiver's answer on a data stream.

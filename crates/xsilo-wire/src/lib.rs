@@ -9,7 +9,7 @@
 //!            control stream (one per connection, bidirectional)
 //!  dialer ── Hello ───────────────────────────────▶ acceptor
 //!         ◀─────────────── HelloReply::Accepted / Refused
-//!         ── ControlFrame* (Heartbeat, RemoteError, Abort, Goodbye) ─▶
+//!         ── ControlFrame* (Heartbeat, RemoteError, Abort, Finished, Goodbye) ─▶
 //!
 //!            data stream (one per object, bidirectional)
 //!  sender ── [u32 len][ObjectHeader][payload bytes…] FIN ─▶ receiver
@@ -51,8 +51,8 @@ pub mod payload;
 
 pub use error::WireError;
 pub use frame::{
-    ControlFrame, DataReply, Hello, HelloReply, ObjectHeader, ObjectId, Refusal, RefusalCode,
-    RemoteErrorFrame,
+    ControlFrame, DataReply, FinishedFrame, Hello, HelloReply, ObjectHeader, ObjectId, Refusal,
+    RefusalCode, RemoteErrorFrame,
 };
 pub use names::{JobName, NameError, PartyName};
 

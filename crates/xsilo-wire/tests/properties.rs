@@ -34,10 +34,14 @@ fn control() -> impl Strategy<Value = ControlFrame> {
                     kind,
                     message,
                     causes,
+                    fingerprint: (id % 3 == 0).then_some(id ^ 0x5a5a),
                 })
             ),
         ".{0,100}".prop_map(|reason| ControlFrame::Abort { reason }),
         Just(ControlFrame::Goodbye),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(objects, digest, clean)| {
+            ControlFrame::Finished(xsilo_wire::FinishedFrame { objects, digest, clean })
+        }),
     ]
 }
 
@@ -58,6 +62,7 @@ fn header() -> impl Strategy<Value = ObjectHeader> {
                 consumer,
                 fingerprint,
                 payload_len,
+                resend: payload_len % 2 == 1,
             },
         )
 }
@@ -209,6 +214,7 @@ fn raw_payload_is_never_a_msgpack_array_of_integers() {
         consumer: 2,
         fingerprint: 3,
         payload_len: 1 << 30,
+        resend: false,
     };
     assert!(encode_to_vec(&h).unwrap().len() < 128);
 }

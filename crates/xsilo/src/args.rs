@@ -29,14 +29,14 @@ fn next_value<T: Value>(
     values: &mut std::vec::IntoIter<Bytes>,
 ) -> Result<T, RuntimeError> {
     let bytes = values.next().ok_or_else(|| RuntimeError::Decode {
-        object: obj.id,
-        from: obj.owner.clone(),
+        object: obj.id(),
+        from: obj.owner().clone(),
         expected: std::any::type_name::<T>(),
         reason: "the value is missing".into(),
     })?;
     decode(bytes).map_err(|reason| RuntimeError::Decode {
-        object: obj.id,
-        from: obj.owner.clone(),
+        object: obj.id(),
+        from: obj.owner().clone(),
         expected: std::any::type_name::<T>(),
         reason,
     })

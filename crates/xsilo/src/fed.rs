@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use xsilo_runtime::{Call, ObjRef, Runtime, RuntimeError, Stats, TaskError, Work};
+use xsilo_runtime::{Call, ObjRef, Releaser, Runtime, RuntimeError, Stats, TaskError, Work};
 use xsilo_wire::{ObjectId, PartyName};
 
 use crate::args::FedArgs;
@@ -16,6 +16,7 @@ use crate::value::Value;
 
 struct Inner {
     rt: Runtime,
+    release: Releaser,
     seq: AtomicU64,
 }
 
@@ -54,10 +55,15 @@ impl Fed {
     pub(crate) fn new(rt: Runtime) -> Self {
         Self {
             inner: Arc::new(Inner {
+                release: rt.releaser(),
                 rt,
                 seq: AtomicU64::new(0),
             }),
         }
+    }
+
+    fn handle<R>(&self, r: &ObjRef) -> FedObject<R> {
+        FedObject::new(r, &self.inner.release)
     }
 
     /// This party's name.
@@ -155,7 +161,8 @@ impl Fed {
         Ok(self.inner.rt.shutdown().await?)
     }
 
-    /// Objects and bytes sent to and received from each peer so far.
+    /// Objects and bytes sent to and received from each peer so far, and
+    /// the objects, bytes and actors this party holds now (MISSION L1).
     pub async fn stats(&self) -> Stats {
         self.inner.rt.stats().await
     }
@@ -209,7 +216,7 @@ impl Party<'_> {
                 Ok(vec![encode_one(&r)?])
             }))
         });
-        handle(&outputs[0])
+        self.fed.handle(&outputs[0])
     }
 
     /// A task returning several values as several FedObjects (MISSION M5):
@@ -232,7 +239,7 @@ impl Party<'_> {
                 f(v).encode_all()
             }))
         });
-        R::handles(&outputs)
+        R::handles(&outputs, &self.fed.inner.release)
     }
 
     /// Creates an actor living in this party only; `ctor` runs there
@@ -263,33 +270,42 @@ impl Party<'_> {
             work,
         });
         Actor {
-            fed: self.fed.clone(),
-            id,
-            owner: self.name.clone(),
+            inner: Arc::new(ActorInner {
+                fed: self.fed.clone(),
+                id,
+                owner: self.name.clone(),
+            }),
             _state: PhantomData,
         }
     }
 }
 
-fn handle<R>(r: &ObjRef) -> FedObject<R> {
-    FedObject::new(r.id, r.owner.clone(), r.fingerprint)
-}
-
-/// A stateful object living in one party; its method calls run there, in
-/// the order they were made (MISSION M2).
-pub struct Actor<T> {
+/// What all clones of an actor handle share; when the last one drops, the
+/// actor's party frees it (MISSION L1).
+struct ActorInner {
     fed: Fed,
     id: ObjectId,
     owner: Result<PartyName, RuntimeError>,
+}
+
+impl Drop for ActorInner {
+    fn drop(&mut self) {
+        self.fed.inner.release.actor(self.id);
+    }
+}
+
+/// A stateful object living in one party; its method calls run there, in
+/// the order they were made (MISSION M2). It lives until it is killed or
+/// the last clone of its handle is dropped (in every party alike).
+pub struct Actor<T> {
+    inner: Arc<ActorInner>,
     _state: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for Actor<T> {
     fn clone(&self) -> Self {
         Self {
-            fed: self.fed.clone(),
-            id: self.id,
-            owner: self.owner.clone(),
+            inner: self.inner.clone(),
             _state: PhantomData,
         }
     }
@@ -297,9 +313,9 @@ impl<T> Clone for Actor<T> {
 
 impl<T> std::fmt::Debug for Actor<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.owner {
-            Ok(p) => write!(f, "Actor({} in '{p}')", self.id),
-            Err(_) => write!(f, "Actor({} of an unknown party)", self.id),
+        match &self.inner.owner {
+            Ok(p) => write!(f, "Actor({} in '{p}')", self.inner.id),
+            Err(_) => write!(f, "Actor({} of an unknown party)", self.inner.id),
         }
     }
 }
@@ -340,7 +356,7 @@ impl<T: Send + 'static> Actor<T> {
             let r = f(state, v).map_err(|e| TaskError::from_error(&e))?;
             Ok(vec![encode_one(&r)?])
         });
-        handle(&outputs[0])
+        self.inner.fed.handle(&outputs[0])
     }
 
     /// A method returning several values as several FedObjects (M5).
@@ -354,7 +370,7 @@ impl<T: Send + 'static> Actor<T> {
         let outputs = self.method(args, R::COUNT, Location::caller(), move |state, v| {
             f(state, v).encode_all()
         });
-        R::handles(&outputs)
+        R::handles(&outputs, &self.inner.fed.inner.release)
     }
 
     fn method<A, F>(&self, args: A, count: usize, site: &Location<'_>, f: F) -> Vec<ObjRef>
@@ -364,9 +380,10 @@ impl<T: Send + 'static> Actor<T> {
     {
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
-        let actor = self.id;
-        self.fed
-            .submit(&self.owner, inputs, count, site, move |_| Work::Method {
+        let actor = self.inner.id;
+        self.inner
+            .fed
+            .submit(&self.inner.owner, inputs, count, site, move |_| Work::Method {
                 actor,
                 f: Box::new(move |state, values| {
                     let Some(state) = state.downcast_mut::<T>() else {
@@ -390,13 +407,15 @@ impl<T: Send + 'static> Actor<T> {
     /// Stops the actor in its party (MISSION M6). Calls made before `kill`
     /// still run; later calls fail with [`RuntimeError::ActorUnavailable`].
     pub fn kill(&self) {
-        if let Ok(owner) = &self.owner {
-            self.fed.inner.rt.submit(Call {
+        if let Ok(owner) = &self.inner.owner {
+            self.inner.fed.inner.rt.submit(Call {
                 party: owner.clone(),
                 inputs: Vec::new(),
                 outputs: Vec::new(),
-                consumer: self.id.0,
-                work: Work::Kill { actor: self.id },
+                consumer: self.inner.id.0,
+                work: Work::Kill {
+                    actor: self.inner.id,
+                },
             });
         }
     }

@@ -4,62 +4,90 @@ use std::fmt;
 use std::hash::Hasher;
 use std::marker::PhantomData;
 use std::panic::Location;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use xsilo_runtime::{ObjRef, TaskError};
+use xsilo_runtime::{ObjRef, Releaser, TaskError};
 use xsilo_wire::{ObjectId, PartyName};
 
 use crate::value::{encode, Value};
+
+/// The one allocation all clones of a handle share: when the last clone
+/// drops, the runtime is told that the driver holds the object no more.
+struct Handle {
+    id: ObjectId,
+    owner: PartyName,
+    fingerprint: u64,
+    release: Releaser,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.release.object(self.id);
+    }
+}
 
 /// A handle on the value of a call, owned by the party the call is pinned
 /// to. Every party holds the same handle (same id, same owner) because every
 /// party runs the same driver (MISSION M1). Cloning a handle is cheap and
 /// does not copy the value.
+///
+/// **Lifetime** (MISSION L1): the party frees its copy of the value once
+/// the last clone of the handle is dropped and nothing it still owes needs
+/// the value (a push not yet acknowledged, a call not yet run). Every party
+/// runs the same driver, so every party drops its handles at the same
+/// program points. A handle kept in a container (a `Vec` of every round's
+/// results, a map) keeps its value alive in every party that holds it:
+/// drop or overwrite what you no longer need.
 pub struct FedObject<T> {
-    pub(crate) id: ObjectId,
-    pub(crate) owner: PartyName,
-    pub(crate) fingerprint: u64,
+    inner: Arc<Handle>,
     _value: PhantomData<fn() -> T>,
 }
 
 impl<T> FedObject<T> {
-    pub(crate) fn new(id: ObjectId, owner: PartyName, fingerprint: u64) -> Self {
+    pub(crate) fn new(r: &ObjRef, release: &Releaser) -> Self {
         Self {
-            id,
-            owner,
-            fingerprint,
+            inner: Arc::new(Handle {
+                id: r.id,
+                owner: r.owner.clone(),
+                fingerprint: r.fingerprint,
+                release: release.clone(),
+            }),
             _value: PhantomData,
         }
     }
 
     /// The object's id (its sequence number in the driver program).
     pub fn id(&self) -> ObjectId {
-        self.id
+        self.inner.id
     }
 
     /// The party that produces the value.
     pub fn owner(&self) -> &PartyName {
-        &self.owner
+        &self.inner.owner
     }
 
     pub(crate) fn obj_ref(&self) -> ObjRef {
         ObjRef {
-            id: self.id,
-            owner: self.owner.clone(),
-            fingerprint: self.fingerprint,
+            id: self.inner.id,
+            owner: self.inner.owner.clone(),
+            fingerprint: self.inner.fingerprint,
         }
     }
 }
 
 impl<T> Clone for FedObject<T> {
     fn clone(&self) -> Self {
-        Self::new(self.id, self.owner.clone(), self.fingerprint)
+        Self {
+            inner: self.inner.clone(),
+            _value: PhantomData,
+        }
     }
 }
 
 impl<T> fmt::Debug for FedObject<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FedObject({} of '{}')", self.id, self.owner)
+        write!(f, "FedObject({} of '{}')", self.inner.id, self.inner.owner)
     }
 }
 
@@ -88,7 +116,7 @@ pub trait Returns: Send + 'static {
     fn encode_all(self) -> Result<Vec<Bytes>, TaskError>;
     /// Builds the handles from the output refs.
     #[doc(hidden)]
-    fn handles(refs: &[ObjRef]) -> Self::Handles;
+    fn handles(refs: &[ObjRef], release: &Releaser) -> Self::Handles;
 }
 
 pub(crate) fn encode_one<T: Value>(value: &T) -> Result<Bytes, TaskError> {
@@ -107,8 +135,8 @@ macro_rules! returns {
             fn encode_all(self) -> Result<Vec<Bytes>, TaskError> {
                 Ok(vec![$(encode_one(&self.$idx)?),+])
             }
-            fn handles(refs: &[ObjRef]) -> Self::Handles {
-                ($(FedObject::new(refs[$idx].id, refs[$idx].owner.clone(), refs[$idx].fingerprint),)+)
+            fn handles(refs: &[ObjRef], release: &Releaser) -> Self::Handles {
+                ($(FedObject::new(&refs[$idx], release),)+)
             }
         }
     };

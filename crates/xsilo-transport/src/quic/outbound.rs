@@ -265,11 +265,25 @@ pub(super) async fn send_object(
         consumer: object.consumer,
         fingerprint: object.fingerprint,
         payload_len: size,
+        resend: false,
     };
-    let header = Bytes::from(encode(peer, &header)?);
+    let first = Bytes::from(encode(peer, &header)?);
+    // A later attempt says so: the first may have been taken by the
+    // receiving runtime while its acknowledgement was lost with the
+    // connection.
+    let again = Bytes::from(encode(
+        peer,
+        &ObjectHeader {
+            resend: true,
+            ..header
+        },
+    )?);
     let deadline = Instant::now() + job.config.send_timeout;
+    let mut tries = 0u32;
     let ((), attempts) = with_retries(job, peer, deadline, "sending an object", |out| {
-        send_on(out, peer, header.clone(), object.payload.clone())
+        tries += 1;
+        let header = if tries == 1 { first.clone() } else { again.clone() };
+        send_on(out, peer, header, object.payload.clone())
     })
     .await?;
     Ok(Delivery {

@@ -1,0 +1,476 @@
+//! The supervisor: the one actor that addresses the others. It creates
+//! `Objects` and one `Link` per peer before any of them handles a message,
+//! routes the transport's events and the others' [`Report`]s, and drives the
+//! party's [`Lifecycle`] (shutdown and abort), carrying out its actions.
+//! Every trigger of shutdown or failure is a message here, handled one at a
+//! time: the exactly-once guarantees need no lock (MISSION E8, E11).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use xsilo_transport::{EventReceiver, Transport, TransportError, TransportEvent};
+use xsilo_wire::{ControlFrame, PartyName};
+
+use crate::actors::link::Link;
+use crate::actors::objects::Objects;
+use crate::errors::RuntimeError;
+use crate::messages::{
+    AbortJob, Arrived, ArrivedError, Barrier, Down, Drain, FailAll, Finish, Flush, GatherStats,
+    HeldNow, LinkStats, PeerFinished, PeerGone, Probe, PushDone, Received, Report, SendControl,
+    SendObject, Shutdown, ShutdownsRun, Signal, Up, WaitUp,
+};
+use crate::rules::lifecycle::{LifeAction, LifeOptions, Lifecycle};
+use crate::stats::Stats;
+use crate::RuntimeOptions;
+
+/// Owns the party's lifecycle and the wiring between its actors.
+pub(crate) struct Supervisor {
+    me: PartyName,
+    transport: Arc<dyn Transport>,
+    objects: Addr<Objects>,
+    links: BTreeMap<PartyName, Addr<Link>>,
+    life: Lifecycle,
+    options: RuntimeOptions,
+    waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
+    last_send_error: Option<TransportError>,
+    timer: Option<SpawnHandle>,
+}
+
+impl Supervisor {
+    /// Starts the supervisor, `Objects` and the links, all wired, and feeds
+    /// the transport's events to the supervisor. Returns the supervisor and
+    /// `Objects`.
+    pub(crate) fn launch(
+        transport: Arc<dyn Transport>,
+        events: EventReceiver,
+        options: RuntimeOptions,
+    ) -> (Addr<Self>, Option<Addr<Objects>>) {
+        let me = transport.party().clone();
+        let mut peers = transport.peers();
+        peers.sort();
+        let mut wired = None;
+        let supervisor = Supervisor::create(|ctx| {
+            let report = ctx.address().recipient::<Report>();
+            let objects = Objects::new(
+                me.clone(),
+                peers.clone(),
+                options.expose_error_trace,
+                report.clone(),
+            )
+            .start();
+            let links = peers
+                .iter()
+                .map(|p| {
+                    let link = Link::new(me.clone(), p.clone(), transport.clone(), report.clone());
+                    (p.clone(), link.start())
+                })
+                .collect();
+            ctx.add_stream(UnboundedReceiverStream::new(events));
+            wired = Some(objects.clone());
+            let life = Lifecycle::new(
+                me.clone(),
+                peers.clone(),
+                LifeOptions {
+                    drain_timeout: options.drain_timeout,
+                    finish_wait: options.finish_wait,
+                    continue_waiting_for_data_sending_on_error: options
+                        .continue_waiting_for_data_sending_on_error,
+                    exit_on_sending_failure: options.exit_on_sending_failure,
+                    exit_process: options.exit_process,
+                },
+            );
+            Supervisor {
+                me,
+                transport,
+                objects,
+                links,
+                life,
+                options,
+                waiters: Vec::new(),
+                last_send_error: None,
+                timer: None,
+            }
+        });
+        // `create` runs its closure before it returns.
+        (supervisor, wired)
+    }
+
+    fn link(&self, peer: &PartyName) -> Option<&Addr<Link>> {
+        self.links.get(peer)
+    }
+
+    /// Carries out the lifecycle's actions and re-arms its timer.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        while let Some(action) = self.life.poll_action() {
+            match action {
+                LifeAction::FailAll(error) => self.objects.do_send(FailAll(error)),
+                LifeAction::SendAbort(reason) => {
+                    for link in self.links.values() {
+                        link.do_send(SendControl {
+                            frame: ControlFrame::Abort {
+                                reason: reason.clone(),
+                            },
+                            object: None,
+                        });
+                    }
+                }
+                LifeAction::Flush => {
+                    let (tx, rx) = oneshot::channel();
+                    self.objects.do_send(Flush(tx));
+                    ctx.spawn(async move { rx.await.is_ok() }.into_actor(self).map(
+                        |ok, act, ctx| {
+                            if ok {
+                                act.life.flushed(Instant::now());
+                                act.drive(ctx);
+                            }
+                        },
+                    ));
+                }
+                LifeAction::Drain => {
+                    let waits: Vec<_> = self
+                        .links
+                        .values()
+                        .map(|link| {
+                            let (tx, rx) = oneshot::channel();
+                            link.do_send(Drain(tx));
+                            rx
+                        })
+                        .collect();
+                    ctx.spawn(
+                        async move {
+                            for w in waits {
+                                let _ = w.await;
+                            }
+                        }
+                        .into_actor(self)
+                        .map(|(), act, ctx| {
+                            act.life.drained(Instant::now());
+                            act.drive(ctx);
+                        }),
+                    );
+                }
+                LifeAction::Finish => {
+                    let finish = self.objects.send(Finish);
+                    let links: Vec<_> = self.links.values().cloned().collect();
+                    ctx.spawn(
+                        async move {
+                            if let Ok(frame) = finish.await {
+                                for link in links {
+                                    link.do_send(SendControl {
+                                        frame: ControlFrame::Finished(frame),
+                                        object: None,
+                                    });
+                                }
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                }
+                LifeAction::Close => {
+                    let close = self.transport.close();
+                    ctx.spawn(close.into_actor(self).map(|(), act, ctx| {
+                        act.life.closed();
+                        act.drive(ctx);
+                    }));
+                }
+                LifeAction::Answer(result) => {
+                    match &result {
+                        Ok(()) => tracing::info!(party = %self.me, "shut down"),
+                        Err(e) => tracing::info!(party = %self.me, error = %e, "ended"),
+                    }
+                    for w in self.waiters.drain(..) {
+                        let _ = w.send(result.clone());
+                    }
+                }
+                LifeAction::RunHandler => {
+                    if let Some(handler) = self.options.failure_handler.take() {
+                        tracing::warn!(party = %self.me, "running the sending-failure handler");
+                        let last = self.last_send_error.clone();
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            handler(last.as_ref());
+                        }));
+                        if ran.is_err() {
+                            tracing::error!(party = %self.me, "the sending-failure handler panicked");
+                        }
+                    }
+                }
+                LifeAction::Exit(status) => {
+                    if self.options.exit_process {
+                        tracing::error!(party = %self.me, "unintended shutdown: exiting with status {status}");
+                        std::process::exit(status);
+                    }
+                }
+            }
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(at) = self.life.poll_timeout() {
+            let wait = at.saturating_duration_since(Instant::now());
+            self.timer = Some(ctx.run_later(wait, |act, ctx| {
+                act.timer = None;
+                act.life.handle_timeout(Instant::now());
+                act.drive(ctx);
+            }));
+        }
+    }
+
+    fn abort_here(&mut self, reason: &str, ctx: &mut Context<Self>) {
+        if self.life.running() {
+            tracing::error!(party = %self.me, %reason, "job aborted");
+        }
+        self.life.abort(None, reason, Instant::now());
+        self.drive(ctx);
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+/// The router: transport events to `Objects`, the links, the lifecycle.
+impl StreamHandler<TransportEvent> for Supervisor {
+    fn handle(&mut self, event: TransportEvent, ctx: &mut Self::Context) {
+        match event {
+            TransportEvent::Object(obj) => {
+                if let Some(link) = self.link(&obj.from) {
+                    link.do_send(Received(obj.payload.len() as u64));
+                }
+                self.objects.do_send(Arrived(obj));
+            }
+            TransportEvent::Control { from, frame } => match frame {
+                ControlFrame::RemoteError(frame) => {
+                    self.life.error_seen();
+                    self.objects.do_send(ArrivedError { from, frame });
+                }
+                ControlFrame::Abort { reason } => {
+                    if self.life.running() {
+                        tracing::error!(party = %self.me, by = %from, %reason, "job aborted");
+                    }
+                    self.life.abort(Some(&from), &reason, Instant::now());
+                    self.drive(ctx);
+                }
+                ControlFrame::Finished(frame) => {
+                    self.objects.do_send(PeerFinished {
+                        from: from.clone(),
+                        frame,
+                    });
+                    self.life.peer_done(&from);
+                    self.drive(ctx);
+                }
+                ControlFrame::Heartbeat { .. } | ControlFrame::Goodbye => {}
+            },
+            TransportEvent::PeerUp { party } => {
+                if let Some(link) = self.link(&party) {
+                    link.do_send(Up);
+                }
+            }
+            TransportEvent::PeerDown { party, reason } => {
+                if let Some(link) = self.link(&party) {
+                    link.do_send(Down(reason));
+                }
+            }
+            TransportEvent::PeerRefused { party, refusal } => {
+                let reason = format!("party '{party}' cannot join this job: {refusal}");
+                self.abort_here(&reason, ctx);
+            }
+            _ => {}
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The transport's event stream ended (it closed): nothing more comes.
+        for peer in self.links.keys() {
+            self.objects.do_send(PeerGone {
+                peer: peer.clone(),
+                reason: "the local transport closed".into(),
+            });
+        }
+    }
+}
+
+impl Handler<Report> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, report: Report, ctx: &mut Self::Context) {
+        match report {
+            Report::Push {
+                dest,
+                object,
+                consumer,
+                fingerprint,
+                payload,
+            } => match self.link(&dest) {
+                Some(link) => link.do_send(SendObject {
+                    object,
+                    consumer,
+                    fingerprint,
+                    payload,
+                }),
+                None => self.objects.do_send(PushDone(object)),
+            },
+            Report::PushError { dest, frame } => {
+                self.life.error_seen();
+                let object = frame.object;
+                match self.link(&dest) {
+                    Some(link) => link.do_send(SendControl {
+                        frame: ControlFrame::RemoteError(frame),
+                        object: Some(object),
+                    }),
+                    None => self.objects.do_send(PushDone(object)),
+                }
+            }
+            Report::NeedPeer(peer) => {
+                if let Some(link) = self.link(&peer) {
+                    link.do_send(Probe);
+                }
+            }
+            Report::Diverged(error) => {
+                // The detecting party's waits fail with the divergence
+                // itself; the peers learn it through the abort frame.
+                self.objects.do_send(FailAll(error.clone()));
+                self.abort_here(&error.to_string(), ctx);
+            }
+            Report::ErrorSeen => self.life.error_seen(),
+            Report::PushDone { object } => self.objects.do_send(PushDone(object)),
+            Report::SendFailed { peer, what, error } => {
+                tracing::warn!(party = %self.me, %peer, %what, %error, "sending failed");
+                let reason = format!("{what} failed: {error}");
+                self.last_send_error = Some(error);
+                self.life.send_failed(&reason, Instant::now());
+                self.drive(ctx);
+            }
+            Report::PeerGone { peer, reason, lost } => {
+                if lost {
+                    // A lost peer is an error of the job (E7): shutdown then
+                    // does not wait out sends to it.
+                    self.life.error_seen();
+                }
+                self.objects.do_send(PeerGone {
+                    peer: peer.clone(),
+                    reason,
+                });
+                self.life.peer_done(&peer);
+                self.drive(ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, Shutdown(tx): Shutdown, ctx: &mut Self::Context) {
+        if self.life.running() {
+            tracing::info!(party = %self.me, "shutting down: draining sends");
+        }
+        match self.life.shutdown(Instant::now()) {
+            Some(result) => {
+                let _ = tx.send(result);
+            }
+            None => self.waiters.push(tx),
+        }
+        self.drive(ctx);
+    }
+}
+
+impl Handler<AbortJob> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, AbortJob(reason): AbortJob, ctx: &mut Self::Context) {
+        self.abort_here(&reason, ctx);
+    }
+}
+
+impl Handler<Signal> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, Signal(name): Signal, ctx: &mut Self::Context) {
+        self.life.signal(name, Instant::now());
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Barrier> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, Barrier(tx): Barrier, _: &mut Self::Context) {
+        let waits = self
+            .links
+            .values()
+            .map(|link| {
+                let (tx, rx) = oneshot::channel();
+                link.do_send(WaitUp(tx));
+                rx
+            })
+            .collect();
+        let _ = tx.send(waits);
+    }
+}
+
+impl Handler<GatherStats> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, GatherStats(tx): GatherStats, ctx: &mut Self::Context) {
+        let links: Vec<_> = self
+            .links
+            .iter()
+            .map(|(p, l)| (p.clone(), l.send(LinkStats)))
+            .collect();
+        let held = self.objects.send(HeldNow);
+        ctx.spawn(
+            async move {
+                let mut stats = Stats::default();
+                for (peer, counts) in links {
+                    if let Ok((sent, received)) = counts.await {
+                        if sent.objects > 0 {
+                            stats.sent.insert(peer.clone(), sent);
+                        }
+                        if received.objects > 0 {
+                            stats.received.insert(peer, received);
+                        }
+                    }
+                }
+                if let Ok(held) = held.await {
+                    stats.live_objects = held.objects;
+                    stats.live_bytes = held.bytes;
+                    stats.live_actors = held.actors;
+                }
+                let _ = tx.send(stats);
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<ShutdownsRun> for Supervisor {
+    type Result = u32;
+    fn handle(&mut self, _: ShutdownsRun, _: &mut Self::Context) -> u32 {
+        self.life.shutdowns_run()
+    }
+}
+
+/// Forwards SIGINT and SIGTERM to the supervisor as messages: tokio's
+/// handler writes to a pipe, no lock is taken in signal context (E11).
+pub(crate) fn watch_signals(supervisor: Addr<Supervisor>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        for (kind, name) in [
+            (SignalKind::interrupt(), "SIGINT"),
+            (SignalKind::terminate(), "SIGTERM"),
+        ] {
+            match signal(kind) {
+                Ok(mut stream) => {
+                    let supervisor = supervisor.clone();
+                    actix_rt::spawn(async move {
+                        while stream.recv().await.is_some() {
+                            supervisor.do_send(Signal(name));
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch {name}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = supervisor;
+}
