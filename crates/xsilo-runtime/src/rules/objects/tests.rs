@@ -1,1 +1,524 @@
+//! The object rules, stepped directly: no actors, no sockets, no clock.
+//! Each test plays the events one party sees, in an order that matters,
+//! and checks the actions the table asks for and what it still holds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use super::*;
+use crate::errors::TaskError;
+
+fn p(s: &str) -> PartyName {
+    s.parse().unwrap()
+}
+
+fn r(id: u64, owner: &str) -> ObjRef {
+    ObjRef {
+        id: ObjectId(id),
+        owner: p(owner),
+        fingerprint: 1000 + id,
+    }
+}
+
+/// A table for `me` in a job of alice, bob and carol.
+fn table(me: &str) -> ObjectTable<&'static str> {
+    let peers = ["alice", "bob", "carol"]
+        .into_iter()
+        .filter(|x| *x != me)
+        .map(p)
+        .collect();
+    ObjectTable::new(p(me), peers, false)
+}
+
+fn actions(t: &mut ObjectTable<&'static str>) -> Vec<Action<&'static str>> {
+    std::iter::from_fn(|| t.poll_action()).collect()
+}
+
+fn task(party: &str, inputs: Vec<ObjRef>, out: ObjRef, body: &'static str) -> Submission<&'static str> {
+    Submission {
+        party: p(party),
+        inputs,
+        consumer: out.id.0,
+        outputs: vec![out],
+        op: Op::Task(body),
+    }
+}
+
+fn runs(acts: &[Action<&'static str>]) -> Vec<(&'static str, usize)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Run { work, inputs, .. } => Some((*work, inputs.len())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pushes(acts: &[Action<&'static str>]) -> Vec<(String, u64)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Push { dest, object, .. } => Some((dest.to_string(), object.0)),
+            Action::PushError { dest, frame } => Some((format!("{dest}!"), frame.object.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn call_of(acts: &[Action<&'static str>], body: &str) -> CallId {
+    acts.iter()
+        .find_map(|a| match a {
+            Action::Run { call, work, .. } if *work == body => Some(*call),
+            _ => None,
+        })
+        .expect("the body was run")
+}
+
+fn answer(acts: &[Action<&'static str>], get: GetId) -> Result<Vec<Bytes>, RuntimeError> {
+    acts.iter()
+        .find_map(|a| match a {
+            Action::Answer { get: g, result } if *g == get => Some(result.clone()),
+            _ => None,
+        })
+        .expect("the get was answered")
+}
+
+fn diverged(acts: &[Action<&'static str>]) -> Option<String> {
+    acts.iter().find_map(|a| match a {
+        Action::Diverged(e) => Some(e.to_string()),
+        _ => None,
+    })
+}
+
+/// The links acknowledge every push among `acts`.
+fn ack_all(t: &mut ObjectTable<&'static str>, acts: &[Action<&'static str>]) {
+    for a in acts {
+        match a {
+            Action::Push { object, .. } => t.push_done(*object),
+            Action::PushError { frame, .. } => t.push_done(frame.object),
+            _ => {}
+        }
+    }
+}
+
+fn v(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+#[test]
+fn a_value_is_pushed_once_per_destination_and_freed_when_acked_and_dropped() {
+    let mut t = table("alice");
+    t.submit(task("alice", vec![], r(1, "alice"), "make"));
+    let a = actions(&mut t);
+    let call = call_of(&a, "make");
+    // Two calls in bob consume #1: one push.
+    t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "use1"));
+    t.submit(task("bob", vec![r(1, "alice")], r(3, "bob"), "use2"));
+    assert!(pushes(&actions(&mut t)).is_empty(), "not ready yet");
+    t.completed(call, Ok(vec![v("value")]));
+    assert_eq!(pushes(&actions(&mut t)), vec![("bob".into(), 1)]);
+    assert_eq!(t.held().bytes, 5);
+    // The driver drops its handles: the value stays until bob acked.
+    for id in [1, 2, 3] {
+        t.release(ObjectId(id));
+    }
+    assert_eq!(t.held().objects, 1, "the push is not acknowledged yet");
+    t.push_done(ObjectId(1));
+    assert_eq!(t.held(), Held::default(), "nothing is left");
+}
+
+#[test]
+fn a_remote_value_is_cached_for_every_local_consumer_then_freed() {
+    let mut t = table("bob");
+    t.submit(task("alice", vec![], r(1, "alice"), "make"));
+    t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "use1"));
+    t.submit(task("bob", vec![r(1, "alice")], r(3, "bob"), "use2"));
+    let a = actions(&mut t);
+    assert!(a.iter().any(|x| matches!(x, Action::NeedPeer(q) if *q == p("alice"))));
+    assert!(runs(&a).is_empty());
+    t.arrived(&p("alice"), ObjectId(1), 1001, 2, false, v("abc"));
+    let a = actions(&mut t);
+    assert_eq!(runs(&a), vec![("use1", 1), ("use2", 1)]);
+    t.completed(call_of(&a, "use1"), Ok(vec![v("x")]));
+    t.completed(call_of(&a, "use2"), Ok(vec![v("y")]));
+    for id in [1, 2, 3] {
+        t.release(ObjectId(id));
+    }
+    assert_eq!(t.held(), Held::default());
+}
+
+#[test]
+fn a_value_arriving_after_its_object_was_freed_is_discarded() {
+    // bob's call consumes #1 from alice and #2 from carol; #2 fails first,
+    // so the call fails and bob drops everything before #1 arrives.
+    let mut t = table("bob");
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    t.submit(task("carol", vec![], r(2, "carol"), "c"));
+    t.submit(task("bob", vec![r(1, "alice"), r(2, "carol")], r(3, "bob"), "sum"));
+    t.get(7, &[r(3, "bob")]);
+    actions(&mut t);
+    let frame = RemoteErrorFrame {
+        origin: p("carol"),
+        object: ObjectId(2),
+        origin_object: ObjectId(2),
+        kind: "Boom".into(),
+        message: None,
+        causes: vec![],
+        fingerprint: Some(1002),
+    };
+    t.arrived_error(&p("carol"), &frame);
+    let a = actions(&mut t);
+    let e = answer(&a, 7).unwrap_err().to_string();
+    assert!(e.contains("failed in party 'carol' (Boom)"), "{e}");
+    assert!(runs(&a).is_empty(), "a call with a failed input never runs");
+    ack_all(&mut t, &a);
+    for id in [1, 2, 3] {
+        t.release(ObjectId(id));
+    }
+    assert_eq!(t.held().objects, 0, "{:?}", t.entries);
+    // Now alice's push arrives: acknowledged and discarded, no divergence.
+    t.arrived(&p("alice"), ObjectId(1), 1001, 3, false, v("late"));
+    let a = actions(&mut t);
+    assert_eq!(diverged(&a), None);
+    assert_eq!(t.held(), Held::default());
+    assert!(t.tombstones.is_empty(), "the tombstone went with the arrival");
+}
+
+#[test]
+fn a_remote_error_arriving_before_the_call_that_consumes_it() {
+    let mut t = table("bob");
+    // carol's failure is broadcast before bob's driver has made #1.
+    let frame = RemoteErrorFrame {
+        origin: p("alice"),
+        object: ObjectId(1),
+        origin_object: ObjectId(1),
+        kind: "Boom".into(),
+        message: None,
+        causes: vec![],
+        fingerprint: Some(1001),
+    };
+    t.arrived_error(&p("alice"), &frame);
+    assert_eq!(t.held().objects, 1, "kept for the call that will come");
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "use"));
+    t.get(1, &[r(2, "bob")]);
+    let a = actions(&mut t);
+    assert_eq!(diverged(&a), None);
+    assert!(runs(&a).is_empty());
+    let e = answer(&a, 1).unwrap_err().to_string();
+    assert!(e.contains("RemoteError: object #1 failed in party 'alice' (Boom)"), "{e}");
+}
+
+#[test]
+fn a_value_arriving_before_its_call_is_checked_when_the_call_comes() {
+    let mut t = table("bob");
+    t.arrived(&p("alice"), ObjectId(1), 1001, 2, false, v("early"));
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "use"));
+    let a = actions(&mut t);
+    assert_eq!(diverged(&a), None);
+    assert_eq!(runs(&a), vec![("use", 1)]);
+
+    // The same early arrival, but bob's driver made #1 elsewhere.
+    let mut t = table("bob");
+    t.arrived(&p("alice"), ObjectId(1), 999, 2, false, v("early"));
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    let e = diverged(&actions(&mut t)).expect("a divergence");
+    assert!(e.contains("between party 'bob' and party 'alice' at object #1"), "{e}");
+    assert!(e.contains("another call site"), "{e}");
+}
+
+#[test]
+fn an_object_sent_by_a_party_that_does_not_own_it_is_a_divergence() {
+    // Two calls swapped: alice thinks #1 is hers; bob pushed his #1.
+    let mut t = table("alice");
+    t.submit(task("alice", vec![], r(1, "alice"), "mine"));
+    actions(&mut t);
+    t.arrived(&p("bob"), ObjectId(1), 1001, 3, false, v("bob's"));
+    let e = diverged(&actions(&mut t)).expect("a divergence");
+    assert!(
+        e.contains("party 'bob' sent it as its own, but this party's driver made it in party 'alice'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_push_for_a_call_this_party_never_makes_is_a_divergence() {
+    // alice pushed #1 for bob's call #2; bob's driver skipped that call and
+    // dropped #1.
+    let mut t = table("bob");
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    t.submit(task("alice", vec![], r(2, "alice"), "b"));
+    t.release(ObjectId(1));
+    t.arrived(&p("alice"), ObjectId(1), 1001, 3, false, v("x"));
+    let e = diverged(&actions(&mut t)).expect("a divergence");
+    assert!(e.contains("makes no call that consumes it"), "{e}");
+    // A resend or a get's broadcast of a freed object is not one.
+    let mut t = table("bob");
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    t.release(ObjectId(1));
+    t.arrived(&p("alice"), ObjectId(1), 1001, 3, true, v("x"));
+    t.arrived(&p("alice"), ObjectId(1), 1001, 0, false, v("x"));
+    assert_eq!(diverged(&actions(&mut t)), None);
+}
+
+#[test]
+fn finished_positions_are_compared_at_both_ends() {
+    let frame = |objects, digest| FinishedFrame {
+        objects,
+        digest,
+        clean: true,
+    };
+    // Same calls: no divergence, whichever finishes first.
+    let mut a = table("alice");
+    let mut b = table("bob");
+    for t in [&mut a, &mut b] {
+        t.submit(task("alice", vec![], r(1, "alice"), "x"));
+        t.submit(task("bob", vec![], r(2, "bob"), "y"));
+    }
+    let fa = a.finish();
+    b.peer_finished(&p("alice"), fa);
+    let fb = b.finish();
+    a.peer_finished(&p("bob"), fb);
+    assert_eq!(diverged(&actions(&mut a)), None);
+    assert_eq!(diverged(&actions(&mut b)), None);
+
+    // bob makes an extra call after alice finished: caught when it is made.
+    let mut b = table("bob");
+    b.submit(task("alice", vec![], r(1, "alice"), "x"));
+    b.submit(task("bob", vec![], r(2, "bob"), "y"));
+    b.peer_finished(&p("alice"), fa);
+    assert_eq!(diverged(&actions(&mut b)), None);
+    b.submit(task("alice", vec![], r(3, "alice"), "extra"));
+    let e = diverged(&actions(&mut b)).expect("a divergence");
+    assert!(e.contains("party 'alice' finished its driver after object #2"), "{e}");
+
+    // Same count, other call sites.
+    let mut b = table("bob");
+    b.submit(task("alice", vec![], r(1, "alice"), "x"));
+    b.submit(task("bob", vec![], r(2, "bob"), "y"));
+    b.finish();
+    b.peer_finished(&p("alice"), frame(2, fa.digest ^ 1));
+    let e = diverged(&actions(&mut b)).expect("a divergence");
+    assert!(e.contains("other call sites"), "{e}");
+
+    // After an error, drivers may stop anywhere: nothing is compared.
+    let mut b = table("bob");
+    b.submit(task("alice", vec![], r(1, "alice"), "x"));
+    b.peer_finished(
+        &p("alice"),
+        FinishedFrame {
+            objects: 0,
+            digest: 0,
+            clean: false,
+        },
+    );
+    b.finish();
+    assert_eq!(diverged(&actions(&mut b)), None);
+}
+
+#[test]
+fn a_failure_that_begins_here_goes_to_every_party_and_dependents_fail_locally() {
+    // In A -> B -> C (alice -> bob -> carol), alice announces #1's failure
+    // to everyone; nobody announces #2 or #3: every party derives them.
+    let mut alice = table("alice");
+    let mut carol = table("carol");
+    for t in [&mut alice, &mut carol] {
+        t.submit(task("alice", vec![], r(1, "alice"), "a"));
+        t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "b"));
+        t.submit(task("carol", vec![r(2, "bob")], r(3, "carol"), "c"));
+        t.get(9, &[r(3, "carol")]);
+    }
+    let a = actions(&mut alice);
+    let call = call_of(&a, "a");
+    alice.completed(
+        call,
+        Err(RuntimeError::Task {
+            party: p("alice"),
+            object: ObjectId(1),
+            error: TaskError {
+                kind: "Boom".into(),
+                message: "secret".into(),
+                causes: vec![],
+            },
+        }),
+    );
+    let a = actions(&mut alice);
+    let mut sent = pushes(&a);
+    sent.sort();
+    // bob (its consumer, and the broadcast) and carol: one frame each.
+    assert_eq!(sent, vec![("bob!".into(), 1), ("carol!".into(), 1)]);
+    let e = answer(&a, 9).unwrap_err().to_string();
+    assert!(e.contains("RemoteError: object #1 failed in party 'alice' (Boom)"), "{e}");
+    assert!(!e.contains("secret"), "{e}");
+
+    // carol gets alice's frame: #2 (bob's) fails here too, so does #3.
+    actions(&mut carol);
+    let frame = match a.iter().find(|x| matches!(x, Action::PushError { dest, .. } if *dest == p("carol"))) {
+        Some(Action::PushError { frame, .. }) => frame.clone(),
+        _ => unreachable!(),
+    };
+    carol.arrived_error(&p("alice"), &frame);
+    let c = actions(&mut carol);
+    assert!(runs(&c).is_empty());
+    let e = answer(&c, 9).unwrap_err().to_string();
+    assert!(e.contains("failed in party 'alice'"), "{e}");
+    // carol derived #2's failure (nobody sent it) and her own #3's; she
+    // sends #3 only because every party's `get` asks for it (M4).
+    let mut sent = pushes(&c);
+    sent.sort();
+    assert_eq!(sent, vec![("alice!".into(), 3), ("bob!".into(), 3)]);
+}
+
+#[test]
+fn actor_calls_run_one_at_a_time_in_order_even_when_an_early_one_waits() {
+    let mut t = table("bob");
+    t.submit(Submission {
+        party: p("bob"),
+        inputs: vec![],
+        outputs: vec![],
+        consumer: 1,
+        op: Op::NewActor(ObjectId(1), "ctor"),
+    });
+    t.submit(task("alice", vec![], r(2, "alice"), "remote"));
+    let method = |inputs, out: ObjRef, body| Submission {
+        party: p("bob"),
+        inputs,
+        consumer: out.id.0,
+        outputs: vec![out],
+        op: Op::Method(ObjectId(1), body),
+    };
+    t.submit(method(vec![r(2, "alice")], r(3, "bob"), "first"));
+    t.submit(method(vec![], r(4, "bob"), "second"));
+    let a = actions(&mut t);
+    assert!(a.iter().any(|x| matches!(x, Action::CreateActor { .. })));
+    t.actor_created(ObjectId(1), Ok(()));
+    assert!(runs(&actions(&mut t)).is_empty(), "second waits behind first");
+    t.arrived(&p("alice"), ObjectId(2), 1002, 3, false, v("in"));
+    let a = actions(&mut t);
+    assert_eq!(runs(&a), vec![("first", 1)]);
+    t.completed(call_of(&a, "first"), Ok(vec![v("1")]));
+    let a = actions(&mut t);
+    assert_eq!(runs(&a), vec![("second", 0)]);
+    t.completed(call_of(&a, "second"), Ok(vec![v("2")]));
+    // Kill after the calls; a later call fails; dropping the handle frees.
+    t.submit(Submission {
+        party: p("bob"),
+        inputs: vec![],
+        outputs: vec![],
+        consumer: 1,
+        op: Op::Kill(ObjectId(1)),
+    });
+    t.submit(method(vec![], r(5, "bob"), "late"));
+    t.get(1, &[r(5, "bob")]);
+    let a = actions(&mut t);
+    assert!(a.iter().any(|x| matches!(x, Action::DropActor(ObjectId(1)))));
+    assert!(answer(&a, 1).unwrap_err().to_string().contains("it was killed"));
+    ack_all(&mut t, &a);
+    t.release_actor(ObjectId(1));
+    for id in 2..=5 {
+        t.release(ObjectId(id));
+    }
+    assert_eq!(t.held(), Held::default(), "{:?}", t.entries);
+}
+
+#[test]
+fn a_dropped_actor_is_freed_after_its_queued_calls() {
+    let mut t = table("alice");
+    t.submit(Submission {
+        party: p("alice"),
+        inputs: vec![],
+        outputs: vec![],
+        consumer: 1,
+        op: Op::NewActor(ObjectId(1), "ctor"),
+    });
+    t.submit(Submission {
+        party: p("alice"),
+        inputs: vec![],
+        consumer: 2,
+        outputs: vec![r(2, "alice")],
+        op: Op::Method(ObjectId(1), "m"),
+    });
+    t.release_actor(ObjectId(1));
+    actions(&mut t);
+    assert_eq!(t.held().actors, 1, "a call is still queued");
+    t.actor_created(ObjectId(1), Ok(()));
+    let a = actions(&mut t);
+    t.completed(call_of(&a, "m"), Ok(vec![v("done")]));
+    let a = actions(&mut t);
+    assert!(a.iter().any(|x| matches!(x, Action::DropActor(ObjectId(1)))));
+    assert_eq!(t.held().actors, 0);
+}
+
+#[test]
+fn an_abort_fails_every_wait_drops_queued_work_and_later_calls_fail_at_once() {
+    let mut t = table("bob");
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "queued"));
+    t.get(1, &[r(2, "bob")]);
+    actions(&mut t);
+    let abort = RuntimeError::Aborted {
+        by: p("carol"),
+        reason: "SIGINT".into(),
+    };
+    t.fail_all(abort.clone());
+    let a = actions(&mut t);
+    assert!(answer(&a, 1).unwrap_err().to_string().contains("aborted by party 'carol'"));
+    assert_eq!(t.held().calls, 0, "queued work is dropped");
+    // The value arriving now runs nothing.
+    t.arrived(&p("alice"), ObjectId(1), 1001, 2, false, v("x"));
+    assert!(runs(&actions(&mut t)).is_empty());
+    t.submit(task("bob", vec![], r(3, "bob"), "later"));
+    t.get(2, &[r(3, "bob")]);
+    let a = actions(&mut t);
+    assert!(runs(&a).is_empty());
+    assert!(answer(&a, 2).is_err());
+}
+
+#[test]
+fn a_lost_peer_fails_what_this_party_waits_for_from_it() {
+    let mut t = table("bob");
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    t.get(1, &[r(1, "alice")]);
+    actions(&mut t);
+    t.peer_gone(&p("alice"), "nothing heard from it within peer_lost_timeout");
+    let e = answer(&actions(&mut t), 1).unwrap_err().to_string();
+    assert!(e.contains("party 'alice' is gone"), "{e}");
+}
+
+#[test]
+fn flush_waits_for_values_still_being_made_for_other_parties() {
+    let mut t = table("alice");
+    t.submit(task("alice", vec![], r(1, "alice"), "big"));
+    let call = call_of(&actions(&mut t), "big");
+    t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "use"));
+    assert!(!t.flushed());
+    t.completed(call, Ok(vec![v("data")]));
+    assert!(t.flushed());
+}
+
+#[test]
+fn many_rounds_keep_the_table_flat() {
+    // 1,000 rounds of a model pushed alice -> bob -> back, handles dropped
+    // each round as a loop body does: nothing accumulates.
+    let mut a = table("alice");
+    let mut id = 0;
+    for _ in 0..1000 {
+        id += 1;
+        let model = r(id, "alice");
+        id += 1;
+        let update = r(id, "bob");
+        a.submit(task("alice", vec![], model.clone(), "model"));
+        let call = call_of(&actions(&mut a), "model");
+        a.completed(call, Ok(vec![Bytes::from(vec![0u8; 1024])]));
+        a.submit(task("bob", vec![model.clone()], update.clone(), "train"));
+        a.get(id, &[update.clone()]);
+        for act in actions(&mut a) {
+            if let Action::Push { object, .. } = act {
+                a.push_done(object);
+            }
+        }
+        a.arrived(&p("bob"), update.id, update.fingerprint, 0, false, v("u"));
+        actions(&mut a);
+        a.release(model.id);
+        a.release(update.id);
+    }
+    assert_eq!(a.held(), Held::default());
+    assert!(a.tombstones.is_empty());
+}
