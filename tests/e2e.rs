@@ -117,6 +117,38 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
             let y = fed.party("bob").task(x, |x: i64| x + 1);
             Ok(json!(fed.get(&y).await?))
         }
+        // Two calls made in the other order in bob: alice's #1 is bob's #1.
+        "swapped" => {
+            let (x, y) = if party == "alice" {
+                let x = fed.party("alice").task((), |()| 1i64);
+                (x, fed.party("bob").task((), |()| 2i64))
+            } else {
+                let y = fed.party("bob").task((), |()| 2i64);
+                (fed.party("alice").task((), |()| 1i64), y)
+            };
+            let z = fed.party("alice").task((x, y), |(x, y): (i64, i64)| x + y);
+            Ok(json!(fed.get(&z).await?))
+        }
+        // bob skips a call that alice makes: every later id shifts.
+        "skipped" => {
+            if party == "alice" {
+                let _unused = fed.party("alice").task((), |()| 0i64);
+            }
+            let b = fed.party("alice").task((), |()| 2i64);
+            let c = fed.party("bob").task(b, |x: i64| x + 1);
+            Ok(json!(fed.get(&c).await?))
+        }
+        // bob makes one call more than alice, at the end.
+        "extra" => {
+            let x = fed.party("alice").task((), |()| 1i64);
+            let y = fed.party("bob").task(x, |x: i64| x + 1);
+            let got = fed.get(&y).await?;
+            if party == "bob" {
+                let w = fed.party("alice").task((), |()| 5i64);
+                return Ok(json!([got, fed.get(&w).await?]));
+            }
+            Ok(json!(got))
+        }
         "big_then_shutdown" => {
             let blob = fed
                 .party("alice")
@@ -217,6 +249,58 @@ fn diverged_drivers_fail_with_a_clear_error_at_both_ends() {
     assert!(
         alice.contains("aborted by party 'bob'") && alice.contains("driver divergence"),
         "alice: {alice}"
+    );
+}
+
+/// Both parties end with a divergence error naming both parties and the
+/// object, within 5 s (MISSION M8).
+fn assert_divergence_at_both_ends(out: &BTreeMap<String, Outcome>, object: &str) {
+    for (p, o) in out {
+        let e = o.error();
+        assert!(e.contains("driver divergence"), "party {p}: {e}");
+        assert!(
+            e.contains("party 'alice'") && e.contains("party 'bob'"),
+            "party {p}: both parties named: {e}"
+        );
+        assert!(e.contains(object), "party {p}: the object {object} named: {e}");
+        assert!(
+            o.elapsed < Duration::from_secs(5),
+            "party {p} took {:?}",
+            o.elapsed
+        );
+    }
+}
+
+#[test]
+fn two_calls_swapped_end_both_parties_with_a_divergence() {
+    let out = job(&["alice", "bob"], |_, _| {}).run("swapped");
+    assert_divergence_at_both_ends(&out, "#1");
+    let alice = out["alice"].error();
+    assert!(
+        alice.contains("party 'bob' sent it as its own, but this party's driver made it in party 'alice'"),
+        "alice says what differs: {alice}"
+    );
+}
+
+#[test]
+fn a_skipped_call_ends_both_parties_with_a_divergence() {
+    let out = job(&["alice", "bob"], |_, _| {}).run("skipped");
+    assert_divergence_at_both_ends(&out, "#2");
+    let bob = out["bob"].error();
+    assert!(
+        bob.contains("party 'alice' sent it as its own, but this party's driver made it in party 'bob'"),
+        "bob says what differs: {bob}"
+    );
+}
+
+#[test]
+fn an_extra_call_at_the_end_ends_both_parties_with_a_divergence() {
+    let out = job(&["alice", "bob"], |_, _| {}).run("extra");
+    assert_divergence_at_both_ends(&out, "#3");
+    let bob = out["bob"].error();
+    assert!(
+        bob.contains("party 'alice' finished its driver after object #2 and party 'bob' has made 3 object(s)"),
+        "bob says what differs: {bob}"
     );
 }
 
