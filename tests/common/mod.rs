@@ -74,6 +74,24 @@ pub fn child_main(scenario: Scenario) {
     }
 }
 
+/// In a child: waits (bounded) until the test says go ([`Running::go`]):
+/// a test makes its fault happen, then lets the driver on, instead of
+/// hoping that a sleep is long enough.
+pub async fn wait_go() {
+    let line = tokio::time::timeout(
+        BOUND,
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        }),
+    )
+    .await;
+    match line {
+        Ok(Ok(Ok(l))) if l.trim() == "GO" => {}
+        other => panic!("the test never said go: {other:?}"),
+    }
+}
+
 /// Certificates and one configuration file per party.
 pub struct Job {
     pub dir: tempfile::TempDir,
@@ -201,6 +219,7 @@ impl Job {
                 .env(SCENARIO, scenario)
                 .env(PARTY, p)
                 .env(CONFIG, self.config(p))
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -257,6 +276,15 @@ impl Running {
                 ),
             }
         }
+    }
+
+    /// Lets `party`'s driver go on past [`wait_go`].
+    pub fn go(&mut self, party: &str) {
+        use std::io::Write;
+        let proc = self.procs.get_mut(party).unwrap();
+        let stdin = proc.child.stdin.as_mut().expect("children have a stdin");
+        writeln!(stdin, "GO").expect("the child reads its stdin");
+        stdin.flush().unwrap();
     }
 
     /// Sends a signal (`"INT"`, `"TERM"`, `"KILL"`) to `party`.
@@ -336,6 +364,12 @@ fn ip(args: &[&str]) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// Whether tests that need root may skip: not under CI (`CI=true`), where
+/// a test that cannot run fails instead of passing unseen.
+pub fn may_skip_without_root() -> bool {
+    std::env::var("CI").map_or(true, |v| v != "true")
 }
 
 /// Whether this process runs as root (namespaces need it).

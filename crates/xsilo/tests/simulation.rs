@@ -218,10 +218,12 @@ fn shutdown_runs_once_however_often_and_from_wherever_it_is_called() {
         // After shutdown, calls fail fast instead of hanging.
         let late = fed.party("alice").task((), |()| 1);
         let late = fed.get(&late).await.map_err(|e| e.to_string());
-        Ok((got, outcomes, late))
+        let runs = fed.runtime().shutdowns_run().await;
+        Ok((got, outcomes, late, runs))
     });
     for (party, r) in results {
-        let (got, outcomes, late) = r.unwrap();
+        let (got, outcomes, late, runs) = r.unwrap();
+        assert_eq!(runs, 1, "party {party}: the shutdown sequence ran {runs} times");
         assert_eq!(got, 1 << 20, "party {party}");
         assert!(
             outcomes.iter().all(Result::is_ok),
@@ -267,6 +269,50 @@ fn stress_a_failure_while_100_sends_are_in_flight_never_hangs() {
                 err.contains("failed in party 'alice'"),
                 "run {run_no}, party {party}: {err}"
             );
+        }
+    }
+}
+
+/// A FedAvg-shaped loop (MISSION L1): each round every party makes an
+/// update from the global model (1 MiB), the aggregator makes the next
+/// model, everyone gets a checksum; the loop variable's handles are
+/// overwritten round after round. What a party holds stays that of one
+/// round, in every party, over memory and over QUIC.
+#[test]
+fn many_rounds_of_large_values_keep_every_party_flat() {
+    for network in [SimNetwork::Memory, SimNetwork::Quic] {
+        let results = run(&["alice", "bob", "carol"], network, |fed| async move {
+            let mut model = fed
+                .party("alice")
+                .task((), |()| xsilo::Bytes::from(vec![0u8; 1 << 20]));
+            let mut peak = 0;
+            for round in 0..40u8 {
+                let updates: Vec<_> = ["alice", "bob", "carol"]
+                    .into_iter()
+                    .map(|p| {
+                        fed.party(p).task(model.clone(), move |m: xsilo::Bytes| {
+                            xsilo::Bytes::from(vec![m[0].wrapping_add(round); m.len()])
+                        })
+                    })
+                    .collect();
+                model = fed.party("alice").task(updates, |us: Vec<xsilo::Bytes>| {
+                    us.into_iter().next().unwrap_or_default()
+                });
+                let check = fed.party("alice").task(model.clone(), |m: xsilo::Bytes| m[0]);
+                fed.get(&check).await?;
+                peak = peak.max(fed.stats().await.live_bytes);
+            }
+            drop(model);
+            let end = fed.stats().await;
+            Ok((peak, end.live_bytes, end.live_objects))
+        });
+        for (party, r) in results {
+            let (peak, end, objects) = r.unwrap();
+            // One round holds the model, at most three updates and the
+            // next model: 5 MiB. 40 rounds kept would be over 100 MiB.
+            assert!(peak <= 5 << 20, "{network:?} party {party}: peak {peak} bytes held");
+            assert!(end <= 2 << 20, "{network:?} party {party}: {end} bytes held at the end");
+            assert!(objects <= 4, "{network:?} party {party}: {objects} objects held at the end");
         }
     }
 }
