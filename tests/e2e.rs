@@ -262,7 +262,10 @@ fn assert_divergence_at_both_ends(out: &BTreeMap<String, Outcome>, object: &str)
             e.contains("party 'alice'") && e.contains("party 'bob'"),
             "party {p}: both parties named: {e}"
         );
-        assert!(e.contains(object), "party {p}: the object {object} named: {e}");
+        assert!(
+            e.contains(object),
+            "party {p}: the object {object} named: {e}"
+        );
         assert!(
             o.elapsed < Duration::from_secs(5),
             "party {p} took {:?}",
@@ -277,7 +280,9 @@ fn two_calls_swapped_end_both_parties_with_a_divergence() {
     assert_divergence_at_both_ends(&out, "#1");
     let alice = out["alice"].error();
     assert!(
-        alice.contains("party 'bob' sent it as its own, but this party's driver made it in party 'alice'"),
+        alice.contains(
+            "party 'bob' sent it as its own, but this party's driver made it in party 'alice'"
+        ),
         "alice says what differs: {alice}"
     );
 }
@@ -288,7 +293,9 @@ fn a_skipped_call_ends_both_parties_with_a_divergence() {
     assert_divergence_at_both_ends(&out, "#2");
     let bob = out["bob"].error();
     assert!(
-        bob.contains("party 'alice' sent it as its own, but this party's driver made it in party 'bob'"),
+        bob.contains(
+            "party 'alice' sent it as its own, but this party's driver made it in party 'bob'"
+        ),
         "bob says what differs: {bob}"
     );
 }

@@ -3,10 +3,14 @@
 //!
 //! ```text
 //! cargo run --release -p xsilo-bench -- transport [--quick]
+//! cargo run --release -p xsilo-bench -- tiny-tasks [--quick]
+//! cargo run --release -p xsilo-bench -- errors [--quick]
+//! cargo run --release -p xsilo-bench -- fedavg-memory [--quick]
 //! ```
 
 mod child;
 mod errors;
+mod fedavg_memory;
 mod stats;
 mod tiny_tasks;
 mod transport;
@@ -74,6 +78,27 @@ enum Command {
         #[arg(long)]
         trials: usize,
     },
+    /// Memory over many FedAvg rounds (MISSION L1): three parties as
+    /// processes, a 1M-element f32 model, 500 rounds; resident memory per
+    /// party at round 10, at the end, and at its peak.
+    FedavgMemory {
+        /// 100 rounds.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Internal: one party of `fedavg-memory`, started by it.
+    #[command(hide = true)]
+    FedavgMemoryParty {
+        /// The configuration file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// This party.
+        #[arg(long)]
+        party: String,
+        /// Rounds.
+        #[arg(long)]
+        rounds: usize,
+    },
     /// Internal: party bob of `tiny-tasks`, started by it.
     #[command(hide = true)]
     TinyTasksParty {
@@ -99,5 +124,11 @@ fn main() -> Result<()> {
             trials,
         } => errors::party(&config, &party, &scenario, trials),
         Command::TinyTasksParty { config, rounds } => tiny_tasks::bob(&config, rounds),
+        Command::FedavgMemory { quick } => fedavg_memory::run(quick),
+        Command::FedavgMemoryParty {
+            config,
+            party,
+            rounds,
+        } => fedavg_memory::party(&config, &party, rounds),
     }
 }

@@ -294,7 +294,11 @@ pub(crate) fn frame_for(
             me.clone(),
             *at,
             expose.then(|| error.message.clone()),
-            if expose { error.causes.clone() } else { Vec::new() },
+            if expose {
+                error.causes.clone()
+            } else {
+                Vec::new()
+            },
         ),
         other => (
             me.clone(),

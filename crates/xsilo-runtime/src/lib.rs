@@ -225,8 +225,7 @@ impl Runtime {
     pub async fn get(&self, refs: Vec<ObjRef>) -> Result<Vec<Bytes>, RuntimeError> {
         let (reply, rx) = oneshot::channel();
         self.objects.do_send(messages::Get { refs, reply });
-        rx.await
-            .unwrap_or(Err(RuntimeError::ActorGone("objects")))
+        rx.await.unwrap_or(Err(RuntimeError::ActorGone("objects")))
     }
 
     /// Waits, at most `bound`, until every peer is known to be up (MISSION
@@ -236,7 +235,9 @@ impl Runtime {
         let (tx, rx) = oneshot::channel();
         self.supervisor.do_send(messages::Barrier(tx));
         let all = async {
-            let waits = rx.await.map_err(|_| RuntimeError::ActorGone("supervisor"))?;
+            let waits = rx
+                .await
+                .map_err(|_| RuntimeError::ActorGone("supervisor"))?;
             for w in waits {
                 w.await.unwrap_or(Err(RuntimeError::ActorGone("link")))?;
             }

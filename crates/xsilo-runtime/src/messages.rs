@@ -219,7 +219,9 @@ pub(crate) struct Signal(pub(crate) &'static str);
 /// Wait until every peer is up.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Barrier(pub(crate) oneshot::Sender<Vec<oneshot::Receiver<Result<(), RuntimeError>>>>);
+pub(crate) struct Barrier(
+    pub(crate) oneshot::Sender<Vec<oneshot::Receiver<Result<(), RuntimeError>>>>,
+);
 
 /// Statistics of the party.
 #[derive(Message)]

@@ -40,7 +40,11 @@ fn control() -> impl Strategy<Value = ControlFrame> {
         ".{0,100}".prop_map(|reason| ControlFrame::Abort { reason }),
         Just(ControlFrame::Goodbye),
         (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(objects, digest, clean)| {
-            ControlFrame::Finished(xsilo_wire::FinishedFrame { objects, digest, clean })
+            ControlFrame::Finished(xsilo_wire::FinishedFrame {
+                objects,
+                digest,
+                clean,
+            })
         }),
     ]
 }

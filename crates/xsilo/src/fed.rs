@@ -383,24 +383,26 @@ impl<T: Send + 'static> Actor<T> {
         let actor = self.inner.id;
         self.inner
             .fed
-            .submit(&self.inner.owner, inputs, count, site, move |_| Work::Method {
-                actor,
-                f: Box::new(move |state, values| {
-                    let Some(state) = state.downcast_mut::<T>() else {
-                        return Err(TaskError {
-                            kind: "ActorTypeMismatch".into(),
-                            message: format!(
-                                "actor {actor} is not a {}",
-                                std::any::type_name::<T>()
-                            ),
-                            causes: Vec::new(),
-                        });
-                    };
-                    let v = args
-                        .resolve(&mut values.into_iter())
-                        .map_err(decode_error)?;
-                    f(state, v)
-                }),
+            .submit(&self.inner.owner, inputs, count, site, move |_| {
+                Work::Method {
+                    actor,
+                    f: Box::new(move |state, values| {
+                        let Some(state) = state.downcast_mut::<T>() else {
+                            return Err(TaskError {
+                                kind: "ActorTypeMismatch".into(),
+                                message: format!(
+                                    "actor {actor} is not a {}",
+                                    std::any::type_name::<T>()
+                                ),
+                                causes: Vec::new(),
+                            });
+                        };
+                        let v = args
+                            .resolve(&mut values.into_iter())
+                            .map_err(decode_error)?;
+                        f(state, v)
+                    }),
+                }
             })
     }
 

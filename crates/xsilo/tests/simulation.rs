@@ -223,7 +223,10 @@ fn shutdown_runs_once_however_often_and_from_wherever_it_is_called() {
     });
     for (party, r) in results {
         let (got, outcomes, late, runs) = r.unwrap();
-        assert_eq!(runs, 1, "party {party}: the shutdown sequence ran {runs} times");
+        assert_eq!(
+            runs, 1,
+            "party {party}: the shutdown sequence ran {runs} times"
+        );
         assert_eq!(got, 1 << 20, "party {party}");
         assert!(
             outcomes.iter().all(Result::is_ok),
@@ -298,7 +301,9 @@ fn many_rounds_of_large_values_keep_every_party_flat() {
                 model = fed.party("alice").task(updates, |us: Vec<xsilo::Bytes>| {
                     us.into_iter().next().unwrap_or_default()
                 });
-                let check = fed.party("alice").task(model.clone(), |m: xsilo::Bytes| m[0]);
+                let check = fed
+                    .party("alice")
+                    .task(model.clone(), |m: xsilo::Bytes| m[0]);
                 fed.get(&check).await?;
                 peak = peak.max(fed.stats().await.live_bytes);
             }
@@ -310,9 +315,18 @@ fn many_rounds_of_large_values_keep_every_party_flat() {
             let (peak, end, objects) = r.unwrap();
             // One round holds the model, at most three updates and the
             // next model: 5 MiB. 40 rounds kept would be over 100 MiB.
-            assert!(peak <= 5 << 20, "{network:?} party {party}: peak {peak} bytes held");
-            assert!(end <= 2 << 20, "{network:?} party {party}: {end} bytes held at the end");
-            assert!(objects <= 4, "{network:?} party {party}: {objects} objects held at the end");
+            assert!(
+                peak <= 5 << 20,
+                "{network:?} party {party}: peak {peak} bytes held"
+            );
+            assert!(
+                end <= 2 << 20,
+                "{network:?} party {party}: {end} bytes held at the end"
+            );
+            assert!(
+                objects <= 4,
+                "{network:?} party {party}: {objects} objects held at the end"
+            );
         }
     }
 }

@@ -177,7 +177,9 @@ impl Handler<SendControl> for Link {
     type Result = ();
     fn handle(&mut self, msg: SendControl, ctx: &mut Self::Context) {
         let (what, tracked) = match &msg.frame {
-            ControlFrame::RemoteError(f) => (format!("sending the error of object {}", f.object), true),
+            ControlFrame::RemoteError(f) => {
+                (format!("sending the error of object {}", f.object), true)
+            }
             ControlFrame::Abort { .. } => ("sending an abort".to_owned(), true),
             ControlFrame::Finished(_) => ("sending where our driver finished".to_owned(), false),
             ControlFrame::Goodbye => ("sending a goodbye".to_owned(), false),

@@ -107,7 +107,11 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// A running party `me` with `peers`.
-    pub fn new(me: PartyName, peers: impl IntoIterator<Item = PartyName>, options: LifeOptions) -> Self {
+    pub fn new(
+        me: PartyName,
+        peers: impl IntoIterator<Item = PartyName>,
+        options: LifeOptions,
+    ) -> Self {
         Self {
             me,
             peers: peers.into_iter().collect(),
@@ -136,7 +140,10 @@ impl Lifecycle {
                 drained: true,
                 linger_until,
                 ..
-            } => Some(self.deadline.map_or(*linger_until, |d| d.min(*linger_until))),
+            } => Some(
+                self.deadline
+                    .map_or(*linger_until, |d| d.min(*linger_until)),
+            ),
             _ => self.deadline,
         }
     }
@@ -174,12 +181,12 @@ impl Lifecycle {
         if matches!(self.phase, Phase::Running) {
             self.shutdowns_run += 1;
             self.phase = Phase::Flushing;
-            let bound = if self.saw_error && !self.options.continue_waiting_for_data_sending_on_error
-            {
-                ABORT_GRACE
-            } else {
-                self.options.drain_timeout
-            };
+            let bound =
+                if self.saw_error && !self.options.continue_waiting_for_data_sending_on_error {
+                    ABORT_GRACE
+                } else {
+                    self.options.drain_timeout
+                };
             self.deadline = Some(now + bound);
             self.actions.push_back(LifeAction::Flush);
         }
@@ -253,7 +260,8 @@ impl Lifecycle {
             reason: reason.to_owned(),
         };
         if by.is_none() {
-            self.actions.push_back(LifeAction::SendAbort(reason.to_owned()));
+            self.actions
+                .push_back(LifeAction::SendAbort(reason.to_owned()));
         }
         self.actions.push_back(LifeAction::FailAll(error.clone()));
         self.actions.push_back(LifeAction::Drain);
@@ -303,12 +311,12 @@ impl Lifecycle {
         match &self.phase {
             Phase::Flushing | Phase::Draining if due => {
                 let after = self.options.drain_timeout;
-                let after = if self.saw_error && !self.options.continue_waiting_for_data_sending_on_error
-                {
-                    ABORT_GRACE
-                } else {
-                    after
-                };
+                let after =
+                    if self.saw_error && !self.options.continue_waiting_for_data_sending_on_error {
+                        ABORT_GRACE
+                    } else {
+                        after
+                    };
                 self.close_with(Err(RuntimeError::Timeout {
                     what: "draining the sends in flight".into(),
                     after,
@@ -337,9 +345,10 @@ impl Lifecycle {
         self.deadline = None;
         // Waits still pending learn of the shutdown before the transport
         // closes under them.
-        self.actions.push_back(LifeAction::FailAll(RuntimeError::ShutDown {
-            party: self.me.clone(),
-        }));
+        self.actions
+            .push_back(LifeAction::FailAll(RuntimeError::ShutDown {
+                party: self.me.clone(),
+            }));
         self.actions.push_back(LifeAction::Close);
         self.phase = Phase::Closing(result);
     }

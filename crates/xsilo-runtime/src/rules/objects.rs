@@ -361,7 +361,11 @@ impl<W> ObjectTable<W> {
             Op::NewActor(id, _) => Some(*id),
             _ => None,
         };
-        for id in outputs.iter().map(|o| (o.id, o.fingerprint)).chain(actor_id.map(|a| (a, 0))) {
+        for id in outputs
+            .iter()
+            .map(|o| (o.id, o.fingerprint))
+            .chain(actor_id.map(|a| (a, 0)))
+        {
             self.advance(id.0 .0, id.1);
         }
         // The outputs' entries (or the check of an early arrival).
@@ -796,7 +800,12 @@ impl<W> ObjectTable<W> {
         }
     }
 
-    fn position_error(&self, peer: &PartyName, theirs: &FinishedFrame, extra: &str) -> RuntimeError {
+    fn position_error(
+        &self,
+        peer: &PartyName,
+        theirs: &FinishedFrame,
+        extra: &str,
+    ) -> RuntimeError {
         RuntimeError::Diverged {
             here: self.me.clone(),
             from: peer.clone(),
@@ -893,8 +902,10 @@ impl<W> ObjectTable<W> {
                 return;
             }
         }
-        self.entries
-            .insert(out.id, Entry::new(out.owner.clone(), out.fingerprint, state, true));
+        self.entries.insert(
+            out.id,
+            Entry::new(out.owner.clone(), out.fingerprint, state, true),
+        );
     }
 
     /// A call on another party: push what we own there, and note which of
@@ -990,10 +1001,13 @@ impl<W> ObjectTable<W> {
         }
         let ids: Vec<ObjectId> = inputs.iter().map(|i| i.id).collect();
         // An input that already failed fails the call at once.
-        if let Some(error) = ids.iter().find_map(|id| match &self.entries.get(id)?.state {
-            State::Failed(e) => Some(e.clone()),
-            _ => None,
-        }) {
+        if let Some(error) = ids
+            .iter()
+            .find_map(|id| match &self.entries.get(id)?.state {
+                State::Failed(e) => Some(e.clone()),
+                _ => None,
+            })
+        {
             self.release_inputs(&ids);
             self.settle_all(&outputs, Err(error), false);
             return None;

@@ -282,7 +282,11 @@ pub(super) async fn send_object(
     let mut tries = 0u32;
     let ((), attempts) = with_retries(job, peer, deadline, "sending an object", |out| {
         tries += 1;
-        let header = if tries == 1 { first.clone() } else { again.clone() };
+        let header = if tries == 1 {
+            first.clone()
+        } else {
+            again.clone()
+        };
         send_on(out, peer, header, object.payload.clone())
     })
     .await?;

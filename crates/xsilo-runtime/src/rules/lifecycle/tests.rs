@@ -53,7 +53,10 @@ fn an_intended_shutdown_flushes_drains_waits_for_the_peers_and_closes_once() {
     assert!(a[0].starts_with("FailAll(the runtime of party 'alice' has shut down"));
     l.closed();
     assert_eq!(actions(&mut l), vec!["Answer(Ok)"]);
-    assert!(matches!(l.shutdown(t0), Some(Ok(()))), "later calls get the result");
+    assert!(
+        matches!(l.shutdown(t0), Some(Ok(()))),
+        "later calls get the result"
+    );
     assert_eq!(l.shutdowns_run(), 1);
 }
 
@@ -99,7 +102,10 @@ fn after_an_error_shutdown_waits_only_the_grace_and_not_for_the_peers() {
     l.flushed(t0);
     l.drained(t0);
     let a = actions(&mut l);
-    assert!(a.contains(&"Finish".to_owned()) && a.contains(&"Close".to_owned()), "{a:?}");
+    assert!(
+        a.contains(&"Finish".to_owned()) && a.contains(&"Close".to_owned()),
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -111,7 +117,10 @@ fn a_failure_during_the_drain_aborts_and_every_caller_gets_the_abort() {
     actions(&mut l);
     l.send_failed("sending object #3 to party 'bob' failed: refused", t0);
     let a = actions(&mut l);
-    assert_eq!(a[0], "SendAbort(sending object #3 to party 'bob' failed: refused)");
+    assert_eq!(
+        a[0],
+        "SendAbort(sending object #3 to party 'bob' failed: refused)"
+    );
     assert!(a[1].starts_with("FailAll(the job was aborted by party 'alice'"));
     assert_eq!(a[2], "Drain");
     // The earlier drain finishing now does not close an intended shutdown.
@@ -121,9 +130,16 @@ fn a_failure_during_the_drain_aborts_and_every_caller_gets_the_abort() {
     assert_eq!(actions(&mut l), vec!["Close"]);
     l.closed();
     let a = actions(&mut l);
-    assert_eq!(a.len(), 1, "no handler, no exit without exit_on_sending_failure");
+    assert_eq!(
+        a.len(),
+        1,
+        "no handler, no exit without exit_on_sending_failure"
+    );
     assert!(a[0].starts_with("Answer(Err(the job was aborted by party 'alice'"));
-    assert!(matches!(l.shutdown(t0), Some(Err(RuntimeError::Aborted { .. }))));
+    assert!(matches!(
+        l.shutdown(t0),
+        Some(Err(RuntimeError::Aborted { .. }))
+    ));
 }
 
 #[test]
@@ -133,7 +149,10 @@ fn an_abort_during_the_barrier_fails_the_start_and_the_later_shutdown() {
     let mut l = life(options());
     l.abort(Some(&p("bob")), "party 'bob' could not start", t0);
     let a = actions(&mut l);
-    assert!(!a.iter().any(|x| x.starts_with("SendAbort")), "told by bob: not echoed");
+    assert!(
+        !a.iter().any(|x| x.starts_with("SendAbort")),
+        "told by bob: not echoed"
+    );
     assert!(a[0].starts_with("FailAll(the job was aborted by party 'bob'"));
     // init then calls shutdown to wait for the abort to finish.
     assert!(l.shutdown(t0).is_none());
@@ -142,7 +161,10 @@ fn an_abort_during_the_barrier_fails_the_start_and_the_later_shutdown() {
     l.closed();
     let a = actions(&mut l);
     assert!(a.contains(&"Close".to_owned()));
-    assert!(a.last().unwrap().starts_with("Answer(Err(the job was aborted by party 'bob'"));
+    assert!(a
+        .last()
+        .unwrap()
+        .starts_with("Answer(Err(the job was aborted by party 'bob'"));
     assert_eq!(l.shutdowns_run(), 0, "the shutdown sequence never ran");
 }
 
@@ -210,7 +232,10 @@ fn with_continue_waiting_an_abort_waits_for_the_full_drain() {
     l.abort(None, "boom", t0);
     actions(&mut l);
     l.handle_timeout(t0 + ABORT_GRACE);
-    assert!(actions(&mut l).is_empty(), "still waiting for queued data (E7)");
+    assert!(
+        actions(&mut l).is_empty(),
+        "still waiting for queued data (E7)"
+    );
     l.drained(t0 + Duration::from_secs(30));
     assert_eq!(actions(&mut l), vec!["Close"]);
 }

@@ -32,7 +32,12 @@ fn actions(t: &mut ObjectTable<&'static str>) -> Vec<Action<&'static str>> {
     std::iter::from_fn(|| t.poll_action()).collect()
 }
 
-fn task(party: &str, inputs: Vec<ObjRef>, out: ObjRef, body: &'static str) -> Submission<&'static str> {
+fn task(
+    party: &str,
+    inputs: Vec<ObjRef>,
+    out: ObjRef,
+    body: &'static str,
+) -> Submission<&'static str> {
     Submission {
         party: p(party),
         inputs,
@@ -130,7 +135,9 @@ fn a_remote_value_is_cached_for_every_local_consumer_then_freed() {
     t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "use1"));
     t.submit(task("bob", vec![r(1, "alice")], r(3, "bob"), "use2"));
     let a = actions(&mut t);
-    assert!(a.iter().any(|x| matches!(x, Action::NeedPeer(q) if *q == p("alice"))));
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::NeedPeer(q) if *q == p("alice"))));
     assert!(runs(&a).is_empty());
     t.arrived(&p("alice"), ObjectId(1), 1001, 2, false, v("abc"));
     let a = actions(&mut t);
@@ -150,7 +157,12 @@ fn a_value_arriving_after_its_object_was_freed_is_discarded() {
     let mut t = table("bob");
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     t.submit(task("carol", vec![], r(2, "carol"), "c"));
-    t.submit(task("bob", vec![r(1, "alice"), r(2, "carol")], r(3, "bob"), "sum"));
+    t.submit(task(
+        "bob",
+        vec![r(1, "alice"), r(2, "carol")],
+        r(3, "bob"),
+        "sum",
+    ));
     t.get(7, &[r(3, "bob")]);
     actions(&mut t);
     let frame = RemoteErrorFrame {
@@ -177,7 +189,10 @@ fn a_value_arriving_after_its_object_was_freed_is_discarded() {
     let a = actions(&mut t);
     assert_eq!(diverged(&a), None);
     assert_eq!(t.held(), Held::default());
-    assert!(t.tombstones.is_empty(), "the tombstone went with the arrival");
+    assert!(
+        t.tombstones.is_empty(),
+        "the tombstone went with the arrival"
+    );
 }
 
 #[test]
@@ -202,7 +217,10 @@ fn a_remote_error_arriving_before_the_call_that_consumes_it() {
     assert_eq!(diverged(&a), None);
     assert!(runs(&a).is_empty());
     let e = answer(&a, 1).unwrap_err().to_string();
-    assert!(e.contains("RemoteError: object #1 failed in party 'alice' (Boom)"), "{e}");
+    assert!(
+        e.contains("RemoteError: object #1 failed in party 'alice' (Boom)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -220,7 +238,10 @@ fn a_value_arriving_before_its_call_is_checked_when_the_call_comes() {
     t.arrived(&p("alice"), ObjectId(1), 999, 2, false, v("early"));
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     let e = diverged(&actions(&mut t)).expect("a divergence");
-    assert!(e.contains("between party 'bob' and party 'alice' at object #1"), "{e}");
+    assert!(
+        e.contains("between party 'bob' and party 'alice' at object #1"),
+        "{e}"
+    );
     assert!(e.contains("another call site"), "{e}");
 }
 
@@ -233,7 +254,9 @@ fn an_object_sent_by_a_party_that_does_not_own_it_is_a_divergence() {
     t.arrived(&p("bob"), ObjectId(1), 1001, 3, false, v("bob's"));
     let e = diverged(&actions(&mut t)).expect("a divergence");
     assert!(
-        e.contains("party 'bob' sent it as its own, but this party's driver made it in party 'alice'"),
+        e.contains(
+            "party 'bob' sent it as its own, but this party's driver made it in party 'alice'"
+        ),
         "{e}"
     );
 }
@@ -287,7 +310,10 @@ fn finished_positions_are_compared_at_both_ends() {
     assert_eq!(diverged(&actions(&mut b)), None);
     b.submit(task("alice", vec![], r(3, "alice"), "extra"));
     let e = diverged(&actions(&mut b)).expect("a divergence");
-    assert!(e.contains("party 'alice' finished its driver after object #2"), "{e}");
+    assert!(
+        e.contains("party 'alice' finished its driver after object #2"),
+        "{e}"
+    );
 
     // Same count, other call sites.
     let mut b = table("bob");
@@ -345,12 +371,18 @@ fn a_failure_that_begins_here_goes_to_every_party_and_dependents_fail_locally() 
     // bob (its consumer, and the broadcast) and carol: one frame each.
     assert_eq!(sent, vec![("bob!".into(), 1), ("carol!".into(), 1)]);
     let e = answer(&a, 9).unwrap_err().to_string();
-    assert!(e.contains("RemoteError: object #1 failed in party 'alice' (Boom)"), "{e}");
+    assert!(
+        e.contains("RemoteError: object #1 failed in party 'alice' (Boom)"),
+        "{e}"
+    );
     assert!(!e.contains("secret"), "{e}");
 
     // carol gets alice's frame: #2 (bob's) fails here too, so does #3.
     actions(&mut carol);
-    let frame = match a.iter().find(|x| matches!(x, Action::PushError { dest, .. } if *dest == p("carol"))) {
+    let frame = match a
+        .iter()
+        .find(|x| matches!(x, Action::PushError { dest, .. } if *dest == p("carol")))
+    {
         Some(Action::PushError { frame, .. }) => frame.clone(),
         _ => unreachable!(),
     };
@@ -389,7 +421,10 @@ fn actor_calls_run_one_at_a_time_in_order_even_when_an_early_one_waits() {
     let a = actions(&mut t);
     assert!(a.iter().any(|x| matches!(x, Action::CreateActor { .. })));
     t.actor_created(ObjectId(1), Ok(()));
-    assert!(runs(&actions(&mut t)).is_empty(), "second waits behind first");
+    assert!(
+        runs(&actions(&mut t)).is_empty(),
+        "second waits behind first"
+    );
     t.arrived(&p("alice"), ObjectId(2), 1002, 3, false, v("in"));
     let a = actions(&mut t);
     assert_eq!(runs(&a), vec![("first", 1)]);
@@ -408,8 +443,13 @@ fn actor_calls_run_one_at_a_time_in_order_even_when_an_early_one_waits() {
     t.submit(method(vec![], r(5, "bob"), "late"));
     t.get(1, &[r(5, "bob")]);
     let a = actions(&mut t);
-    assert!(a.iter().any(|x| matches!(x, Action::DropActor(ObjectId(1)))));
-    assert!(answer(&a, 1).unwrap_err().to_string().contains("it was killed"));
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::DropActor(ObjectId(1)))));
+    assert!(answer(&a, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("it was killed"));
     ack_all(&mut t, &a);
     t.release_actor(ObjectId(1));
     for id in 2..=5 {
@@ -442,7 +482,9 @@ fn a_dropped_actor_is_freed_after_its_queued_calls() {
     let a = actions(&mut t);
     t.completed(call_of(&a, "m"), Ok(vec![v("done")]));
     let a = actions(&mut t);
-    assert!(a.iter().any(|x| matches!(x, Action::DropActor(ObjectId(1)))));
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::DropActor(ObjectId(1)))));
     assert_eq!(t.held().actors, 0);
 }
 
@@ -459,7 +501,10 @@ fn an_abort_fails_every_wait_drops_queued_work_and_later_calls_fail_at_once() {
     };
     t.fail_all(abort.clone());
     let a = actions(&mut t);
-    assert!(answer(&a, 1).unwrap_err().to_string().contains("aborted by party 'carol'"));
+    assert!(answer(&a, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("aborted by party 'carol'"));
     assert_eq!(t.held().calls, 0, "queued work is dropped");
     // The value arriving now runs nothing.
     t.arrived(&p("alice"), ObjectId(1), 1001, 2, false, v("x"));
@@ -477,7 +522,10 @@ fn a_lost_peer_fails_what_this_party_waits_for_from_it() {
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     t.get(1, &[r(1, "alice")]);
     actions(&mut t);
-    t.peer_gone(&p("alice"), "nothing heard from it within peer_lost_timeout");
+    t.peer_gone(
+        &p("alice"),
+        "nothing heard from it within peer_lost_timeout",
+    );
     let e = answer(&actions(&mut t), 1).unwrap_err().to_string();
     assert!(e.contains("party 'alice' is gone"), "{e}");
 }

@@ -1,0 +1,167 @@
+//! `fedavg-memory`: does memory stay flat over many FedAvg rounds (MISSION
+//! L1)?
+//!
+//! Three parties (alice, bob, carol) as three child processes over QUIC
+//! with mutual TLS. Per round every party computes an update from the
+//! global model (a 1M-element `Vec<f32>`, 4 MB), the aggregator (alice)
+//! averages the three, and every party gets a checksum of the new model.
+//! The loop overwrites its handles, as a training loop does. Each party
+//! reports its resident memory at round 10, at the end, and its peak. The
+//! targets: the end within 10% of round 10, the peak at most 8 x the model
+//! size + 30 MiB.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use xsilo::Config;
+
+use crate::child::{exit_with_parent, Party};
+use crate::stats::{emit, median};
+
+/// Elements of the model.
+const MODEL: usize = 1 << 20;
+const PARTIES: [&str; 3] = ["alice", "bob", "carol"];
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One party, started by [`run`]: prints `ROUND-MS`, `RSS-10`, `RSS-END`,
+/// `PEAK` lines (KiB).
+pub(crate) fn party(config: &Path, party: &str, rounds: usize) -> Result<()> {
+    exit_with_parent(Duration::from_secs(1800));
+    let config = Config::from_file(config)?;
+    let me = party.to_owned();
+    xsilo::block_on(async move {
+        let fed = xsilo::init(config, &me).await?;
+        let mut model = fed.party("alice").task((), |()| vec![0f32; MODEL]);
+        let mut times = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let t = Instant::now();
+            let step = 1e-3 * (round + 1) as f32;
+            let updates: Vec<_> = PARTIES
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    fed.party(p).task(model.clone(), move |m: Vec<f32>| {
+                        let d = step * (i + 1) as f32;
+                        m.into_iter().map(|x| x + d).collect::<Vec<f32>>()
+                    })
+                })
+                .collect();
+            model = fed.party("alice").task(updates, |us: Vec<Vec<f32>>| {
+                let n = us.len().max(1) as f32;
+                let mut avg = vec![0f32; us.first().map_or(0, Vec::len)];
+                for u in &us {
+                    for (a, x) in avg.iter_mut().zip(u) {
+                        *a += x / n;
+                    }
+                }
+                avg
+            });
+            let check = fed.party("alice").task(model.clone(), |m: Vec<f32>| {
+                m.iter().map(|x| f64::from(*x)).sum::<f64>()
+            });
+            let sum = fed.get(&check).await?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            if !sum.is_finite() {
+                anyhow::bail!("round {round}: checksum {sum}");
+            }
+            if round + 1 == 10 {
+                println!("RSS-10 {}", status_kib("VmRSS:"));
+            }
+            if round + 1 == rounds {
+                println!("RSS-END {}", status_kib("VmRSS:"));
+            }
+        }
+        drop(model);
+        fed.shutdown().await?;
+        let live = fed.stats().await;
+        println!("PEAK {}", status_kib("VmHWM:"));
+        println!("LIVE {} {}", live.live_objects, live.live_bytes);
+        println!("ROUND-MS {}", crate::stats::median(&mut times));
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// Starts the three parties, collects and prints their figures.
+pub(crate) fn run(quick: bool) -> Result<()> {
+    let rounds = if quick { 100 } else { 500 };
+    let dir = tempfile::tempdir()?;
+    xsilo::dev::write_local_job(dir.path(), "fedavg-memory", &PARTIES, |_, c| {
+        c.comm.barrier_on_initializing = true;
+    })?;
+    eprintln!(
+        "fedavg-memory: {rounds} rounds, a {MODEL}-element f32 model, alice bob carol as three \
+         processes over QUIC (mTLS)"
+    );
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for p in PARTIES {
+        let config = dir.path().join(format!("{p}.toml"));
+        children.push((
+            p,
+            Party::spawn(
+                &[
+                    "fedavg-memory-party",
+                    "--config",
+                    config.to_str().context("temporary path is not UTF-8")?,
+                    "--party",
+                    p,
+                    "--rounds",
+                    &rounds.to_string(),
+                ],
+                &[],
+            )?,
+        ));
+    }
+    let bound = Duration::from_secs(60 + rounds as u64 * 2);
+    let model_mib = (MODEL * 4) as f64 / (1 << 20) as f64;
+    let mut round_ms = Vec::new();
+    for (p, child) in &children {
+        let kib = |prefix: &str| -> Result<f64> {
+            Ok(child.expect_line(prefix, bound)?.parse::<f64>()? / 1024.0)
+        };
+        let at_10 = kib("RSS-10")?;
+        let end = kib("RSS-END")?;
+        let peak = kib("PEAK")?;
+        let live = child.expect_line("LIVE", bound)?;
+        let ms: f64 = child.expect_line("ROUND-MS", bound)?.parse()?;
+        round_ms.push(ms);
+        emit(
+            &format!("fedavg_memory.rss_end_{p}"),
+            end,
+            "MiB",
+            Some(at_10),
+            json!({ "baseline_is": "resident memory at round 10", "target_ratio": "<= 1.1",
+                    "rounds": rounds, "measured": "after the last round's get, before shutdown" }),
+        );
+        emit(
+            &format!("fedavg_memory.peak_rss_{p}"),
+            peak,
+            "MiB",
+            Some(8.0 * model_mib + 30.0),
+            json!({ "baseline_is": "8 x model size + 30 MiB (the target)", "target_ratio": "<= 1",
+                    "model_mib": model_mib, "held_after_shutdown": live }),
+        );
+    }
+    emit(
+        "fedavg_memory.round_median",
+        median(&mut round_ms),
+        "ms",
+        None,
+        json!({ "rounds": rounds, "wall_s": started.elapsed().as_secs(),
+                "note": "msgpack-encoded Vec<f32> (the numeric fast path is issue 'federated learning')" }),
+    );
+    Ok(())
+}
