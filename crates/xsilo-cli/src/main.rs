@@ -1,10 +1,16 @@
 //! `xsilo`: the xsilo command line.
 //!
 //! * `xsilo certs --parties alice,bob --out DIR`: development certificates.
+//! * `xsilo check --config alice.toml --party alice`: a pre-flight of one
+//!   party's deployment (configuration, certificates, listen address, every
+//!   peer), changing nothing and joining no job.
+
+mod check;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -44,16 +50,62 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Check one party's deployment before starting it: changes nothing and
+    /// joins no job.
+    ///
+    /// Loads the configuration as `init` does; checks the TLS files (the CA
+    /// parses, the certificate is signed by it, is valid now and for 30 more
+    /// days (else a warning), names the party, and fits the key); that the
+    /// listen address can be bound; and for every peer that a QUIC handshake
+    /// completes within connect_timeout, that its certificate names it and
+    /// is signed by our CA, that it accepts our job name and party, and the
+    /// round trip. A peer answers the probe without it reaching its running
+    /// job. Prints one line per check (ok, warning, error with what to
+    /// change); exits 0 when no check failed (warnings pass), 1 otherwise.
+    Check {
+        /// The party's configuration file (TOML), as given to the program.
+        #[arg(long)]
+        config: PathBuf,
+        /// The party to check, as given to the program.
+        #[arg(long)]
+        party: String,
+        /// Also send MIB mebibytes to each peer (discarded there) and print
+        /// the throughput; 1 to 1024.
+        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        throughput: Option<u64>,
+        /// Print JSON lines instead of text (one object per check, then a
+        /// summary).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Certs {
             parties,
             out,
             force,
-        } => certs(&parties, &out, force),
+        } => match certs(&parties, &out, force) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check {
+            config,
+            party,
+            throughput,
+            json,
+        } => {
+            if check::run(&config, &party, throughput, json) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 

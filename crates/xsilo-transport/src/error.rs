@@ -150,6 +150,21 @@ pub enum SetupError {
         /// Why.
         reason: String,
     },
+    /// The private key does not belong to the certificate (or cannot be
+    /// used at all); names both files.
+    #[error(
+        "the private key in {} does not fit the certificate in {}: {reason}; use the key \
+         that was made with that certificate",
+        .key.display(), .cert.display()
+    )]
+    KeyMismatch {
+        /// The certificate chain file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
     /// The UDP socket could not be bound.
     // The OS error is in the message, not a `source()`: a printed chain
     // does not repeat it.

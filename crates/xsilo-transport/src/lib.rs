@@ -77,5 +77,5 @@ pub use config::{ConfigError, RetryPolicy, TransportConfig};
 pub use error::{SetupError, TransportError};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use quic::setup;
-pub use quic::{QuicEndpoint, QuicTransport};
-pub use tls::TlsIdentity;
+pub use quic::{ProbeError, ProbeReport, Prober, QuicEndpoint, QuicTransport, Transfer};
+pub use tls::{inspect_pem_files, CertificateProblem, IdentityReport, TlsIdentity, Validity};

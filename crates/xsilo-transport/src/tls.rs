@@ -8,11 +8,13 @@
 //! it names the party claimed in the hello. TLS 1.3 only, ring as the one
 //! crypto provider.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::RootCertStore;
 use xsilo_wire::PartyName;
 
@@ -48,11 +50,15 @@ fn pem_err(what: &'static str, path: &Path, reason: impl ToString) -> SetupError
 impl TlsIdentity {
     /// Loads PEM files: CA certificate(s), the party's certificate chain and
     /// its private key (PKCS#8, PKCS#1 or SEC1).
+    /// Fails naming the file when one cannot be read or parsed, and naming
+    /// both files when the key does not belong to the certificate.
     pub fn from_pem_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, SetupError> {
         let ca_certs = read_certs("CA certificate", ca)?;
         let chain = read_certs("certificate chain", cert)?;
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err("private key", key, e))?;
-        Self::from_der(ca_certs, chain, key)
+        let key_der =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err("private key", key, e))?;
+        check_key_fits(&chain, &key_der, cert, key)?;
+        Self::from_der(ca_certs, chain, key_der)
     }
 
     /// Parses PEM text held in memory.
@@ -67,6 +73,7 @@ impl TlsIdentity {
         let chain = parse("certificate chain", cert)?;
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
             .map_err(|e| pem_err("private key", mem, e))?;
+        check_key_fits(&chain, &key, mem, mem)?;
         Self::from_der(ca_certs, chain, key)
     }
 
@@ -150,6 +157,34 @@ impl TlsIdentity {
     }
 }
 
+/// Fails unless `key` is the private key of the first certificate of
+/// `chain`; the error names both files.
+fn check_key_fits(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), SetupError> {
+    let mismatch = |reason: String| SetupError::KeyMismatch {
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
+        reason,
+    };
+    let signing = rustls::crypto::ring::sign::any_supported_type(key)
+        .map_err(|e| mismatch(format!("the key cannot be used: {e}")))?;
+    let certified = rustls::sign::CertifiedKey::new(chain.to_vec(), signing);
+    match certified.keys_match() {
+        Ok(()) => Ok(()),
+        // The key type cannot tell its public key; rustls then checks at
+        // the first handshake.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(mismatch("it is the key of another certificate".into()))
+        }
+        Err(e) => Err(mismatch(e.to_string())),
+    }
+}
+
 fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| pem_err(what, path, e))?
@@ -170,4 +205,434 @@ pub(crate) fn cert_names(cert: &CertificateDer<'_>, party: &PartyName) -> bool {
         return false;
     };
     ee.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+// ---------------------------------------------------------------------------
+// Inspection of a party's own TLS files (`xsilo check`).
+
+/// What is wrong with a party's certificate, found by [`inspect_pem_files`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// The certificate does not chain to any certificate of the CA file.
+    #[error("{} is not signed by the CA in {} ({reason}); use the CA file the parties agreed on, or a certificate it issued", .cert.display(), .ca.display())]
+    NotSignedByCa {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The CA file.
+        ca: PathBuf,
+        /// What WebPKI said.
+        reason: String,
+    },
+    /// The certificate is not valid at the time of the check.
+    #[error("{} has expired: it was valid until {} (UTC); renew it", .cert.display(), date(*.not_after))]
+    Expired {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Its notAfter time.
+        not_after: SystemTime,
+    },
+    /// The certificate is not valid yet.
+    #[error("{} is not valid yet: it becomes valid on {} (UTC); check this machine's clock or the certificate", .cert.display(), date(*.not_before))]
+    NotYetValid {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Its notBefore time.
+        not_before: SystemTime,
+    },
+    /// The certificate does not name the party.
+    #[error("{} names {presented:?}, not party '{party}': it needs the subjectAltName DNS:{party}; use the certificate issued for '{party}'", .cert.display())]
+    WrongName {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The party it should name.
+        party: PartyName,
+        /// The names it presents.
+        presented: Vec<String>,
+    },
+    /// The certificate cannot be used both to accept (server) and to dial
+    /// (client), as every party does.
+    #[error("{} cannot serve as both a server and a client certificate ({reason}); issue it with no extended key usage, or with both serverAuth and clientAuth", .cert.display())]
+    Usage {
+        /// The certificate file.
+        cert: PathBuf,
+        /// What WebPKI said.
+        reason: String,
+    },
+    /// The certificate cannot be parsed as an X.509 end-entity certificate.
+    #[error("{} holds no usable X.509 certificate: {reason}", .cert.display())]
+    Unparsable {
+        /// The certificate file.
+        cert: PathBuf,
+        /// What WebPKI said.
+        reason: String,
+    },
+}
+
+/// The validity period of a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// notBefore.
+    pub not_before: SystemTime,
+    /// notAfter.
+    pub not_after: SystemTime,
+}
+
+/// What [`inspect_pem_files`] found. A field is `None` when what it checks
+/// could not be looked at because an earlier file did not load.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct IdentityReport {
+    /// The CA file: the number of CA certificates, each usable as a trust
+    /// anchor.
+    pub ca: Result<usize, SetupError>,
+    /// The certificate file: the number of certificates in the chain.
+    pub cert: Result<usize, SetupError>,
+    /// The key file: it parses and belongs to the certificate.
+    pub key: Option<Result<(), SetupError>>,
+    /// The leaf's validity period, and whether it holds now.
+    pub validity: Option<Result<Validity, CertificateProblem>>,
+    /// The leaf chains to the CA, for server and for client use.
+    pub chain: Option<Result<(), CertificateProblem>>,
+    /// The leaf names the party.
+    pub name: Option<Result<(), CertificateProblem>>,
+}
+
+fn unix(t: UnixTime) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(t.as_secs())
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, UTC, for messages.
+pub(crate) fn date(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Checks a party's TLS files the way the transport will use them, each
+/// problem on its own: the CA file parses into trust anchors; the certificate
+/// file parses; the key parses and belongs to the certificate; the leaf is
+/// valid at `now`; it chains to the CA for both server and client use
+/// (checked at a time within its validity, so that an expired certificate
+/// is reported as expired, not as unsigned); it names `party`.
+pub fn inspect_pem_files(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    party: &PartyName,
+    now: SystemTime,
+) -> IdentityReport {
+    let ca_certs = read_certs("CA certificate", ca).and_then(|certs| {
+        for c in &certs {
+            webpki::anchor_from_trusted_cert(c)
+                .map_err(|e| pem_err("CA certificate", ca, format!("not a usable CA: {e}")))?;
+        }
+        Ok(certs)
+    });
+    let chain = read_certs("certificate chain", cert);
+    let mut key_result = None;
+    let mut found = Found::default();
+    if let Ok(chain) = &chain {
+        key_result = Some(
+            PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| pem_err("private key", key, e))
+                .and_then(|k| check_key_fits(chain, &k, cert, key)),
+        );
+        found = inspect_leaf(chain, ca_certs.as_deref().ok(), cert, ca, party, now);
+    }
+    IdentityReport {
+        ca: ca_certs.map(|c| c.len()),
+        cert: chain.map(|c| c.len()),
+        key: key_result,
+        validity: found.validity,
+        chain: found.chain,
+        name: found.name,
+    }
+}
+
+#[derive(Default)]
+struct Found {
+    validity: Option<Result<Validity, CertificateProblem>>,
+    chain: Option<Result<(), CertificateProblem>>,
+    name: Option<Result<(), CertificateProblem>>,
+}
+
+fn inspect_leaf(
+    chain: &[CertificateDer<'static>],
+    ca_certs: Option<&[CertificateDer<'static>]>,
+    cert: &Path,
+    ca: &Path,
+    party: &PartyName,
+    now: SystemTime,
+) -> Found {
+    let mut found = Found::default();
+    let ee = match webpki::EndEntityCert::try_from(&chain[0]) {
+        Ok(ee) => ee,
+        Err(e) => {
+            found.validity = Some(Err(CertificateProblem::Unparsable {
+                cert: cert.to_path_buf(),
+                reason: e.to_string(),
+            }));
+            return found;
+        }
+    };
+    let wrong_name = |presented| CertificateProblem::WrongName {
+        cert: cert.to_path_buf(),
+        party: party.clone(),
+        presented,
+    };
+    found.name = Some(match ServerName::try_from(party.as_str()) {
+        Ok(name) => ee.verify_is_valid_for_subject_name(&name).map_err(|e| {
+            wrong_name(match e {
+                webpki::Error::CertNotValidForName(ctx) => tidy_names(&ctx.presented),
+                _ => Vec::new(),
+            })
+        }),
+        Err(_) => Err(wrong_name(Vec::new())),
+    });
+    let validity = validity_of(&ee);
+    found.validity = Some(if now < validity.not_before {
+        Err(CertificateProblem::NotYetValid {
+            cert: cert.to_path_buf(),
+            not_before: validity.not_before,
+        })
+    } else if now > validity.not_after {
+        Err(CertificateProblem::Expired {
+            cert: cert.to_path_buf(),
+            not_after: validity.not_after,
+        })
+    } else {
+        Ok(validity)
+    });
+    if let Some(ca_certs) = ca_certs {
+        // Within the validity period, so that only the chain is judged here.
+        let at = match &found.validity {
+            Some(Ok(_)) => now,
+            _ => {
+                validity.not_before
+                    + validity
+                        .not_after
+                        .duration_since(validity.not_before)
+                        .unwrap_or_default()
+                        / 2
+            }
+        };
+        found.chain = Some(verify_chain(&ee, &chain[1..], ca_certs, at, cert, ca));
+    }
+    found
+}
+
+/// WebPKI lists presented names as `DnsName("alice")`; say `DNS:alice`.
+pub(crate) fn tidy_names(presented: &[String]) -> Vec<String> {
+    presented
+        .iter()
+        .map(|n| {
+            match n
+                .strip_prefix("DnsName(\"")
+                .and_then(|n| n.strip_suffix("\")"))
+            {
+                Some(dns) => format!("DNS:{dns}"),
+                None => n.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The validity period, read from WebPKI's answers at the earliest and the
+/// latest representable times (webpki checks the dates before anything
+/// else and reports the bound it found).
+fn validity_of(ee: &webpki::EndEntityCert<'_>) -> Validity {
+    let probe = |t: u64| {
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[],
+            &[],
+            UnixTime::since_unix_epoch(Duration::from_secs(t)),
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .err()
+    };
+    let not_before = match probe(0) {
+        Some(webpki::Error::CertNotValidYet { not_before, .. }) => unix(not_before),
+        _ => UNIX_EPOCH,
+    };
+    // Year 9999: later than any notAfter but the "no expiry" 99991231235959Z.
+    let not_after = match probe(253_402_300_799) {
+        Some(webpki::Error::CertExpired { not_after, .. }) => unix(not_after),
+        _ => UNIX_EPOCH + Duration::from_secs(253_402_300_799),
+    };
+    Validity {
+        not_before,
+        not_after,
+    }
+}
+
+fn verify_chain(
+    ee: &webpki::EndEntityCert<'_>,
+    intermediates: &[CertificateDer<'static>],
+    ca_certs: &[CertificateDer<'static>],
+    at: SystemTime,
+    cert: &Path,
+    ca: &Path,
+) -> Result<(), CertificateProblem> {
+    let anchors: Vec<_> = ca_certs
+        .iter()
+        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
+        .collect();
+    let time = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let verify = |usage| {
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            intermediates,
+            time,
+            usage,
+            None,
+            None,
+        )
+        .map(|_| ())
+    };
+    match verify(webpki::KeyUsage::server_auth()) {
+        Ok(()) => {}
+        Err(e @ webpki::Error::RequiredEkuNotFoundContext(_)) => {
+            return Err(CertificateProblem::Usage {
+                cert: cert.to_path_buf(),
+                reason: format!("not for server use: {e}"),
+            })
+        }
+        Err(e) => {
+            return Err(CertificateProblem::NotSignedByCa {
+                cert: cert.to_path_buf(),
+                ca: ca.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+    }
+    verify(webpki::KeyUsage::client_auth()).map_err(|e| CertificateProblem::Usage {
+        cert: cert.to_path_buf(),
+        reason: format!("not for client use: {e}"),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The dialer's view of a server certificate, for probes.
+
+/// A server-certificate verifier that does exactly what WebPKI does and
+/// remembers its verdict, so that a probe can say why a handshake failed.
+#[derive(Debug)]
+pub(crate) struct RecordingVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    verdict: Mutex<Option<rustls::Error>>,
+}
+
+impl RecordingVerifier {
+    /// The error WebPKI found in the server's certificate, if any.
+    pub(crate) fn rejection(&self) -> Option<rustls::Error> {
+        self.verdict
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let result = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if let Err(e) = &result {
+            *self
+                .verdict
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+        }
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+impl TlsIdentity {
+    /// A rustls client configuration for `party` (as the transport's, with
+    /// ALPN) whose server-certificate verdict can be read afterwards.
+    pub(crate) fn recording_client_config(
+        &self,
+        party: &PartyName,
+    ) -> Result<(rustls::ClientConfig, Arc<RecordingVerifier>), SetupError> {
+        let tls_err = |reason: String| SetupError::Tls {
+            party: party.clone(),
+            reason,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            self.roots(party)?,
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| tls_err(format!("cannot build the server verifier: {e}")))?;
+        let verifier = Arc::new(RecordingVerifier {
+            inner,
+            verdict: Mutex::new(None),
+        });
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| tls_err(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| tls_err(format!("certificate and key do not fit: {e}")))?;
+        client.alpn_protocols = vec![xsilo_wire::alpn()];
+        Ok((client, verifier))
+    }
 }

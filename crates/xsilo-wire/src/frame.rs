@@ -48,6 +48,26 @@ pub struct Hello {
     /// [`crate::limits::MAX_METADATA_ENTRIES`] entries.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Set when the dialer only asks for the acceptor's verdict (`xsilo
+    /// check`): the acceptor applies the same checks and answers with the
+    /// same [`HelloReply`], then closes the connection without it ever
+    /// reaching a job (no peer-up, no refusal event, no data). Absent in an
+    /// ordinary hello.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+}
+
+/// What a probing dialer asks for besides the verdict (see [`Hello::probe`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Bytes the dialer sends on one data stream after an accepted verdict,
+    /// to measure throughput; 0 for none. The acceptor reads and discards
+    /// them, then answers [`DataReply::Ack`]; it refuses a transfer over
+    /// [`crate::limits::MAX_PROBE_TRANSFER`] or its maximum message size
+    /// with [`RefusalCode::TooLarge`], and one whose length differs from
+    /// this with [`RefusalCode::Malformed`].
+    #[serde(default)]
+    pub transfer: u64,
 }
 
 /// The acceptor's answer to a [`Hello`].

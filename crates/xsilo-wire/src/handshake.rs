@@ -48,6 +48,7 @@ pub trait AcceptRules {
 ///     party: "alice".parse().unwrap(),
 ///     to: "bob".parse().unwrap(),
 ///     metadata: Default::default(),
+///     probe: None,
 /// };
 /// let refusal = check_hello(&hello, &bob).unwrap_err();
 /// assert_eq!(refusal.code, RefusalCode::UnknownJob);
@@ -219,6 +220,7 @@ mod tests {
             party: "alice".parse().unwrap(),
             to: "bob".parse().unwrap(),
             metadata: Default::default(),
+            probe: None,
         };
         let refusal = check_hello(&hello, &Bob("bob".parse().unwrap())).unwrap_err();
         assert_eq!(refusal.code, RefusalCode::VersionMismatch);
@@ -246,5 +248,27 @@ mod tests {
                 .code,
             RefusalCode::VersionMismatch
         );
+    }
+
+    #[test]
+    fn an_ordinary_hello_carries_no_probe_field_and_a_probe_round_trips() {
+        use crate::codec::{decode_body, encode_to_vec};
+        use crate::frame::Probe;
+        let mut hello = Hello {
+            version: PROTOCOL_VERSION,
+            job: "demo".parse().unwrap(),
+            party: "alice".parse().unwrap(),
+            to: "bob".parse().unwrap(),
+            metadata: Default::default(),
+            probe: None,
+        };
+        let plain = encode_to_vec(&hello).unwrap();
+        assert!(!plain.windows(5).any(|w| w == b"probe"));
+        hello.probe = Some(Probe { transfer: 42 });
+        let bytes = encode_to_vec(&hello).unwrap();
+        let back: Hello = decode_body(&bytes[4..], "hello").unwrap();
+        assert_eq!(back, hello);
+        // The probe changes nothing in the verdict.
+        assert!(check_hello(&back, &Bob("bob".parse().unwrap())).is_ok());
     }
 }

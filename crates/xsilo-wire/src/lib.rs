@@ -50,6 +50,7 @@ pub mod names;
 pub mod payload;
 
 pub use error::WireError;
+pub use frame::Probe;
 pub use frame::{
     ControlFrame, DataReply, FinishedFrame, Hello, HelloReply, ObjectHeader, ObjectId, Refusal,
     RefusalCode, RemoteErrorFrame,

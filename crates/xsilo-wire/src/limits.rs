@@ -27,5 +27,10 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 /// Maximum length of a metadata key or value, in bytes.
 pub const MAX_METADATA_LEN: usize = 1024;
 
+/// Maximum number of bytes a probe ([`crate::Probe`]) may send to measure
+/// throughput: 1 GiB. A probe's bytes are discarded as they arrive, so the
+/// bound is on the acceptor's time and bandwidth, not its memory.
+pub const MAX_PROBE_TRANSFER: u64 = 1024 * 1024 * 1024;
+
 /// Size of the length prefix of every frame.
 pub const LENGTH_PREFIX: usize = 4;

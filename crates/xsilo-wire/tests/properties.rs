@@ -95,7 +95,7 @@ proptest! {
                                      meta in proptest::collection::btree_map("[a-z]{1,8}", ".{0,16}", 0..5)) {
         let bytes = encode_to_vec(&h).unwrap();
         prop_assert_eq!(decode_body::<ObjectHeader>(&bytes[4..], "header").unwrap(), h);
-        let hello = Hello { version: 1, job, party: from, to, metadata: meta };
+        let hello = Hello { version: 1, job, party: from, to, metadata: meta, probe: None };
         let bytes = encode_to_vec(&hello).unwrap();
         prop_assert_eq!(decode_body::<Hello>(&bytes[4..], "hello").unwrap(), hello);
     }

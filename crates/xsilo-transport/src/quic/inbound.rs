@@ -8,14 +8,14 @@ use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rustls::pki_types::CertificateDer;
 use xsilo_wire::codec::{encode_to_vec, FrameDecoder};
 use xsilo_wire::handshake::{check_header, check_hello, AcceptRules};
-use xsilo_wire::limits::{MAX_CONTROL_FRAME, MAX_HEADER_FRAME};
+use xsilo_wire::limits::{MAX_CONTROL_FRAME, MAX_HEADER_FRAME, MAX_PROBE_TRANSFER};
 use xsilo_wire::payload::PayloadAssembler;
 use xsilo_wire::{
-    ControlFrame, DataReply, Hello, HelloReply, JobName, ObjectHeader, PartyName, Refusal,
+    ControlFrame, DataReply, Hello, HelloReply, JobName, ObjectHeader, PartyName, Probe, Refusal,
     RefusalCode, PROTOCOL_VERSION,
 };
 
-use super::errors::{CLOSE_PROTOCOL, CLOSE_REFUSED, STREAM_REFUSED};
+use super::errors::{CLOSE_GOODBYE, CLOSE_PROTOCOL, CLOSE_REFUSED, STREAM_REFUSED};
 use super::outbound::read_frame;
 use super::{EndpointShared, JobShared};
 use crate::api::{AckHandle, InboundObject, TransportEvent};
@@ -127,7 +127,13 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
         job: job.as_deref(),
         leaf: leaf.as_ref(),
     };
-    if let Err(refusal) = check_hello(&hello, &rules) {
+    let verdict = check_hello(&hello, &rules);
+    if let Some(probe) = hello.probe {
+        // A probe never reaches a job: no peer-up, no refusal event, no data.
+        answer_probe(&endpoint, &conn, send, &hello, verdict, probe).await;
+        return;
+    }
+    if let Err(refusal) = verdict {
         tracing::warn!(party = %local, %remote, claimed = %hello.party, job = %hello.job, %refusal, "refused a hello");
         tell_jobs_of_refusal(&endpoint, &hello, leaf.as_ref(), &refusal);
         refuse_connection(&conn, &mut send, refusal, bound).await;
@@ -215,6 +221,92 @@ fn tell_jobs_of_refusal(
                     format!("we refused party '{}': {}", hello.party, refusal.message),
                 ),
             });
+        }
+    }
+}
+
+/// Answers a probe hello (`xsilo check`) with the verdict of the ordinary
+/// hello checks, reads and discards the probe's transfer if it was accepted
+/// and asked for one, and closes. Nothing reaches a job: no `PeerUp`, no
+/// `PeerRefused`, no object.
+async fn answer_probe(
+    endpoint: &EndpointShared,
+    conn: &Connection,
+    mut send: SendStream,
+    hello: &Hello,
+    verdict: Result<(), Refusal>,
+    probe: Probe,
+) {
+    let local = &endpoint.party;
+    let bound = endpoint.config.connect_timeout;
+    tracing::info!(party = %local, remote = %conn.remote_address(), claimed = %hello.party, job = %hello.job, ?verdict, "answered a probe");
+    if let Err(refusal) = verdict {
+        refuse_connection(conn, &mut send, refusal, bound).await;
+        return;
+    }
+    let reply = HelloReply::Accepted {
+        version: PROTOCOL_VERSION,
+        party: local.clone(),
+    };
+    if let Ok(bytes) = encode_to_vec(&reply) {
+        if send.write_all(&bytes).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+    if probe.transfer > 0 {
+        let limit = MAX_PROBE_TRANSFER.min(endpoint.config.max_message_size);
+        let within = endpoint.config.send_timeout;
+        let _ = tokio::time::timeout(within, discard_transfer(conn, probe.transfer, limit)).await;
+    }
+    // The prober closes once it has its answers.
+    let _ = tokio::time::timeout(bound.min(Duration::from_secs(2)), conn.closed()).await;
+    conn.close(CLOSE_GOODBYE.into(), b"probe answered");
+}
+
+/// Reads a probe's transfer on its one data stream, keeping nothing, and
+/// acknowledges it if exactly `announced` bytes (at most `limit`) came.
+async fn discard_transfer(conn: &Connection, announced: u64, limit: u64) {
+    let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+        return;
+    };
+    let refuse = |recv: &mut RecvStream, code, message: String| {
+        let _ = recv.stop(VarInt::from_u32(STREAM_REFUSED));
+        DataReply::Refused(Refusal::new(code, message))
+    };
+    let reply = if announced > limit {
+        refuse(
+            &mut recv,
+            RefusalCode::TooLarge,
+            format!("a probe may send at most {limit} bytes, not {announced}"),
+        )
+    } else {
+        let mut got = 0u64;
+        loop {
+            match recv.read_chunk(usize::MAX, false).await {
+                Ok(Some(chunk)) => {
+                    got += chunk.bytes.len() as u64;
+                    if got > announced {
+                        break refuse(
+                            &mut recv,
+                            RefusalCode::Malformed,
+                            format!("the probe announced {announced} bytes and sent more"),
+                        );
+                    }
+                }
+                Ok(None) if got == announced => break DataReply::Ack,
+                Ok(None) => {
+                    break DataReply::Refused(Refusal::new(
+                        RefusalCode::Malformed,
+                        format!("the probe announced {announced} bytes and sent {got}"),
+                    ))
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    if let Ok(bytes) = encode_to_vec(&reply) {
+        if send.write_all(&bytes).await.is_ok() {
+            let _ = send.finish();
         }
     }
 }

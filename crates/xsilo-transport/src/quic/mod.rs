@@ -9,6 +9,7 @@
 mod errors;
 mod inbound;
 mod outbound;
+mod probe;
 pub mod setup;
 
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ use crate::api::{
 use crate::config::TransportConfig;
 use crate::error::{SetupError, TransportError};
 use crate::tls::TlsIdentity;
+
+pub use probe::{ProbeError, ProbeReport, Prober, Transfer};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of our short critical sections cannot leave

@@ -104,6 +104,7 @@ async fn dial(job: &JobShared, peer: &PartyName) -> Result<Outbound, TransportEr
         party: job.party.clone(),
         to: peer.clone(),
         metadata: addr.metadata.clone(),
+        probe: None,
     };
     send.write_all(&encode(peer, &hello)?)
         .await

@@ -194,6 +194,7 @@ impl RawClient {
             party: party(claim),
             to: party(to),
             metadata: Default::default(),
+            probe: None,
         };
         send.write_all(&encode_to_vec(&hello).unwrap())
             .await
