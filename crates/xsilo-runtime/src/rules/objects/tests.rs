@@ -556,7 +556,7 @@ fn many_rounds_keep_the_table_flat() {
         let call = call_of(&actions(&mut a), "model");
         a.completed(call, Ok(vec![Bytes::from(vec![0u8; 1024])]));
         a.submit(task("bob", vec![model.clone()], update.clone(), "train"));
-        a.get(id, &[update.clone()]);
+        a.get(id, std::slice::from_ref(&update));
         for act in actions(&mut a) {
             if let Action::Push { object, .. } = act {
                 a.push_done(object);
