@@ -149,6 +149,17 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
             }
             Ok(json!(got))
         }
+        // The same number of calls, one made elsewhere in bob, and nothing
+        // of it crosses: only the finished positions can tell.
+        "unseen_site" => {
+            let x = fed.party("alice").task((), |()| 1i64);
+            let _unused = if party == "alice" {
+                fed.party("alice").task((), |()| 1i64)
+            } else {
+                fed.party("alice").task((), |()| 2i64)
+            };
+            Ok(json!(fed.get(&x).await?))
+        }
         "big_then_shutdown" => {
             let blob = fed
                 .party("alice")
@@ -309,6 +320,19 @@ fn an_extra_call_at_the_end_ends_both_parties_with_a_divergence() {
         bob.contains("party 'alice' finished its driver after object #2 and party 'bob' has made 3 object(s)"),
         "bob says what differs: {bob}"
     );
+}
+
+#[test]
+fn drivers_that_differ_only_where_nothing_crosses_end_with_a_divergence_at_both_ends() {
+    let out = job(&["alice", "bob"], |_, _| {}).run("unseen_site");
+    assert_divergence_at_both_ends(&out, "#2");
+    for (p, o) in &out {
+        assert!(
+            o.error().contains("other call sites"),
+            "party {p}: {}",
+            o.error()
+        );
+    }
 }
 
 #[test]

@@ -77,6 +77,9 @@ pub(crate) fn party(config: &Path, party: &str, rounds: usize) -> Result<()> {
             if !sum.is_finite() {
                 anyhow::bail!("round {round}: checksum {sum}");
             }
+            if (round + 1) % 50 == 0 {
+                eprintln!("{me} round {} rss {} KiB", round + 1, status_kib("VmRSS:"));
+            }
             if round + 1 == 10 {
                 println!("RSS-10 {}", status_kib("VmRSS:"));
             }

@@ -131,9 +131,10 @@ pub(crate) struct PushDone(pub(crate) ObjectId);
 #[rtype(result = "()")]
 pub(crate) struct Flush(pub(crate) oneshot::Sender<()>);
 
-/// The driver finished: where.
+/// The driver finished: where, and the divergence that comparing with the
+/// peers that finished earlier found, if any.
 #[derive(Message)]
-#[rtype(result = "FinishedFrame")]
+#[rtype(result = "(FinishedFrame, Option<RuntimeError>)")]
 pub(crate) struct Finish;
 
 /// What the object table holds.

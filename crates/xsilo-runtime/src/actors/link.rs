@@ -21,8 +21,8 @@ struct InFlight {
     handle: SpawnHandle,
     /// The object whose push this is, if any (its end is reported).
     object: Option<ObjectId>,
-    /// Counted for drain (Finished and goodbye-time frames are not).
-    tracked: bool,
+    /// Counted for drain.
+    counted: bool,
 }
 
 /// One peer, seen from this party.
@@ -70,7 +70,7 @@ impl Link {
     }
 
     fn in_flight(&self) -> usize {
-        self.sends.values().filter(|s| s.tracked).count()
+        self.sends.values().filter(|s| s.counted).count()
     }
 
     fn notify_drained(&mut self) {
@@ -81,13 +81,15 @@ impl Link {
         }
     }
 
-    /// Starts a send and tracks it until it ends.
+    /// Starts a send and tracks it until it ends. `counted`: drain waits for
+    /// it; `report`: its failure is a sending failure of the job (else it
+    /// was a courtesy, best effort).
     fn track<F>(
         &mut self,
         ctx: &mut Context<Self>,
         what: String,
         object: Option<ObjectId>,
-        tracked: bool,
+        (counted, report): (bool, bool),
         fut: F,
     ) where
         F: std::future::Future<Output = Result<Option<u64>, TransportError>> + 'static,
@@ -110,7 +112,7 @@ impl Link {
                 Err(TransportError::PeerClosed { .. } | TransportError::Closed { .. }) => {
                     tracing::debug!(party = %act.me, peer = %act.peer, "not delivered ({what}): closed");
                 }
-                Err(error) if !tracked => {
+                Err(error) if !report => {
                     tracing::debug!(party = %act.me, peer = %act.peer, %error, "{what} failed (best effort)");
                 }
                 Err(error) => {
@@ -129,7 +131,7 @@ impl Link {
             InFlight {
                 handle,
                 object,
-                tracked,
+                counted,
             },
         );
     }
@@ -167,7 +169,7 @@ impl Handler<SendObject> for Link {
                 payload: msg.payload,
             },
         );
-        self.track(ctx, what, Some(msg.object), true, async move {
+        self.track(ctx, what, Some(msg.object), (true, true), async move {
             fut.await.map(|d| Some(d.bytes))
         });
     }
@@ -176,21 +178,30 @@ impl Handler<SendObject> for Link {
 impl Handler<SendControl> for Link {
     type Result = ();
     fn handle(&mut self, msg: SendControl, ctx: &mut Self::Context) {
-        let (what, tracked) = match &msg.frame {
-            ControlFrame::RemoteError(f) => {
-                (format!("sending the error of object {}", f.object), true)
-            }
-            ControlFrame::Abort { .. } => ("sending an abort".to_owned(), true),
-            ControlFrame::Finished(_) => ("sending where our driver finished".to_owned(), false),
-            ControlFrame::Goodbye => ("sending a goodbye".to_owned(), false),
-            ControlFrame::Heartbeat { .. } => ("sending a heartbeat".to_owned(), false),
+        // RemoteErrors and aborts are the job's; where a finished driver
+        // ended is a courtesy, drained only to a peer we know (a dial to a
+        // peer never met could take the whole connect bound).
+        let (what, counted, report) = match &msg.frame {
+            ControlFrame::RemoteError(f) => (
+                format!("sending the error of object {}", f.object),
+                true,
+                true,
+            ),
+            ControlFrame::Abort { .. } => ("sending an abort".to_owned(), true, true),
+            ControlFrame::Finished(_) => (
+                "sending where our driver finished".to_owned(),
+                self.seen,
+                false,
+            ),
+            ControlFrame::Goodbye => ("sending a goodbye".to_owned(), false, false),
+            ControlFrame::Heartbeat { .. } => ("sending a heartbeat".to_owned(), false, false),
         };
         let what = format!("{what} to party '{}'", self.peer);
         if self.skip(msg.object, &what) {
             return;
         }
         let fut = self.transport.send_control(&self.peer, msg.frame);
-        self.track(ctx, what, msg.object, tracked, async move {
+        self.track(ctx, what, msg.object, (counted, report), async move {
             fut.await.map(|()| None)
         });
     }
@@ -254,8 +265,10 @@ impl Handler<Probe> for Link {
         self.probed = true;
         // Not counted in flight: shutdown does not wait for a probe.
         let fut = self.transport.connect(&self.peer);
-        ctx.spawn(fut.into_actor(self).map(|result, act, _| {
-            if let Err(error) = result {
+        ctx.spawn(fut.into_actor(self).map(|result, act, _| match result {
+            // The peer left, or we are closing: nobody waits on this dial.
+            Ok(()) | Err(TransportError::PeerClosed { .. } | TransportError::Closed { .. }) => {}
+            Err(error) => {
                 act.report.do_send(Report::SendFailed {
                     what: format!("connecting to party '{}' (a wait depends on it)", act.peer),
                     peer: act.peer.clone(),

@@ -55,6 +55,8 @@ pub(crate) struct Objects {
     next_get: GetId,
     states: HashMap<ObjectId, Box<dyn Any + Send>>,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    /// The last divergence reported (for the answer to `Finish`).
+    diverged: Option<RuntimeError>,
 }
 
 impl Objects {
@@ -72,6 +74,7 @@ impl Objects {
             next_get: 1,
             states: HashMap::new(),
             flush_waiters: Vec::new(),
+            diverged: None,
         }
     }
 
@@ -128,7 +131,10 @@ impl Objects {
                     }
                 }
                 Action::NeedPeer(peer) => self.report.do_send(Report::NeedPeer(peer)),
-                Action::Diverged(error) => self.report.do_send(Report::Diverged(error)),
+                Action::Diverged(error) => {
+                    self.diverged = Some(error.clone());
+                    self.report.do_send(Report::Diverged(error));
+                }
                 Action::ErrorSeen => self.report.do_send(Report::ErrorSeen),
             }
         }
@@ -294,9 +300,10 @@ impl Handler<Flush> for Objects {
 impl Handler<Finish> for Objects {
     type Result = MessageResult<Finish>;
     fn handle(&mut self, _: Finish, _: &mut Self::Context) -> Self::Result {
+        self.diverged = None;
         let frame: FinishedFrame = self.table.finish();
         self.pump();
-        MessageResult(frame)
+        MessageResult((frame, self.diverged.take()))
     }
 }
 

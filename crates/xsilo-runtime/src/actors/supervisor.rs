@@ -155,20 +155,24 @@ impl Supervisor {
                 }
                 LifeAction::Finish => {
                     let finish = self.objects.send(Finish);
-                    let links: Vec<_> = self.links.values().cloned().collect();
-                    ctx.spawn(
-                        async move {
-                            if let Ok(frame) = finish.await {
-                                for link in links {
-                                    link.do_send(SendControl {
-                                        frame: ControlFrame::Finished(frame),
-                                        object: None,
-                                    });
-                                }
+                    ctx.spawn(finish.into_actor(self).map(|answer, act, ctx| {
+                        if let Ok((frame, diverged)) = answer {
+                            // Handed to the links before the drain starts,
+                            // so the drain waits for them to leave.
+                            for link in act.links.values() {
+                                link.do_send(SendControl {
+                                    frame: ControlFrame::Finished(frame),
+                                    object: None,
+                                });
+                            }
+                            if let Some(error) = diverged {
+                                act.objects.do_send(FailAll(error.clone()));
+                                act.abort_here(&error.to_string(), ctx);
                             }
                         }
-                        .into_actor(self),
-                    );
+                        act.life.told(Instant::now());
+                        act.drive(ctx);
+                    }));
                 }
                 LifeAction::Close => {
                     let close = self.transport.close();

@@ -7,8 +7,8 @@
 //! being handled one at a time.
 //!
 //! ```text
-//!  Running ──shutdown──▶ Flushing ──flushed──▶ Draining ──drained──▶ Finishing ──peers finished──▶ Closing ──closed──▶ Closed(result)
-//!     │                     │  (drain bound passes: FailAll, Closing(Timeout)) │ (finish wait passes)
+//!  Running ─shutdown─▶ Flushing ─flushed─▶ Telling ─told─▶ Draining ─drained─▶ Finishing ─peers finished─▶ Closing ─closed─▶ Closed(result)
+//!     │                   (flush + tell + drain bound passes: Closing(Timeout))   (finish wait passes)
 //!     └──abort / send failure / signal (from any of these)──▶ Aborting ──drained+linger or grace──▶ AbortClosing ──closed──▶ Aborted
 //!                                                                                  (unintended: handler once, exit)
 //! ```
@@ -58,7 +58,9 @@ pub enum LifeAction {
     Flush,
     /// Report [`Lifecycle::drained`] once no send is in flight.
     Drain,
-    /// Tell every peer where this party's driver finished.
+    /// Tell every peer where this party's driver finished (the frames are
+    /// handed to the links, so the drain that follows waits for them),
+    /// then report [`Lifecycle::told`].
     Finish,
     /// Close the transport (goodbye), then report [`Lifecycle::closed`].
     Close,
@@ -74,6 +76,7 @@ pub enum LifeAction {
 enum Phase {
     Running,
     Flushing,
+    Telling,
     Draining,
     Finishing,
     Closing(Result<(), RuntimeError>),
@@ -102,6 +105,8 @@ pub struct Lifecycle {
     handler_ran: bool,
     exit_status: i32,
     shutdowns_run: u32,
+    /// The bound the running shutdown's flush and drain got.
+    drain_bound: Duration,
     actions: VecDeque<LifeAction>,
 }
 
@@ -112,6 +117,7 @@ impl Lifecycle {
         peers: impl IntoIterator<Item = PartyName>,
         options: LifeOptions,
     ) -> Self {
+        let drain_bound = options.drain_timeout;
         Self {
             me,
             peers: peers.into_iter().collect(),
@@ -124,6 +130,7 @@ impl Lifecycle {
             handler_ran: false,
             exit_status: 1,
             shutdowns_run: 0,
+            drain_bound,
             actions: VecDeque::new(),
         }
     }
@@ -187,15 +194,25 @@ impl Lifecycle {
                 } else {
                     self.options.drain_timeout
                 };
+            self.drain_bound = bound;
             self.deadline = Some(now + bound);
             self.actions.push_back(LifeAction::Flush);
         }
         None
     }
 
-    /// Every planned push was handed to its link.
+    /// Every planned push was handed to its link: the driver's position is
+    /// final, tell the peers.
     pub fn flushed(&mut self, _now: Instant) {
         if matches!(self.phase, Phase::Flushing) {
+            self.phase = Phase::Telling;
+            self.actions.push_back(LifeAction::Finish);
+        }
+    }
+
+    /// The Finished frames are with the links: drain them with the rest.
+    pub fn told(&mut self, _now: Instant) {
+        if matches!(self.phase, Phase::Telling) {
             self.phase = Phase::Draining;
             self.actions.push_back(LifeAction::Drain);
         }
@@ -206,7 +223,6 @@ impl Lifecycle {
         match &mut self.phase {
             Phase::Draining => {
                 self.phase = Phase::Finishing;
-                self.actions.push_back(LifeAction::Finish);
                 if self.saw_error || self.all_done() {
                     // After an error, drivers may end anywhere: nobody
                     // compares positions, so nobody waits for them.
@@ -238,6 +254,8 @@ impl Lifecycle {
             Phase::Closing(result) => {
                 self.phase = Phase::Closed(result.clone());
                 self.actions.push_back(LifeAction::Answer(result));
+                // A signal that came while closing: its handler and exit.
+                self.after_abort();
             }
             Phase::AbortClosing(error) => {
                 self.phase = Phase::Aborted(error.clone());
@@ -252,7 +270,11 @@ impl Lifecycle {
     /// told by peer `by`.
     pub fn abort(&mut self, by: Option<&PartyName>, reason: &str, now: Instant) {
         match self.phase {
-            Phase::Running | Phase::Flushing | Phase::Draining | Phase::Finishing => {}
+            Phase::Running
+            | Phase::Flushing
+            | Phase::Telling
+            | Phase::Draining
+            | Phase::Finishing => {}
             _ => return,
         }
         let error = RuntimeError::Aborted {
@@ -309,17 +331,10 @@ impl Lifecycle {
     pub fn handle_timeout(&mut self, now: Instant) {
         let due = self.deadline.is_some_and(|d| now >= d);
         match &self.phase {
-            Phase::Flushing | Phase::Draining if due => {
-                let after = self.options.drain_timeout;
-                let after =
-                    if self.saw_error && !self.options.continue_waiting_for_data_sending_on_error {
-                        ABORT_GRACE
-                    } else {
-                        after
-                    };
+            Phase::Flushing | Phase::Telling | Phase::Draining if due => {
                 self.close_with(Err(RuntimeError::Timeout {
                     what: "draining the sends in flight".into(),
-                    after,
+                    after: self.drain_bound,
                 }));
             }
             Phase::Finishing if due => self.close_with(Ok(())),
@@ -358,17 +373,19 @@ impl Lifecycle {
             return;
         }
         self.unintended = true;
-        if matches!(self.phase, Phase::Aborted(_)) {
-            self.after_abort();
-        } else {
-            self.abort(None, reason, now);
+        match self.phase {
+            Phase::Aborted(_) | Phase::Closed(_) => self.after_abort(),
+            // Closing: the goodbye is on its way; the handler and the exit
+            // follow the close.
+            Phase::Closing(_) => {}
+            _ => self.abort(None, reason, now),
         }
     }
 
-    /// After an unintended shutdown's abort: the handler, exactly once,
-    /// then the exit.
+    /// After an unintended shutdown's abort (or a signal during the final
+    /// close): the handler, exactly once, then the exit.
     fn after_abort(&mut self) {
-        if !self.unintended || !matches!(self.phase, Phase::Aborted(_)) {
+        if !self.unintended || !matches!(self.phase, Phase::Aborted(_) | Phase::Closed(_)) {
             return;
         }
         if !self.handler_ran {

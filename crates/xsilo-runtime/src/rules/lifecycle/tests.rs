@@ -42,9 +42,15 @@ fn an_intended_shutdown_flushes_drains_waits_for_the_peers_and_closes_once() {
     assert!(l.shutdown(t0).is_none(), "a second call joins the first");
     assert_eq!(actions(&mut l), vec!["Flush"]);
     l.flushed(t0);
-    assert_eq!(actions(&mut l), vec!["Drain"]);
-    l.drained(t0);
     assert_eq!(actions(&mut l), vec!["Finish"]);
+    l.told(t0);
+    assert_eq!(
+        actions(&mut l),
+        vec!["Drain"],
+        "the Finished frames drain too"
+    );
+    l.drained(t0);
+    assert!(actions(&mut l).is_empty(), "waiting for the peers");
     l.peer_done(&p("bob"));
     assert!(actions(&mut l).is_empty(), "carol has not finished yet");
     l.peer_done(&p("carol"));
@@ -66,6 +72,7 @@ fn a_peer_that_does_not_finish_is_waited_for_only_within_the_bound() {
     let mut l = life(options());
     l.shutdown(t0);
     l.flushed(t0);
+    l.told(t0);
     l.drained(t0);
     actions(&mut l);
     assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(10)));
@@ -81,6 +88,9 @@ fn a_drain_that_passes_its_bound_closes_with_a_timeout() {
     let mut l = life(options());
     l.shutdown(t0);
     l.flushed(t0);
+    l.told(t0);
+    // An error seen during the drain does not change the bound it got.
+    l.error_seen();
     actions(&mut l);
     l.handle_timeout(t0 + Duration::from_secs(65));
     assert!(actions(&mut l).contains(&"Close".to_owned()));
@@ -100,6 +110,7 @@ fn after_an_error_shutdown_waits_only_the_grace_and_not_for_the_peers() {
     l.shutdown(t0);
     assert_eq!(l.poll_timeout(), Some(t0 + ABORT_GRACE), "E7");
     l.flushed(t0);
+    l.told(t0);
     l.drained(t0);
     let a = actions(&mut l);
     assert!(
@@ -114,6 +125,7 @@ fn a_failure_during_the_drain_aborts_and_every_caller_gets_the_abort() {
     let mut l = life(options());
     l.shutdown(t0);
     l.flushed(t0);
+    l.told(t0);
     actions(&mut l);
     l.send_failed("sending object #3 to party 'bob' failed: refused", t0);
     let a = actions(&mut l);
@@ -238,4 +250,27 @@ fn with_continue_waiting_an_abort_waits_for_the_full_drain() {
     );
     l.drained(t0 + Duration::from_secs(30));
     assert_eq!(actions(&mut l), vec!["Close"]);
+}
+
+#[test]
+fn a_signal_while_the_transport_closes_still_runs_the_handler_and_exits() {
+    let t0 = Instant::now();
+    let mut l = life(options());
+    l.shutdown(t0);
+    l.flushed(t0);
+    l.told(t0);
+    l.drained(t0);
+    l.peer_done(&p("bob"));
+    l.peer_done(&p("carol"));
+    actions(&mut l);
+    l.signal("SIGINT", t0);
+    assert!(
+        actions(&mut l).is_empty(),
+        "the goodbye is already on its way"
+    );
+    l.closed();
+    assert_eq!(
+        actions(&mut l),
+        vec!["Answer(Ok)", "RunHandler", "Exit(130)"]
+    );
 }
