@@ -30,6 +30,7 @@ mod actors;
 mod call;
 mod errors;
 mod messages;
+mod options;
 pub mod rules;
 mod stats;
 
@@ -46,79 +47,8 @@ use actors::objects::Objects;
 use actors::supervisor::Supervisor;
 pub use call::{Call, CtorFn, MethodFn, ObjRef, TaskFn, Work};
 pub use errors::{RuntimeError, TaskError};
+pub use options::{FailureHandler, RuntimeOptions};
 pub use stats::{Counts, Stats};
-
-/// The user's sending-failure handler (MISSION E5): called exactly once on
-/// unintended shutdown, with the last sending error if there was one.
-pub type FailureHandler = Arc<dyn Fn(Option<&xsilo_transport::TransportError>) + Send + Sync>;
-
-/// Options of the runtime.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct RuntimeOptions {
-    /// Send error messages and causes with RemoteErrors (MISSION E4).
-    /// Default false: only the kind and origin cross.
-    pub expose_error_trace: bool,
-    /// Bound on waiting for the sends in flight at shutdown. Default 65 s:
-    /// the transport's default send timeout plus a margin.
-    pub drain_timeout: Duration,
-    /// A sending failure is an unintended shutdown (MISSION E6): peers are
-    /// told, the handler runs, calls fail, and, with `exit_process`, the
-    /// process exits with status 1. Default false: the job is aborted (every
-    /// party's waits fail with the reason) but the process goes on.
-    pub exit_on_sending_failure: bool,
-    /// After an error was sent or received, shutdown still waits for queued
-    /// data (MISSION E7). Default false: it waits at most 2 s.
-    pub continue_waiting_for_data_sending_on_error: bool,
-    /// Run on unintended shutdown, exactly once (MISSION E5).
-    pub failure_handler: Option<FailureHandler>,
-    /// SIGINT and SIGTERM are unintended shutdowns (MISSION E9). Default
-    /// false; `xsilo::init` turns it on. Only one runtime per process should.
-    pub handle_signals: bool,
-    /// How long an intended shutdown waits, after its sends are
-    /// acknowledged, for every peer's driver to finish too, so that drivers
-    /// that ended at different places are reported as diverged at both ends
-    /// (MISSION M8). A peer still busy after this is not waited for (it
-    /// still checks our position against its own). Not waited at all once
-    /// an error was seen. Default 10 s.
-    pub finish_wait: Duration,
-    /// Exit the process (status 1) after an unintended shutdown. Default
-    /// false; `xsilo::init` turns it on.
-    pub exit_process: bool,
-}
-
-impl std::fmt::Debug for RuntimeOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuntimeOptions")
-            .field("expose_error_trace", &self.expose_error_trace)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("exit_on_sending_failure", &self.exit_on_sending_failure)
-            .field(
-                "continue_waiting_for_data_sending_on_error",
-                &self.continue_waiting_for_data_sending_on_error,
-            )
-            .field("failure_handler", &self.failure_handler.is_some())
-            .field("handle_signals", &self.handle_signals)
-            .field("finish_wait", &self.finish_wait)
-            .field("exit_process", &self.exit_process)
-            .finish()
-    }
-}
-
-impl Default for RuntimeOptions {
-    fn default() -> Self {
-        Self {
-            expose_error_trace: false,
-            drain_timeout: Duration::from_secs(65),
-            exit_on_sending_failure: false,
-            continue_waiting_for_data_sending_on_error: false,
-            failure_handler: None,
-            handle_signals: false,
-            finish_wait: Duration::from_secs(10),
-            exit_process: false,
-        }
-    }
-}
 
 /// The running actors of one party. Cheap to clone.
 #[derive(Clone)]

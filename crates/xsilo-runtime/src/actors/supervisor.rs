@@ -23,9 +23,9 @@ use crate::messages::{
     HeldNow, LinkStats, PeerFinished, PeerGone, Probe, PushDone, Received, Report, SendControl,
     SendObject, Shutdown, ShutdownsRun, Signal, Up, WaitUp,
 };
+use crate::options::RuntimeOptions;
 use crate::rules::lifecycle::{LifeAction, LifeOptions, Lifecycle};
 use crate::stats::Stats;
-use crate::RuntimeOptions;
 
 /// Owns the party's lifecycle and the wiring between its actors.
 pub(crate) struct Supervisor {
