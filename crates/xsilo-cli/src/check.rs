@@ -512,7 +512,7 @@ fn report_peer(
         Err(refusal) => {
             let fix = match refusal.code {
                 RefusalCode::UnknownJob => format!(
-                    "either '{peer}' runs another job (set `job` to the name in its                      configuration) or it has not started job '{}' yet",
+                    "either '{peer}' runs another job (set `job` to the name in its configuration) or it has not started job '{}' yet",
                     config.job
                 ),
                 RefusalCode::UnknownParty => format!(

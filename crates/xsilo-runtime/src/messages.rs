@@ -44,6 +44,9 @@ pub(crate) enum Report {
     Diverged(RuntimeError),
     /// Objects: an error object was made or received (E7).
     ErrorSeen,
+    /// Objects: a peer's driver finished, and its position was compared
+    /// with ours (any divergence was reported before this).
+    PeerFinished(PartyName),
     /// A link: a push of `object` ended (acknowledged, dropped or failed).
     PushDone { object: ObjectId },
     /// A link: a send failed for good.

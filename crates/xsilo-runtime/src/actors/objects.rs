@@ -262,6 +262,9 @@ impl Handler<PeerFinished> for Objects {
     fn handle(&mut self, msg: PeerFinished, _: &mut Self::Context) {
         self.table.peer_finished(&msg.from, msg.frame);
         self.pump();
+        // After the comparison's verdict: a finishing party must not close
+        // before it knows whether the peer's position matches its own.
+        self.report.do_send(Report::PeerFinished(msg.from));
     }
 }
 

@@ -259,12 +259,8 @@ impl StreamHandler<TransportEvent> for Supervisor {
                     self.drive(ctx);
                 }
                 ControlFrame::Finished(frame) => {
-                    self.objects.do_send(PeerFinished {
-                        from: from.clone(),
-                        frame,
-                    });
-                    self.life.peer_done(&from);
-                    self.drive(ctx);
+                    // Compared by the table first; it reports back.
+                    self.objects.do_send(PeerFinished { from, frame });
                 }
                 ControlFrame::Heartbeat { .. } | ControlFrame::Goodbye => {}
             },
@@ -339,6 +335,10 @@ impl Handler<Report> for Supervisor {
                 self.abort_here(&error.to_string(), ctx);
             }
             Report::ErrorSeen => self.life.error_seen(),
+            Report::PeerFinished(peer) => {
+                self.life.peer_done(&peer);
+                self.drive(ctx);
+            }
             Report::PushDone { object } => self.objects.do_send(PushDone(object)),
             Report::SendFailed { peer, what, error } => {
                 tracing::warn!(party = %self.me, %peer, %what, %error, "sending failed");
