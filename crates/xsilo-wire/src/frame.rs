@@ -116,8 +116,9 @@ pub enum ControlFrame {
 pub struct FinishedFrame {
     /// How many object ids the driver assigned (the last id).
     pub objects: u64,
-    /// A running digest of every object's (id, owner, call-site
-    /// fingerprint), in program order.
+    /// A running digest of every object's (id, call-site fingerprint,
+    /// owner), in program order; the owner is left out for a call on a
+    /// party unknown to the job, which every party makes as its own.
     pub digest: u64,
     /// No object of the job failed and no error was seen by the sender: a
     /// driver that ran into an error may legitimately stop early, so only

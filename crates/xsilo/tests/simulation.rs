@@ -330,3 +330,28 @@ fn many_rounds_of_large_values_keep_every_party_flat() {
         }
     }
 }
+
+/// A call on a party that is not in the job fails in every party alike,
+/// with nothing sent between them and no false divergence (M8).
+#[test]
+fn a_call_on_an_unknown_party_fails_alike_in_every_party() {
+    let results = run(&["alice", "bob"], SimNetwork::Quic, |fed| async move {
+        let x = fed.party("dave").task((), |()| 1i64);
+        let y = fed.party("bob").task(x.clone(), |v: i64| v + 1);
+        let gx = fed.get(&x).await.map_err(|e| e.to_string());
+        let gy = fed.get(&y).await.map_err(|e| e.to_string());
+        let ok = fed.party("alice").task((), |()| 7i64);
+        let after = fed.get(&ok).await?;
+        Ok((gx, gy, after))
+    });
+    for (party, r) in results {
+        let (gx, gy, after) = r.unwrap();
+        let gx = gx.unwrap_err();
+        assert!(
+            gx.contains("party 'dave' is not a party of this job"),
+            "party {party}: {gx}"
+        );
+        assert!(gy.unwrap_err().contains("dave"), "party {party}");
+        assert_eq!(after, 7, "party {party}: the job goes on");
+    }
+}

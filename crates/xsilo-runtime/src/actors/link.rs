@@ -266,8 +266,19 @@ impl Handler<Probe> for Link {
         // Not counted in flight: shutdown does not wait for a probe.
         let fut = self.transport.connect(&self.peer);
         ctx.spawn(fut.into_actor(self).map(|result, act, _| match result {
-            // The peer left, or we are closing: nobody waits on this dial.
-            Ok(()) | Err(TransportError::PeerClosed { .. } | TransportError::Closed { .. }) => {}
+            // We are closing: nobody waits on this dial.
+            Ok(()) | Err(TransportError::Closed { .. }) => {}
+            // The peer is shutting down and takes nothing more: the wait
+            // that needed it ends as for a goodbye.
+            Err(TransportError::PeerClosed { .. }) => {
+                let reason = "it shut down".to_owned();
+                act.gone = Some(reason.clone());
+                act.report.do_send(Report::PeerGone {
+                    peer: act.peer.clone(),
+                    reason,
+                    lost: false,
+                });
+            }
             Err(error) => {
                 act.report.do_send(Report::SendFailed {
                     what: format!("connecting to party '{}' (a wait depends on it)", act.peer),

@@ -361,12 +361,18 @@ impl<W> ObjectTable<W> {
             Op::NewActor(id, _) => Some(*id),
             _ => None,
         };
+        // The owner is part of the position, except for a call on an
+        // unknown party, which every party makes as its own.
+        let owner = match &op {
+            Op::Fail(_) => None,
+            _ => Some(party.clone()),
+        };
         for id in outputs
             .iter()
             .map(|o| (o.id, o.fingerprint))
             .chain(actor_id.map(|a| (a, 0)))
         {
-            self.advance(id.0 .0, id.1);
+            self.advance(id.0 .0, id.1, owner.as_ref());
         }
         // The outputs' entries (or the check of an early arrival).
         for out in &outputs {
@@ -615,8 +621,21 @@ impl<W> ObjectTable<W> {
                     self.settle(id, Ok(payload), false);
                 }
             }
-            // A second copy of an early arrival.
-            Some((false, _)) => {}
+            // A second copy of an early arrival: from the same party, or
+            // two parties claim the same object.
+            Some((false, _)) => {
+                let owner = self.entries.get(&id).map(|e| e.owner.clone());
+                if let Some(owner) = owner.filter(|o| o != src) {
+                    self.diverged(RuntimeError::Diverged {
+                        here: self.me.clone(),
+                        from: src.clone(),
+                        object: id,
+                        what: format!(
+                            "both party '{owner}' and party '{src}' sent it as their own"
+                        ),
+                    });
+                }
+            }
             None => {
                 if self.tombstones.remove(&(src.clone(), id)) {
                     return;
@@ -757,9 +776,14 @@ impl<W> ObjectTable<W> {
         self.saw_error || self.failed.is_some() || self.finished
     }
 
-    fn advance(&mut self, id: u64, fingerprint: u64) {
+    fn advance(&mut self, id: u64, fingerprint: u64, owner: Option<&PartyName>) {
         self.position = self.position.max(id);
         self.digest = fnv(fnv(self.digest, id), fingerprint);
+        if let Some(owner) = owner {
+            for b in owner.as_str().bytes() {
+                self.digest = (self.digest ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            }
+        }
         if self.lenient() {
             return;
         }
@@ -1320,8 +1344,9 @@ impl<W> ObjectTable<W> {
                 fingerprint,
                 payload: payload.clone(),
             }),
-            Err(RuntimeError::Aborted { .. } | RuntimeError::ShutDown { .. }) => {
-                // Every party learns of an abort or shutdown by itself.
+            Err(error) if !errors::crosses(error) => {
+                // Every party learns of these by itself (an abort, a
+                // shutdown, a call on an unknown party): nothing to send.
                 self.release_use(id);
             }
             Err(error) => {

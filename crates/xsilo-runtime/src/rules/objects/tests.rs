@@ -570,3 +570,66 @@ fn many_rounds_keep_the_table_flat() {
     assert_eq!(a.held(), Held::default());
     assert!(a.tombstones.is_empty());
 }
+
+#[test]
+fn a_call_on_an_unknown_party_fails_alike_everywhere_and_nothing_crosses() {
+    // Every party makes the failed outputs as its own: a get of them sends
+    // nothing, and the finished positions still agree.
+    let mut tables = [table("alice"), table("bob")];
+    let mut frames = Vec::new();
+    for t in &mut tables {
+        let me = t.me.to_string();
+        t.submit(Submission {
+            party: p(&me),
+            inputs: vec![],
+            outputs: vec![r(1, &me)],
+            consumer: 1,
+            op: Op::Fail(RuntimeError::UnknownParty {
+                party: "dave".into(),
+                known: "alice, bob".into(),
+            }),
+        });
+        t.get(1, &[r(1, &me)]);
+        let a = actions(t);
+        assert!(pushes(&a).is_empty(), "{me}: {:?}", pushes(&a));
+        assert!(answer(&a, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("'dave' is not a party"));
+        t.release(ObjectId(1));
+        assert_eq!(t.held(), Held::default());
+        frames.push(t.finish());
+    }
+    tables[0].peer_finished(&p("bob"), frames[1]);
+    tables[1].peer_finished(&p("alice"), frames[0]);
+    for t in &mut tables {
+        assert_eq!(diverged(&actions(t)), None);
+    }
+}
+
+#[test]
+fn two_parties_sending_the_same_early_object_is_a_divergence() {
+    let mut t = table("carol");
+    t.arrived(&p("alice"), ObjectId(5), 1, 0, false, v("a"));
+    t.arrived(&p("bob"), ObjectId(5), 1, 0, false, v("b"));
+    let e = diverged(&actions(&mut t)).expect("a divergence");
+    assert!(
+        e.contains("both party 'alice' and party 'bob' sent it as their own"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_owner_is_part_of_the_position() {
+    let mut a = table("alice");
+    let mut b = table("bob");
+    // The same call site, pinned to alice in one driver and to bob in the
+    // other; nothing crosses.
+    a.submit(task("alice", vec![], r(1, "alice"), "x"));
+    b.submit(task("bob", vec![], r(1, "bob"), "x"));
+    actions(&mut a);
+    let fa = a.finish();
+    b.finish();
+    b.peer_finished(&p("alice"), fa);
+    assert!(diverged(&actions(&mut b)).is_some());
+}
