@@ -2,6 +2,9 @@
 //! type-erased work to run where the call is pinned.
 
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use xsilo_wire::{ObjectId, PartyName};
@@ -27,11 +30,27 @@ pub type CtorFn = Box<dyn FnOnce() -> Result<Box<dyn Any + Send>, TaskError> + S
 /// An actor method body.
 pub type MethodFn =
     Box<dyn FnOnce(&mut (dyn Any + Send), Vec<Bytes>) -> Result<Vec<Bytes>, TaskError> + Send>;
+/// A boxed future that may borrow for `'a`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// An async task body: the future it returns runs on the party's async
+/// executor, not on a worker.
+pub type AsyncTaskFn =
+    Box<dyn FnOnce(Vec<Bytes>) -> BoxFuture<'static, Result<Vec<Bytes>, TaskError>> + Send>;
+/// An async actor method body; its future borrows the actor's state.
+pub type AsyncMethodFn = Box<
+    dyn for<'a> FnOnce(
+            &'a mut (dyn Any + Send),
+            Vec<Bytes>,
+        ) -> BoxFuture<'a, Result<Vec<Bytes>, TaskError>>
+        + Send,
+>;
 
 /// The work of a call, run only in the party it is pinned to.
 pub enum Work {
-    /// A stateless task.
+    /// A stateless task, run on a worker.
     Task(TaskFn),
+    /// A stateless async task, run on the party's async executor.
+    AsyncTask(AsyncTaskFn),
     /// Create an actor; `Call::outputs` is empty and `actor` is its id.
     NewActor {
         /// The actor's id.
@@ -45,6 +64,14 @@ pub enum Work {
         actor: ObjectId,
         /// The method body.
         f: MethodFn,
+    },
+    /// Call an async method of an actor; runs after the actor's earlier
+    /// calls, and the next one waits until its future is done.
+    AsyncMethod {
+        /// The actor's id.
+        actor: ObjectId,
+        /// The method body.
+        f: AsyncMethodFn,
     },
     /// Stop an actor (MISSION M6).
     Kill {
@@ -60,6 +87,8 @@ impl std::fmt::Debug for Work {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Task(_) => f.write_str("Task"),
+            Self::AsyncTask(_) => f.write_str("AsyncTask"),
+            Self::AsyncMethod { actor, .. } => write!(f, "AsyncMethod({actor})"),
             Self::NewActor { actor, .. } => write!(f, "NewActor({actor})"),
             Self::Method { actor, .. } => write!(f, "Method({actor})"),
             Self::Kill { actor } => write!(f, "Kill({actor})"),
@@ -82,4 +111,6 @@ pub struct Call {
     pub consumer: u64,
     /// What to run.
     pub work: Work,
+    /// The call's name (`Party::named`), for errors and logs.
+    pub name: Option<Arc<str>>,
 }

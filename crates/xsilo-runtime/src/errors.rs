@@ -73,25 +73,29 @@ impl fmt::Display for TaskError {
 #[non_exhaustive]
 pub enum RuntimeError {
     /// A task or actor method failed in this party (MISSION E1).
-    #[error("object {object} failed in party '{party}': {error}")]
+    #[error("{} failed in party '{party}': {error}", what(.name.as_deref(), .object))]
     Task {
         /// The party where it ran (this one).
         party: PartyName,
         /// The object it was to produce.
         object: ObjectId,
+        /// The call's name, if it was given one (`Party::named`).
+        name: Option<std::sync::Arc<str>>,
         /// The full local error.
-        error: TaskError,
+        error: Box<TaskError>,
     },
     /// An object this party needed failed in another party (MISSION E2).
     /// Only the kind and origin cross the silo boundary unless the origin
     /// enabled `expose_error_trace` (MISSION E4).
-    #[error("{}", remote_text(.origin, .object, .kind, .message.as_deref(), .causes))]
+    #[error("{}", remote_text(.origin, .object, .name.as_deref(), .kind, .message.as_deref(), .causes))]
     Remote {
         /// The party where the failure began.
         origin: PartyName,
         /// The object that failed there (the failure may have reached us
         /// through objects that depend on it).
         object: ObjectId,
+        /// The name of the call that failed there, if it had one.
+        name: Option<std::sync::Arc<str>>,
         /// The error's kind.
         kind: String,
         /// Its message, if the origin exposes it.
@@ -199,6 +203,9 @@ pub enum RuntimeError {
     /// The runtime was started outside an actix System.
     #[error("xsilo must run inside an actix System: wrap the driver in xsilo::block_on")]
     NoSystem,
+    /// The runtime could not start (threads, the worker pool).
+    #[error("the runtime could not start: {0}")]
+    Setup(String),
     /// A bounded wait passed.
     #[error("{what} did not finish within {after:?}")]
     Timeout {
@@ -209,14 +216,26 @@ pub enum RuntimeError {
     },
 }
 
+/// "task 'train' (object #12)" for a named call, "object #12" otherwise.
+fn what(name: Option<&str>, object: &ObjectId) -> String {
+    match name {
+        Some(name) => format!("task '{name}' (object {object})"),
+        None => format!("object {object}"),
+    }
+}
+
 fn remote_text(
     origin: &PartyName,
     object: &ObjectId,
+    name: Option<&str>,
     kind: &str,
     message: Option<&str>,
     causes: &[String],
 ) -> String {
-    let mut text = format!("RemoteError: object {object} failed in party '{origin}' ({kind})");
+    let mut text = format!(
+        "RemoteError: {} failed in party '{origin}' ({kind})",
+        what(name, object)
+    );
     match message {
         Some(m) => {
             text.push_str(": ");
@@ -248,6 +267,7 @@ pub(crate) fn error_kind(e: &RuntimeError) -> &str {
         RuntimeError::ShutDown { .. } => "ShutDown",
         RuntimeError::ActorGone(_) => "Internal",
         RuntimeError::Timeout { .. } => "Timeout",
+        RuntimeError::Setup(_) => "Setup",
         RuntimeError::NoSystem => "NoSystem",
     }
 }
@@ -265,6 +285,7 @@ pub(crate) fn crosses(error: &RuntimeError) -> bool {
             | RuntimeError::UnknownParty { .. }
             | RuntimeError::ActorGone(_)
             | RuntimeError::NoSystem
+            | RuntimeError::Setup(_)
     )
 }
 
@@ -280,19 +301,30 @@ pub(crate) fn frame_for(
     error: &RuntimeError,
     expose: bool,
 ) -> RemoteErrorFrame {
-    let (origin, origin_object, message, causes) = match error {
+    let (origin, origin_object, name, message, causes) = match error {
         RuntimeError::Remote {
             origin,
             object: at,
+            name,
             message,
             causes,
             ..
-        } => (origin.clone(), *at, message.clone(), causes.clone()),
+        } => (
+            origin.clone(),
+            *at,
+            name.as_deref().map(str::to_owned),
+            message.clone(),
+            causes.clone(),
+        ),
         RuntimeError::Task {
-            object: at, error, ..
+            object: at,
+            name,
+            error,
+            ..
         } => (
             me.clone(),
             *at,
+            name.as_deref().map(str::to_owned),
             expose.then(|| error.message.clone()),
             if expose {
                 error.causes.clone()
@@ -303,6 +335,7 @@ pub(crate) fn frame_for(
         other => (
             me.clone(),
             object,
+            None,
             expose.then(|| other.to_string()),
             Vec::new(),
         ),
@@ -315,6 +348,7 @@ pub(crate) fn frame_for(
         message,
         causes,
         fingerprint: Some(fingerprint),
+        name,
     }
 }
 
@@ -339,6 +373,7 @@ pub(crate) fn from_frame(frame: &RemoteErrorFrame) -> RuntimeError {
     RuntimeError::Remote {
         origin: frame.origin.clone(),
         object: frame.origin_object,
+        name: frame.name.as_deref().map(std::sync::Arc::from),
         kind: frame.kind.clone(),
         message: frame.message.clone(),
         causes: frame.causes.clone(),
@@ -358,11 +393,12 @@ mod tests {
         RuntimeError::Task {
             party: p("alice"),
             object: ObjectId(3),
-            error: TaskError {
+            name: None,
+            error: Box::new(TaskError {
                 kind: "TrainingDiverged".into(),
                 message: "loss is NaN for patient 1234".into(),
                 causes: vec!["gradient overflow".into()],
-            },
+            }),
         }
     }
 
@@ -387,6 +423,30 @@ mod tests {
             from_frame(&exposed).to_string(),
             "RemoteError: object #3 failed in party 'alice' (TrainingDiverged): loss is NaN for \
              patient 1234: gradient overflow"
+        );
+    }
+
+    #[test]
+    fn a_named_call_is_named_where_it_fails_and_where_it_crosses() {
+        let error = RuntimeError::Task {
+            party: p("alice"),
+            object: ObjectId(12),
+            name: Some("train".into()),
+            error: Box::new(TaskError {
+                kind: "TrainingDiverged".into(),
+                message: "loss is NaN".into(),
+                causes: vec![],
+            }),
+        };
+        assert_eq!(
+            error.to_string(),
+            "task 'train' (object #12) failed in party 'alice': TrainingDiverged: loss is NaN"
+        );
+        let crossed = from_frame(&frame_for(&p("alice"), ObjectId(12), 1, &error, false));
+        assert_eq!(
+            crossed.to_string(),
+            "RemoteError: task 'train' (object #12) failed in party 'alice' (TrainingDiverged); \
+             details hidden (the origin sets expose_error_trace = false)"
         );
     }
 
@@ -478,6 +538,10 @@ mod tests {
                     reason: "it was killed".into(),
                 },
                 "actor #1 of party 'bob' is not available: it was killed",
+            ),
+            (
+                RuntimeError::Setup("no threads".into()),
+                "the runtime could not start: no threads",
             ),
             (
                 RuntimeError::ShutDown { party: p("bob") },

@@ -45,12 +45,17 @@ use xsilo_wire::{JobName, ObjectId, PartyName};
 
 use actors::objects::Objects;
 use actors::supervisor::Supervisor;
-pub use call::{Call, CtorFn, MethodFn, ObjRef, TaskFn, Work};
+pub use call::{
+    AsyncMethodFn, AsyncTaskFn, BoxFuture, Call, CtorFn, MethodFn, ObjRef, TaskFn, Work,
+};
 pub use errors::{RuntimeError, TaskError};
-pub use options::{FailureHandler, RuntimeOptions};
+pub use options::{default_workers, FailureHandler, RuntimeOptions};
 pub use stats::{Counts, Stats};
 
-/// The running actors of one party. Cheap to clone.
+/// The running control plane of one party: a handle the driver's code
+/// uses from any thread or executor. Cheap to clone. When the last clone is
+/// dropped, a party started with [`Runtime::launch`] shuts down (if it has
+/// not) and its control thread ends.
 #[derive(Clone)]
 pub struct Runtime {
     party: PartyName,
@@ -58,6 +63,18 @@ pub struct Runtime {
     peers: Vec<PartyName>,
     objects: Addr<Objects>,
     supervisor: Addr<Supervisor>,
+    _alive: Arc<KeepAlive>,
+}
+
+/// Dropped with the last [`Runtime`] clone: tells the control thread.
+struct KeepAlive(Option<oneshot::Sender<()>>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -93,10 +110,76 @@ impl Releaser {
 }
 
 impl Runtime {
+    /// Starts party's control plane on a thread of its own (an actix
+    /// System: the actors and the transport's I/O, and nothing else), from
+    /// any executor or none: `make` runs on that thread and builds the
+    /// transport there (a QUIC endpoint lives on the runtime that made
+    /// it). User code never runs on that thread; it runs on the worker pool
+    /// (`RuntimeOptions::workers`) and the async executor beside it.
+    pub async fn launch<F, Fut, E>(make: F, options: RuntimeOptions) -> Result<Self, E>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Arc<dyn Transport>, E>> + 'static,
+        E: From<RuntimeError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<Self, E>>();
+        let thread = std::thread::Builder::new()
+            .name("xsilo-control".into())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                system.block_on(async move {
+                    let transport = match make().await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let (stop_tx, stop_rx) = oneshot::channel();
+                    match Self::start_with(transport, options, stop_tx) {
+                        Ok(rt) => {
+                            let supervisor = rt.supervisor.clone();
+                            if tx.send(Ok(rt)).is_err() {
+                                return;
+                            }
+                            // Until the last handle is gone; then finish
+                            // the job if the driver did not.
+                            let _ = stop_rx.await;
+                            let (done_tx, done_rx) = oneshot::channel();
+                            supervisor.do_send(messages::Shutdown(done_tx));
+                            let _ = done_rx.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(E::from(e)));
+                        }
+                    }
+                });
+            });
+        if let Err(e) = thread {
+            return Err(E::from(RuntimeError::Setup(format!(
+                "cannot start the control thread: {e}"
+            ))));
+        }
+        rx.await
+            .unwrap_or(Err(E::from(RuntimeError::ActorGone("control thread"))))
+    }
+
     /// Starts the actors on the current actix System, over `transport`.
+    /// Prefer [`Runtime::launch`], which gives the control plane a thread
+    /// of its own; with `start`, the System's thread is the control thread,
+    /// and the caller must keep it free of long work.
     pub fn start(
         transport: Arc<dyn Transport>,
         options: RuntimeOptions,
+    ) -> Result<Self, RuntimeError> {
+        let (stop, _) = oneshot::channel();
+        Self::start_with(transport, options, stop)
+    }
+
+    fn start_with(
+        transport: Arc<dyn Transport>,
+        options: RuntimeOptions,
+        stop: oneshot::Sender<()>,
     ) -> Result<Self, RuntimeError> {
         if actix_rt::System::try_current().is_none()
             || tokio::runtime::Handle::try_current().is_err()
@@ -110,8 +193,9 @@ impl Runtime {
         let events = transport
             .take_events()
             .ok_or(RuntimeError::ActorGone("transport events (already taken)"))?;
+        let pool = actors::objects::Pool::new(&party, options.workers)?;
         let handle_signals = options.handle_signals;
-        let (supervisor, objects) = Supervisor::launch(transport, events, options);
+        let (supervisor, objects) = Supervisor::launch(transport, events, pool, options);
         let objects = objects.ok_or(RuntimeError::ActorGone("objects"))?;
         if handle_signals {
             actors::supervisor::watch_signals(supervisor.clone());
@@ -123,6 +207,7 @@ impl Runtime {
             peers,
             objects,
             supervisor,
+            _alive: Arc::new(KeepAlive(Some(stop))),
         })
     }
 
@@ -162,31 +247,10 @@ impl Runtime {
     /// C6): we connected to it, or it connected to us (a fast peer may
     /// finish and leave before our own dial would reach it).
     pub async fn barrier(&self, bound: Duration) -> Result<(), RuntimeError> {
-        let (tx, rx) = oneshot::channel();
-        self.supervisor.do_send(messages::Barrier(tx));
-        let all = async {
-            let waits = rx
-                .await
-                .map_err(|_| RuntimeError::ActorGone("supervisor"))?;
-            for w in waits {
-                w.await.unwrap_or(Err(RuntimeError::ActorGone("link")))?;
-            }
-            Ok::<(), RuntimeError>(())
-        };
-        match tokio::time::timeout(bound, all).await {
-            Ok(r) => r,
-            Err(_) => Err(RuntimeError::Timeout {
-                what: format!(
-                    "the barrier (reaching {})",
-                    self.peers
-                        .iter()
-                        .map(PartyName::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                after: bound,
-            }),
-        }
+        let (reply, rx) = oneshot::channel();
+        self.supervisor.do_send(messages::Barrier { bound, reply });
+        rx.await
+            .unwrap_or(Err(RuntimeError::ActorGone("supervisor")))
     }
 
     /// Aborts the job from this party (for example when start-up failed):

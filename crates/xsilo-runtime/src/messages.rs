@@ -220,12 +220,13 @@ pub(crate) struct AbortJob(pub(crate) String);
 #[rtype(result = "()")]
 pub(crate) struct Signal(pub(crate) &'static str);
 
-/// Wait until every peer is up.
+/// Wait, at most `bound`, until every peer is up.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Barrier(
-    pub(crate) oneshot::Sender<Vec<oneshot::Receiver<Result<(), RuntimeError>>>>,
-);
+pub(crate) struct Barrier {
+    pub(crate) bound: std::time::Duration,
+    pub(crate) reply: oneshot::Sender<Result<(), RuntimeError>>,
+}
 
 /// Statistics of the party.
 #[derive(Message)]

@@ -27,6 +27,11 @@ pub struct RuntimeOptions {
     pub continue_waiting_for_data_sending_on_error: bool,
     /// Run on unintended shutdown, exactly once (MISSION E5).
     pub failure_handler: Option<FailureHandler>,
+    /// How many task bodies and actor methods run at once, each on a worker
+    /// thread of its own, never on the control thread (MISSION X1, X2);
+    /// async bodies run on as many executor threads. Default: the cores
+    /// available to the process.
+    pub workers: usize,
     /// SIGINT and SIGTERM are unintended shutdowns (MISSION E9). Default
     /// false; `xsilo::init` turns it on. Only one runtime per process should.
     pub handle_signals: bool,
@@ -53,6 +58,7 @@ impl std::fmt::Debug for RuntimeOptions {
                 &self.continue_waiting_for_data_sending_on_error,
             )
             .field("failure_handler", &self.failure_handler.is_some())
+            .field("workers", &self.workers)
             .field("handle_signals", &self.handle_signals)
             .field("finish_wait", &self.finish_wait)
             .field("exit_process", &self.exit_process)
@@ -68,9 +74,15 @@ impl Default for RuntimeOptions {
             exit_on_sending_failure: false,
             continue_waiting_for_data_sending_on_error: false,
             failure_handler: None,
+            workers: default_workers(),
             handle_signals: false,
             finish_wait: Duration::from_secs(10),
             exit_process: false,
         }
     }
+}
+
+/// The cores available to this process (1 if unknown).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

@@ -195,6 +195,7 @@ async fn a_control_frame_overtakes_a_stalled_large_transfer() {
         message: None,
         causes: vec![],
         fingerprint: None,
+        name: None,
     });
     within(
         STEP,

@@ -150,6 +150,10 @@ pub struct RemoteErrorFrame {
     /// a failure is checked for divergence like a value (MISSION M8).
     #[serde(default)]
     pub fingerprint: Option<u64>,
+    /// The name of the call that failed at the origin, if it had one
+    /// (carried for error messages).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The header that opens a data stream. The payload's raw bytes follow it.

@@ -35,6 +35,7 @@ fn control() -> impl Strategy<Value = ControlFrame> {
                     message,
                     causes,
                     fingerprint: (id % 3 == 0).then_some(id ^ 0x5a5a),
+                    name: (id % 5 == 0).then(|| "train".to_owned()),
                 })
             ),
         ".{0,100}".prop_map(|reason| ControlFrame::Abort { reason }),

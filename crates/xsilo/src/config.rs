@@ -233,6 +233,37 @@ impl RetryConfig {
     }
 }
 
+/// Where a party runs its user code (the `[execution]` table; MISSION X1,
+/// X2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ExecutionConfig {
+    /// How many task bodies and actor methods run at once, each on a worker
+    /// thread, never on the control thread that keeps the connections
+    /// alive; async bodies run on as many executor threads. `None` (the
+    /// default): the cores available to the process. More than the cores
+    /// helps only for bodies that block on I/O (prefer `task_async` there);
+    /// fewer leaves cores to other work on the machine. From 1 to 1024.
+    pub workers: Option<usize>,
+}
+
+impl ExecutionConfig {
+    /// The number of workers to start.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(xsilo_runtime::default_workers)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.workers {
+            Some(n) if !(1..=1024).contains(&n) => Err(invalid(
+                "execution.workers",
+                format!("{n} workers: give from 1 to 1024 (or leave it out for one per core)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Communication settings shared by every party of the job (the
 /// `[communication]` table). `Default` gives the documented defaults, which
 /// are RayFed's where RayFed has the setting.
@@ -397,6 +428,8 @@ pub struct Config {
     pub tls: Option<TlsPaths>,
     /// Communication settings (the `[communication]` table).
     pub comm: CommConfig,
+    /// Where user code runs (the `[execution]` table).
+    pub execution: ExecutionConfig,
     /// Per-party overrides (the `[overrides.<party>]` tables).
     pub overrides: BTreeMap<PartyName, PartyOverride>,
 }
@@ -423,6 +456,7 @@ impl Config {
             parties: map,
             tls: None,
             comm: CommConfig::default(),
+            execution: ExecutionConfig::default(),
             overrides: BTreeMap::new(),
         };
         config.validate()?;
@@ -482,6 +516,7 @@ impl Config {
             ));
         }
         self.comm.validate()?;
+        self.execution.validate()?;
         for (party, o) in &self.overrides {
             let prefix = key_path("overrides", party.as_str());
             if !self.parties.contains_key(party) {
@@ -644,6 +679,8 @@ struct RawConfig {
     tls: Option<RawTls>,
     #[serde(default)]
     communication: RawComm,
+    #[serde(default, skip_serializing_if = "RawExecution::is_empty")]
+    execution: RawExecution,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     overrides: BTreeMap<String, RawOverride>,
 }
@@ -701,6 +738,19 @@ struct RawComm {
     continue_waiting_for_data_sending_on_error: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawExecution {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workers: Option<usize>,
+}
+
+impl RawExecution {
+    fn is_empty(&self) -> bool {
+        self.workers.is_none()
+    }
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -808,6 +858,9 @@ impl RawConfig {
             parties,
             tls,
             comm,
+            execution: ExecutionConfig {
+                workers: self.execution.workers,
+            },
             overrides,
         })
     }
@@ -845,6 +898,9 @@ impl RawConfig {
                     max_backoff: Some(c.retry.max_backoff),
                     multiplier: Some(c.retry.multiplier),
                 }),
+            },
+            execution: RawExecution {
+                workers: config.execution.workers,
             },
             overrides: config
                 .overrides

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use xsilo_runtime::{Call, ObjRef, Releaser, Runtime, RuntimeError, Stats, TaskError, Work};
+use xsilo_runtime::{
+    BoxFuture, Call, ObjRef, Releaser, Runtime, RuntimeError, Stats, TaskError, Work,
+};
 use xsilo_wire::{ObjectId, PartyName};
 
 use crate::args::FedArgs;
@@ -40,6 +42,14 @@ impl std::fmt::Debug for Fed {
             .field("party", self.inner.rt.party())
             .field("job", self.inner.rt.job())
             .finish()
+    }
+}
+
+fn type_mismatch<T>(actor: ObjectId) -> TaskError {
+    TaskError {
+        kind: "ActorTypeMismatch".into(),
+        message: format!("actor {actor} is not a {}", std::any::type_name::<T>()),
+        causes: Vec::new(),
     }
 }
 
@@ -96,28 +106,40 @@ impl Fed {
                 .collect::<Vec<_>>()
                 .join(", "),
         });
-        Party { fed: self, name }
+        Party {
+            fed: self,
+            name,
+            label: None,
+        }
     }
 
     fn next_id(&self) -> ObjectId {
         ObjectId(self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    fn outputs(&self, owner: &PartyName, count: usize, site: &Location<'_>) -> Vec<ObjRef> {
+    fn outputs(
+        &self,
+        owner: &PartyName,
+        count: usize,
+        site: &Location<'_>,
+        label: Option<&str>,
+    ) -> Vec<ObjRef> {
         (0..count)
             .map(|i| ObjRef {
                 id: self.next_id(),
                 owner: owner.clone(),
-                fingerprint: fingerprint(site, i),
+                fingerprint: fingerprint(site, i, label),
             })
             .collect()
     }
 
     /// Submits a call on `party` (or fails its outputs if the party is
     /// unknown) and returns the output refs.
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         party: &Result<PartyName, RuntimeError>,
+        label: &Option<Arc<str>>,
         inputs: Vec<ObjRef>,
         count: usize,
         site: &Location<'_>,
@@ -127,7 +149,7 @@ impl Fed {
             Ok(p) => (p.clone(), None),
             Err(e) => (self.me().clone(), Some(Work::Fail(e.clone()))),
         };
-        let outputs = self.outputs(&owner, count, site);
+        let outputs = self.outputs(&owner, count, site, label.as_deref());
         let work = match failed {
             Some(w) => w,
             None => work(&outputs),
@@ -138,6 +160,7 @@ impl Fed {
             consumer: outputs.first().map_or(0, |o| o.id.0),
             outputs: outputs.clone(),
             work,
+            name: label.clone(),
         });
         outputs
     }
@@ -178,9 +201,80 @@ impl Fed {
 pub struct Party<'f> {
     fed: &'f Fed,
     name: Result<PartyName, RuntimeError>,
+    label: Option<Arc<str>>,
 }
 
 impl Party<'_> {
+    /// Names the calls made through this `Party`: the name goes into their
+    /// call-site fingerprint, their log lines and their errors, for example
+    /// `task 'train' (object #12) failed in party 'alice' (TrainingDiverged)`.
+    /// Every party's driver gives the same names (a name that differs is a
+    /// divergence, M8).
+    ///
+    /// ```no_run
+    /// # async fn f(fed: &xsilo::Fed) {
+    /// let model = fed.party("alice").named("train").task((), |()| vec![0.5f32; 4]);
+    /// # }
+    /// ```
+    pub fn named(mut self, name: &str) -> Self {
+        self.label = Some(Arc::from(name));
+        self
+    }
+
+    /// Like [`Party::task`] for I/O-bound work: `f` returns a future, which
+    /// runs on the party's async executor (not holding a worker while it
+    /// waits), concurrently with other bodies.
+    ///
+    /// ```no_run
+    /// # async fn f(fed: &xsilo::Fed) {
+    /// let rows = fed.party("bob").task_async((), |()| async {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    ///     42u64
+    /// });
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn task_async<A, R, F, Fut>(&self, args: A, f: F) -> FedObject<R>
+    where
+        A: FedArgs + Send + 'static,
+        R: Value,
+        F: FnOnce(A::Value) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+    {
+        self.try_task_async(args, move |v| {
+            let fut = f(v);
+            async move { Ok::<R, std::convert::Infallible>(fut.await) }
+        })
+    }
+
+    /// Like [`Party::task_async`] for a fallible future: an `Err` (or a
+    /// panic) makes the FedObject an error (MISSION E1).
+    #[track_caller]
+    pub fn try_task_async<A, R, E, F, Fut>(&self, args: A, f: F) -> FedObject<R>
+    where
+        A: FedArgs + Send + 'static,
+        R: Value,
+        E: std::error::Error + 'static,
+        F: FnOnce(A::Value) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let site = Location::caller();
+        let mut inputs = Vec::new();
+        args.refs(&mut inputs);
+        let outputs = self
+            .fed
+            .submit(&self.name, &self.label, inputs, 1, site, |_| {
+                Work::AsyncTask(Box::new(move |values: Vec<Bytes>| {
+                    let v = args.resolve(&mut values.into_iter()).map_err(decode_error);
+                    Box::pin(async move {
+                        let r = f(v?).await.map_err(|e| TaskError::from_error(&e))?;
+                        Ok(vec![encode_one(&r)?])
+                    })
+                }))
+            });
+        self.fed.handle(&outputs[0])
+    }
+
     /// Runs `f` on the inputs' values in this party; its result is a
     /// FedObject owned by this party. Other parties only advance their
     /// sequence and push the inputs they own here.
@@ -207,15 +301,17 @@ impl Party<'_> {
         let site = Location::caller();
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
-        let outputs = self.fed.submit(&self.name, inputs, 1, site, |_| {
-            Work::Task(Box::new(move |values: Vec<Bytes>| {
-                let v = args
-                    .resolve(&mut values.into_iter())
-                    .map_err(decode_error)?;
-                let r = f(v).map_err(|e| TaskError::from_error(&e))?;
-                Ok(vec![encode_one(&r)?])
-            }))
-        });
+        let outputs = self
+            .fed
+            .submit(&self.name, &self.label, inputs, 1, site, |_| {
+                Work::Task(Box::new(move |values: Vec<Bytes>| {
+                    let v = args
+                        .resolve(&mut values.into_iter())
+                        .map_err(decode_error)?;
+                    let r = f(v).map_err(|e| TaskError::from_error(&e))?;
+                    Ok(vec![encode_one(&r)?])
+                }))
+            });
         self.fed.handle(&outputs[0])
     }
 
@@ -231,14 +327,16 @@ impl Party<'_> {
         let site = Location::caller();
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
-        let outputs = self.fed.submit(&self.name, inputs, R::COUNT, site, |_| {
-            Work::Task(Box::new(move |values: Vec<Bytes>| {
-                let v = args
-                    .resolve(&mut values.into_iter())
-                    .map_err(decode_error)?;
-                f(v).encode_all()
-            }))
-        });
+        let outputs = self
+            .fed
+            .submit(&self.name, &self.label, inputs, R::COUNT, site, |_| {
+                Work::Task(Box::new(move |values: Vec<Bytes>| {
+                    let v = args
+                        .resolve(&mut values.into_iter())
+                        .map_err(decode_error)?;
+                    f(v).encode_all()
+                }))
+            });
         R::handles(&outputs, &self.fed.inner.release)
     }
 
@@ -268,6 +366,7 @@ impl Party<'_> {
             outputs: Vec::new(),
             consumer: id.0,
             work,
+            name: self.label.clone(),
         });
         Actor {
             inner: Arc::new(ActorInner {
@@ -275,6 +374,7 @@ impl Party<'_> {
                 id,
                 owner: self.name.clone(),
             }),
+            label: self.label.clone(),
             _state: PhantomData,
         }
     }
@@ -299,6 +399,7 @@ impl Drop for ActorInner {
 /// the last clone of its handle is dropped (in every party alike).
 pub struct Actor<T> {
     inner: Arc<ActorInner>,
+    label: Option<Arc<str>>,
     _state: PhantomData<fn() -> T>,
 }
 
@@ -306,6 +407,7 @@ impl<T> Clone for Actor<T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            label: self.label.clone(),
             _state: PhantomData,
         }
     }
@@ -373,6 +475,72 @@ impl<T: Send + 'static> Actor<T> {
         R::handles(&outputs, &self.inner.fed.inner.release)
     }
 
+    /// This actor's handle, naming the calls made through it (see
+    /// [`Party::named`]).
+    pub fn named(&self, name: &str) -> Self {
+        Self {
+            label: Some(Arc::from(name)),
+            ..self.clone()
+        }
+    }
+
+    /// Calls an async method, for I/O-bound work: `f` gets the state and the
+    /// arguments' values and returns a boxed future that may borrow the
+    /// state; it runs on the party's async executor. The actor's calls, sync
+    /// and async, still run one at a time in the order they were made: the
+    /// next waits until this future is done.
+    ///
+    /// ```no_run
+    /// # async fn f(fed: &xsilo::Fed) {
+    /// struct Cache(Vec<u64>);
+    /// let cache = fed.party("bob").actor(|| Cache(Vec::new()));
+    /// let n = cache.call_async((), |c, ()| Box::pin(async move {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    ///     c.0.push(1);
+    ///     c.0.len()
+    /// }));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn call_async<A, R, F>(&self, args: A, f: F) -> FedObject<R>
+    where
+        A: FedArgs + Send + 'static,
+        R: Value,
+        F: for<'a> FnOnce(&'a mut T, A::Value) -> BoxFuture<'a, R> + Send + 'static,
+    {
+        let site = Location::caller();
+        let mut inputs = Vec::new();
+        args.refs(&mut inputs);
+        let actor = self.inner.id;
+        let outputs =
+            self.inner
+                .fed
+                .submit(&self.inner.owner, &self.label, inputs, 1, site, move |_| {
+                    Work::AsyncMethod {
+                        actor,
+                        f: Box::new(move |state, values| {
+                            let Some(state) = state.downcast_mut::<T>() else {
+                                let e = type_mismatch::<T>(actor);
+                                return Box::pin(async move { Err(e) });
+                            };
+                            let v = match args.resolve(&mut values.into_iter()) {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    let e = decode_error(e);
+                                    return Box::pin(async move { Err(e) });
+                                }
+                            };
+                            let fut = f(state, v);
+                            Box::pin(async move {
+                                let r = fut.await;
+                                Ok(vec![encode_one(&r)?])
+                            })
+                        }),
+                    }
+                });
+        self.inner.fed.handle(&outputs[0])
+    }
+
     fn method<A, F>(&self, args: A, count: usize, site: &Location<'_>, f: F) -> Vec<ObjRef>
     where
         A: FedArgs + Send + 'static,
@@ -381,29 +549,25 @@ impl<T: Send + 'static> Actor<T> {
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
         let actor = self.inner.id;
-        self.inner
-            .fed
-            .submit(&self.inner.owner, inputs, count, site, move |_| {
-                Work::Method {
-                    actor,
-                    f: Box::new(move |state, values| {
-                        let Some(state) = state.downcast_mut::<T>() else {
-                            return Err(TaskError {
-                                kind: "ActorTypeMismatch".into(),
-                                message: format!(
-                                    "actor {actor} is not a {}",
-                                    std::any::type_name::<T>()
-                                ),
-                                causes: Vec::new(),
-                            });
-                        };
-                        let v = args
-                            .resolve(&mut values.into_iter())
-                            .map_err(decode_error)?;
-                        f(state, v)
-                    }),
-                }
-            })
+        self.inner.fed.submit(
+            &self.inner.owner,
+            &self.label,
+            inputs,
+            count,
+            site,
+            move |_| Work::Method {
+                actor,
+                f: Box::new(move |state, values| {
+                    let Some(state) = state.downcast_mut::<T>() else {
+                        return Err(type_mismatch::<T>(actor));
+                    };
+                    let v = args
+                        .resolve(&mut values.into_iter())
+                        .map_err(decode_error)?;
+                    f(state, v)
+                }),
+            },
+        )
     }
 
     /// Stops the actor in its party (MISSION M6). Calls made before `kill`
@@ -418,6 +582,7 @@ impl<T: Send + 'static> Actor<T> {
                 work: Work::Kill {
                     actor: self.inner.id,
                 },
+                name: None,
             });
         }
     }

@@ -50,20 +50,36 @@ use std::sync::Arc;
 
 pub use args::FedArgs;
 pub use bytes::Bytes;
-pub use config::{CommConfig, Config, ConfigError, PartyOverride, RetryConfig, TlsPaths};
+pub use config::{
+    CommConfig, Config, ConfigError, ExecutionConfig, PartyOverride, RetryConfig, TlsPaths,
+};
 pub use error::Error;
 pub use fed::{Actor, Fed, Party};
 pub use object::{FedObject, Returns};
 pub use sim::{SimNetwork, Simulation};
 pub use value::Value;
-pub use xsilo_runtime::{Counts, RuntimeError, Stats, TaskError};
+pub use xsilo_runtime::{BoxFuture, Counts, RuntimeError, Stats, TaskError};
 pub use xsilo_transport::TransportError;
 pub use xsilo_wire::{JobName, ObjectId, PartyName};
 
-/// Runs `fut` on a new single-threaded runtime (an actix System), the
-/// runtime every xsilo party runs on. Use it around your driver in `main`.
+/// Runs `fut` to completion on a new single-threaded tokio runtime, for a
+/// driver in a plain `fn main`. A party's control plane always runs on a
+/// thread of its own and its user code on its worker pool, so the driver
+/// may equally run inside any tokio application (`#[tokio::main]`, or a
+/// runtime of its own). Tasks may be spawned with `tokio::task::spawn_local`
+/// inside `fut`.
+///
+/// # Panics
+///
+/// If the operating system refuses the runtime's timer or I/O driver (it
+/// then has no threads or descriptors left for anything else either).
+#[allow(clippy::expect_used)]
 pub fn block_on<F: Future>(fut: F) -> F::Output {
-    actix_rt::System::new().block_on(fut)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime");
+    tokio::task::LocalSet::new().block_on(&rt, fut)
 }
 
 /// What [`init_with`] takes besides the configuration.
@@ -131,9 +147,6 @@ pub async fn init(config: Config, party: &str) -> Result<Fed, Error> {
 
 /// [`init`] with options: a sending-failure handler, signal handling.
 pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result<Fed, Error> {
-    if actix_rt::System::try_current().is_none() {
-        return Err(Error::Runtime(RuntimeError::NoSystem));
-    }
     let party: PartyName = party.parse().map_err(|e: xsilo_wire::NameError| {
         Error::Config(ConfigError::Invalid {
             key: "party".into(),
@@ -148,15 +161,29 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
     options.failure_handler = init.sending_failure_handler;
     options.handle_signals = init.handle_signals;
     options.exit_process = init.exit_process;
-    let transport = xsilo_transport::QuicTransport::bind(
+    options.workers = config.execution.workers();
+    let (job, listen, book) = (
         config.job.clone(),
-        party.clone(),
         config.listen_addr(&party)?,
         config.address_book(&party),
-        &tls,
-        transport_config,
-    )?;
-    let rt = xsilo_runtime::Runtime::start(Arc::new(transport), options)?;
+    );
+    let me = party.clone();
+    let rt = xsilo_runtime::Runtime::launch(
+        move || async move {
+            // On the control thread: the endpoint lives on its runtime.
+            let transport = xsilo_transport::QuicTransport::bind(
+                job,
+                me,
+                listen,
+                book,
+                &tls,
+                transport_config,
+            )?;
+            Ok::<_, Error>(Arc::new(transport) as Arc<dyn xsilo_transport::Transport>)
+        },
+        options,
+    )
+    .await?;
     if config.comm.barrier_on_initializing {
         if let Err(e) = rt.barrier(config.comm.barrier_timeout).await {
             // Tell whoever we can reach, and keep answering dials a moment,

@@ -91,16 +91,20 @@ impl<T> fmt::Debug for FedObject<T> {
     }
 }
 
-/// The fingerprint of a call site and output index: FNV-1a of the source
-/// file, line, column, and the index. Stable across processes, builds and
-/// machines running the same source.
-pub(crate) fn fingerprint(site: &Location<'_>, index: usize) -> u64 {
+/// The fingerprint of a call site, output index and call name: FNV-1a of
+/// the source file, line, column, the index and the name (if any). Stable
+/// across processes, builds and machines running the same source.
+pub(crate) fn fingerprint(site: &Location<'_>, index: usize, name: Option<&str>) -> u64 {
     let mut h = fnv::FnvHasher::default();
     // Explicit little-endian bytes: the same on every architecture.
     h.write(site.file().as_bytes());
     h.write(&site.line().to_le_bytes());
     h.write(&site.column().to_le_bytes());
     h.write(&(index as u64).to_le_bytes());
+    if let Some(name) = name {
+        h.write(&(name.len() as u64).to_le_bytes());
+        h.write(name.as_bytes());
+    }
     h.finish()
 }
 

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use xsilo_runtime::{Runtime, RuntimeOptions};
+use xsilo_runtime::{Runtime, RuntimeError, RuntimeOptions};
 use xsilo_transport::devcert::DevCa;
 use xsilo_transport::{MemoryNetwork, PeerAddress, QuicEndpoint, Transport};
 use xsilo_wire::{JobName, PartyName};
@@ -53,6 +53,7 @@ pub struct Simulation {
     parties: Vec<PartyName>,
     network: SimNetwork,
     comm: CommConfig,
+    workers: Option<usize>,
 }
 
 impl Simulation {
@@ -84,6 +85,7 @@ impl Simulation {
             parties: names,
             network: SimNetwork::Memory,
             comm: CommConfig::default(),
+            workers: None,
         })
     }
 
@@ -99,54 +101,92 @@ impl Simulation {
         self
     }
 
-    async fn transports(&self) -> Result<Vec<Arc<dyn Transport>>, Error> {
+    /// Uses `n` workers in every party (default: one per core).
+    pub fn with_workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// Starts every party, each on a control thread of its own.
+    async fn start(&self) -> Result<Vec<Fed>, Error> {
+        let mut options = runtime_options(&self.comm);
+        if let Some(n) = self.workers {
+            options.workers = n;
+        }
         let config = self.comm.transport_config();
+        let mut launches = Vec::new();
         match self.network {
             SimNetwork::Memory => {
                 let net = MemoryNetwork::new();
-                self.parties
-                    .iter()
-                    .map(|p| {
-                        net.join(&self.job, p, &self.parties, config.clone())
-                            .map(|t| Arc::new(t) as Arc<dyn Transport>)
-                            .map_err(Error::from)
-                    })
-                    .collect()
+                for p in &self.parties {
+                    let t = net.join(&self.job, p, &self.parties, config.clone())?;
+                    launches.push(tokio::task::spawn_local(Runtime::launch(
+                        move || async move { Ok::<_, Error>(Arc::new(t) as Arc<dyn Transport>) },
+                        options.clone(),
+                    )));
+                }
             }
             SimNetwork::Quic => {
                 let ca = DevCa::new().map_err(|e| {
                     Error::Setup(xsilo_transport::SetupError::AddressBook(e.to_string()))
                 })?;
                 let any = SocketAddr::from(([127, 0, 0, 1], 0));
-                let mut endpoints = Vec::new();
+                let mut addrs = Vec::new();
+                let mut books = Vec::new();
                 for p in &self.parties {
-                    endpoints.push(QuicEndpoint::bind(
-                        p.clone(),
-                        any,
-                        &ca.identity(p)?,
-                        config.clone(),
-                    )?);
+                    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+                    let (book_tx, book_rx) =
+                        tokio::sync::oneshot::channel::<BTreeMap<PartyName, PeerAddress>>();
+                    let identity = ca.identity(p)?;
+                    let (party, job, config) = (p.clone(), self.job.clone(), config.clone());
+                    let make = move || async move {
+                        // On the party's control thread: its endpoint lives there.
+                        let endpoint = QuicEndpoint::bind(party, any, &identity, config)?;
+                        let _ = addr_tx.send(endpoint.local_addr());
+                        let book = book_rx.await.map_err(|_| {
+                            Error::Runtime(RuntimeError::ActorGone("the simulation's start"))
+                        })?;
+                        Ok::<_, Error>(Arc::new(endpoint.join(job, book)?) as Arc<dyn Transport>)
+                    };
+                    launches.push(tokio::task::spawn_local(Runtime::launch(
+                        make,
+                        options.clone(),
+                    )));
+                    addrs.push(addr_rx);
+                    books.push(book_tx);
                 }
-                let book: BTreeMap<PartyName, PeerAddress> = endpoints
-                    .iter()
-                    .map(|e| (e.party().clone(), e.local_addr().into()))
-                    .collect();
-                endpoints
-                    .iter()
-                    .map(|e| {
-                        e.join(self.job.clone(), book.clone())
-                            .map(|t| Arc::new(t) as Arc<dyn Transport>)
-                            .map_err(Error::from)
-                    })
-                    .collect()
+                let mut book = BTreeMap::new();
+                let mut failed = false;
+                for (p, rx) in self.parties.iter().zip(addrs) {
+                    match rx.await {
+                        Ok(addr) => {
+                            book.insert(p.clone(), PeerAddress::from(addr));
+                        }
+                        Err(_) => failed = true,
+                    }
+                }
+                if !failed {
+                    for tx in books {
+                        let _ = tx.send(book.clone());
+                    }
+                }
             }
         }
+        let mut feds = Vec::new();
+        for launch in launches {
+            let rt = launch.await.map_err(|_| {
+                Error::Runtime(RuntimeError::ActorGone("a party's control thread"))
+            })??;
+            feds.push(Fed::new(rt));
+        }
+        Ok(feds)
     }
 
     /// Runs `driver` once per party, concurrently, each with its own
-    /// [`Fed`]; returns each party's result. Must run inside
-    /// [`crate::block_on`]. A party whose driver returns without calling
-    /// `shutdown` is shut down afterwards.
+    /// [`Fed`]; returns each party's result. Call it from any tokio
+    /// runtime (for example inside [`crate::block_on`]); each party's
+    /// control plane runs on a thread of its own. A party whose driver
+    /// returns without calling `shutdown` is shut down afterwards.
     pub async fn run<F, Fut, T>(
         self,
         driver: F,
@@ -156,46 +196,50 @@ impl Simulation {
         Fut: Future<Output = Result<T, Error>> + 'static,
         T: 'static,
     {
-        let options = runtime_options(&self.comm);
-        let mut handles = Vec::new();
-        for transport in self.transports().await? {
-            let party = transport.party().clone();
-            let fed = Fed::new(Runtime::start(transport, options.clone())?);
-            let run = driver(fed.clone());
-            let name = party.clone();
-            handles.push((
-                party,
-                actix_rt::spawn(async move {
-                    // The driver runs in a task of its own, so that a panic
-                    // in it still shuts this party down (its peers then fail
-                    // their waits on it instead of hanging).
-                    let result = match actix_rt::spawn(run).await {
-                        Ok(result) => result,
-                        Err(e) => Err(Error::Runtime(xsilo_runtime::RuntimeError::Aborted {
-                            by: name,
-                            reason: if e.is_panic() {
-                                "its driver panicked".into()
-                            } else {
-                                "its driver was cancelled".into()
-                            },
-                        })),
-                    };
-                    let _ = fed.shutdown().await;
-                    result
-                }),
-            ));
-        }
-        let mut results = BTreeMap::new();
-        for (party, handle) in handles {
-            let result = handle.await.unwrap_or_else(|_| {
-                Err(Error::Runtime(xsilo_runtime::RuntimeError::Aborted {
-                    by: party.clone(),
-                    reason: "its simulation task was cancelled".into(),
-                }))
-            });
-            results.insert(party, result);
-        }
-        Ok(results)
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async move {
+                let mut handles = Vec::new();
+                for fed in self.start().await? {
+                    let party = fed.me().clone();
+                    let run = driver(fed.clone());
+                    let name = party.clone();
+                    handles.push((
+                        party,
+                        tokio::task::spawn_local(async move {
+                            // The driver runs in a task of its own, so that a
+                            // panic in it still shuts this party down (its
+                            // peers then fail their waits on it instead of
+                            // hanging).
+                            let result = match tokio::task::spawn_local(run).await {
+                                Ok(result) => result,
+                                Err(e) => Err(Error::Runtime(RuntimeError::Aborted {
+                                    by: name,
+                                    reason: if e.is_panic() {
+                                        "its driver panicked".into()
+                                    } else {
+                                        "its driver was cancelled".into()
+                                    },
+                                })),
+                            };
+                            let _ = fed.shutdown().await;
+                            result
+                        }),
+                    ));
+                }
+                let mut results = BTreeMap::new();
+                for (party, handle) in handles {
+                    let result = handle.await.unwrap_or_else(|_| {
+                        Err(Error::Runtime(RuntimeError::Aborted {
+                            by: party.clone(),
+                            reason: "its simulation task was cancelled".into(),
+                        }))
+                    });
+                    results.insert(party, result);
+                }
+                Ok(results)
+            })
+            .await
     }
 }
 

@@ -1,42 +1,58 @@
 //! The `Objects` actor: the shell around the [`ObjectTable`]. It feeds the
 //! table the driver's calls, gets and dropped handles and the objects that
-//! arrive, and carries out what the table asks: run bodies (holding the
-//! user actors' states), answer gets, and report pushes, needs and
-//! divergences up to the supervisor.
+//! arrive, and carries out what the table asks: hand bodies to the worker
+//! pool or the async executor (never running user code itself: MISSION
+//! X1), keep the user actors' states between their calls, answer gets, and
+//! report pushes, needs and divergences up to the supervisor.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use xsilo_wire::{FinishedFrame, ObjectId, PartyName};
 
-use crate::call::{CtorFn, MethodFn, TaskFn, Work};
+use crate::call::{AsyncMethodFn, AsyncTaskFn, CtorFn, MethodFn, TaskFn, Work};
 use crate::errors::{RuntimeError, TaskError};
 use crate::messages::{
     Arrived, ArrivedError, FailAll, Finish, Flush, Get, HeldNow, PeerFinished, PeerGone, PushDone,
     Release, ReleaseActor, Report, Submit,
 };
-use crate::rules::objects::{Action, GetId, Held, ObjectTable, Op, Submission};
+use crate::rules::objects::{Action, CallId, GetId, Held, ObjectTable, Op, Submission};
 
-/// The work a call carries, as the table holds it.
+/// What a body is.
 pub(crate) enum Body {
     Task(TaskFn),
+    AsyncTask(AsyncTaskFn),
     Ctor(CtorFn),
     Method(MethodFn),
+    AsyncMethod(AsyncMethodFn),
 }
 
-impl std::fmt::Debug for Body {
+/// The work a call carries, as the table holds it: the body and the
+/// call's name.
+pub(crate) struct Job {
+    body: Body,
+    name: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Task(_) => "Task",
-            Self::Ctor(_) => "Ctor",
-            Self::Method(_) => "Method",
-        })
+        let kind = match self.body {
+            Body::Task(_) => "Task",
+            Body::AsyncTask(_) => "AsyncTask",
+            Body::Ctor(_) => "Ctor",
+            Body::Method(_) => "Method",
+            Body::AsyncMethod(_) => "AsyncMethod",
+        };
+        write!(f, "{kind}({:?})", self.name)
     }
 }
+
+type State = Box<dyn Any + Send>;
 
 /// Runs `f`, turning a panic into a [`TaskError`].
 fn run_catching<T>(f: impl FnOnce() -> Result<T, TaskError>) -> Result<T, TaskError> {
@@ -46,14 +62,74 @@ fn run_catching<T>(f: impl FnOnce() -> Result<T, TaskError>) -> Result<T, TaskEr
     }
 }
 
+/// A body finished on a worker or the async executor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Completed {
+    call: CallId,
+    result: Result<Vec<Bytes>, TaskError>,
+    first: ObjectId,
+    name: Option<Arc<str>>,
+    /// The actor and its state, handed back after a method.
+    actor: Option<(ObjectId, Option<State>)>,
+}
+
+/// An actor's constructor finished on a worker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Created {
+    actor: ObjectId,
+    result: Result<State, TaskError>,
+}
+
+/// Where user code runs: sync bodies on at most `workers` blocking threads
+/// at once, async bodies on `workers` executor threads. Never the control
+/// thread.
+pub(crate) struct Pool {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Pool {
+    pub(crate) fn new(me: &PartyName, workers: usize) -> Result<Self, RuntimeError> {
+        let workers = workers.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .max_blocking_threads(workers)
+            .thread_name(format!("xsilo-{me}-worker"))
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                RuntimeError::Setup(format!("cannot start {workers} worker threads: {e}"))
+            })?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.runtime.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Never wait for bodies still running: the job is over for them
+        // (RFC 0004, cancellation).
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The object table of one party and the user actors' states.
 pub(crate) struct Objects {
     me: PartyName,
-    table: ObjectTable<Body>,
+    table: ObjectTable<Job>,
     report: Recipient<Report>,
+    pool: Pool,
     gets: HashMap<GetId, oneshot::Sender<Result<Vec<Bytes>, RuntimeError>>>,
     next_get: GetId,
-    states: HashMap<ObjectId, Box<dyn Any + Send>>,
+    states: HashMap<ObjectId, State>,
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// The last divergence reported (for the answer to `Finish`).
     diverged: Option<RuntimeError>,
@@ -64,12 +140,14 @@ impl Objects {
         me: PartyName,
         peers: Vec<PartyName>,
         expose_error_trace: bool,
+        pool: Pool,
         report: Recipient<Report>,
     ) -> Self {
         Self {
             table: ObjectTable::new(me.clone(), peers, expose_error_trace),
             me,
             report,
+            pool,
             gets: HashMap::new(),
             next_get: 1,
             states: HashMap::new(),
@@ -79,7 +157,7 @@ impl Objects {
     }
 
     /// Carries out every action the table queued.
-    fn pump(&mut self) {
+    fn pump(&mut self, ctx: &mut Context<Self>) {
         while let Some(action) = self.table.poll_action() {
             match action {
                 Action::Run {
@@ -89,23 +167,8 @@ impl Objects {
                     actor,
                     outputs: _,
                     first,
-                } => {
-                    let result = self.run(work, inputs, actor, first);
-                    self.table.completed(call, result);
-                }
-                Action::CreateActor { actor, ctor } => {
-                    let result = match ctor {
-                        Body::Ctor(ctor) => match run_catching(ctor) {
-                            Ok(state) => {
-                                self.states.insert(actor, state);
-                                Ok(())
-                            }
-                            Err(e) => Err(e.to_string()),
-                        },
-                        other => Err(format!("internal: {other:?} given as a constructor")),
-                    };
-                    self.table.actor_created(actor, result);
-                }
+                } => self.start(ctx, call, work, inputs, actor, first),
+                Action::CreateActor { actor, ctor } => self.create(ctx, actor, ctor),
                 Action::DropActor(actor) => {
                     self.states.remove(&actor);
                 }
@@ -145,37 +208,127 @@ impl Objects {
         }
     }
 
-    fn run(
+    /// Hands a body to the pool; its result comes back as [`Completed`].
+    fn start(
         &mut self,
-        work: Body,
+        ctx: &mut Context<Self>,
+        call: CallId,
+        job: Job,
         inputs: Vec<Bytes>,
         actor: Option<ObjectId>,
         first: ObjectId,
-    ) -> Result<Vec<Bytes>, RuntimeError> {
-        let result = match (work, actor) {
-            (Body::Task(f), _) => run_catching(|| f(inputs)),
-            (Body::Method(f), Some(actor)) => match self.states.get_mut(&actor) {
-                Some(state) => run_catching(|| f(state.as_mut(), inputs)),
-                None => {
-                    return Err(RuntimeError::ActorUnavailable {
-                        actor,
-                        party: self.me.clone(),
-                        reason: "its state is gone".into(),
-                    })
-                }
-            },
-            (other, _) => {
-                return Err(RuntimeError::ActorGone(match other {
-                    Body::Ctor(_) => "objects (a constructor run as a call)",
-                    _ => "objects (a method without its actor)",
-                }))
-            }
+    ) {
+        let Job { body, name } = job;
+        let me = self.me.clone();
+        let back = ctx.address();
+        let Some(pool) = self.pool.handle().cloned() else {
+            return;
         };
-        result.map_err(|error| RuntimeError::Task {
-            party: self.me.clone(),
-            object: first,
-            error,
-        })
+        tracing::debug!(party = %me, object = %first, task = name.as_deref().unwrap_or(""), "starting");
+        let done = move |result, actor| {
+            back.do_send(Completed {
+                call,
+                result,
+                first,
+                name,
+                actor,
+            });
+        };
+        match (body, actor) {
+            (Body::Task(f), _) => {
+                pool.spawn_blocking(move || done(run_catching(|| f(inputs)), None));
+            }
+            (Body::AsyncTask(f), _) => {
+                let inner = pool.clone();
+                pool.spawn(async move {
+                    // Its own task, so that a panic in it is caught here.
+                    let result = match inner.spawn(async move { f(inputs).await }).await {
+                        Ok(r) => r,
+                        Err(e) => Err(join_error(e)),
+                    };
+                    done(result, None);
+                });
+            }
+            (Body::Method(f), Some(actor)) => {
+                let Some(mut state) = self.states.remove(&actor) else {
+                    done(Err(lost_state(actor)), Some((actor, None)));
+                    return;
+                };
+                pool.spawn_blocking(move || {
+                    let result = run_catching(|| f(state.as_mut(), inputs));
+                    done(result, Some((actor, Some(state))));
+                });
+            }
+            (Body::AsyncMethod(f), Some(actor)) => {
+                let Some(state) = self.states.remove(&actor) else {
+                    done(Err(lost_state(actor)), Some((actor, None)));
+                    return;
+                };
+                let inner = pool.clone();
+                pool.spawn(async move {
+                    let run = inner.spawn(async move {
+                        let mut state = state;
+                        let result = f(state.as_mut(), inputs).await;
+                        (state, result)
+                    });
+                    match run.await {
+                        Ok((state, result)) => done(result, Some((actor, Some(state)))),
+                        // The state went down with the panicking future.
+                        Err(e) => done(Err(join_error(e)), Some((actor, None))),
+                    }
+                });
+            }
+            (Body::Method(_) | Body::AsyncMethod(_), None) | (Body::Ctor(_), _) => {
+                done(
+                    Err(TaskError {
+                        kind: "Internal".into(),
+                        message: format!("a malformed call reached party '{me}'"),
+                        causes: Vec::new(),
+                    }),
+                    None,
+                );
+            }
+        }
+    }
+
+    fn create(&mut self, ctx: &mut Context<Self>, actor: ObjectId, job: Job) {
+        let back = ctx.address();
+        let Some(pool) = self.pool.handle().cloned() else {
+            return;
+        };
+        match job.body {
+            Body::Ctor(ctor) => {
+                pool.spawn_blocking(move || {
+                    back.do_send(Created {
+                        actor,
+                        result: run_catching(ctor),
+                    });
+                });
+            }
+            _ => self
+                .table
+                .actor_created(actor, Err("internal: not a constructor".into())),
+        }
+    }
+}
+
+fn lost_state(actor: ObjectId) -> TaskError {
+    TaskError {
+        kind: "ActorStateLost".into(),
+        message: format!("actor {actor} lost its state when an earlier method panicked"),
+        causes: Vec::new(),
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> TaskError {
+    if e.is_panic() {
+        TaskError::from_panic(e.into_panic().as_ref())
+    } else {
+        TaskError {
+            kind: "Cancelled".into(),
+            message: "the body was cancelled".into(),
+            causes: Vec::new(),
+        }
     }
 }
 
@@ -183,13 +336,56 @@ impl Actor for Objects {
     type Context = Context<Self>;
 }
 
+impl Handler<Completed> for Objects {
+    type Result = ();
+    fn handle(&mut self, msg: Completed, ctx: &mut Self::Context) {
+        if let Some((actor, Some(state))) = msg.actor {
+            // Back in place for the actor's next call, unless the actor
+            // is gone meanwhile (killed, freed, the job failed).
+            if self.table.actor_live(actor) {
+                self.states.insert(actor, state);
+            }
+        }
+        let me = self.me.clone();
+        let result = msg.result.map_err(|error| RuntimeError::Task {
+            party: me,
+            object: msg.first,
+            name: msg.name.clone(),
+            error: Box::new(error),
+        });
+        self.table.completed(msg.call, result);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Created> for Objects {
+    type Result = ();
+    fn handle(&mut self, msg: Created, ctx: &mut Self::Context) {
+        let result = match msg.result {
+            Ok(state) => {
+                if self.table.actor_live(msg.actor) {
+                    self.states.insert(msg.actor, state);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        self.table.actor_created(msg.actor, result);
+        self.pump(ctx);
+    }
+}
+
 impl Handler<Submit> for Objects {
     type Result = ();
-    fn handle(&mut self, Submit(call): Submit, _: &mut Self::Context) {
+    fn handle(&mut self, Submit(call): Submit, ctx: &mut Self::Context) {
+        let name = call.name;
+        let job = |body| Job { body, name };
         let op = match call.work {
-            Work::Task(f) => Op::Task(Body::Task(f)),
-            Work::NewActor { actor, ctor } => Op::NewActor(actor, Body::Ctor(ctor)),
-            Work::Method { actor, f } => Op::Method(actor, Body::Method(f)),
+            Work::Task(f) => Op::Task(job(Body::Task(f))),
+            Work::AsyncTask(f) => Op::Task(job(Body::AsyncTask(f))),
+            Work::NewActor { actor, ctor } => Op::NewActor(actor, job(Body::Ctor(ctor))),
+            Work::Method { actor, f } => Op::Method(actor, job(Body::Method(f))),
+            Work::AsyncMethod { actor, f } => Op::Method(actor, job(Body::AsyncMethod(f))),
             Work::Kill { actor } => Op::Kill(actor),
             Work::Fail(e) => Op::Fail(e),
         };
@@ -200,40 +396,40 @@ impl Handler<Submit> for Objects {
             consumer: call.consumer,
             op,
         });
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<Get> for Objects {
     type Result = ();
-    fn handle(&mut self, msg: Get, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Get, ctx: &mut Self::Context) {
         let id = self.next_get;
         self.next_get += 1;
         self.gets.insert(id, msg.reply);
         self.table.get(id, &msg.refs);
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<Release> for Objects {
     type Result = ();
-    fn handle(&mut self, Release(id): Release, _: &mut Self::Context) {
+    fn handle(&mut self, Release(id): Release, ctx: &mut Self::Context) {
         self.table.release(id);
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<ReleaseActor> for Objects {
     type Result = ();
-    fn handle(&mut self, ReleaseActor(id): ReleaseActor, _: &mut Self::Context) {
+    fn handle(&mut self, ReleaseActor(id): ReleaseActor, ctx: &mut Self::Context) {
         self.table.release_actor(id);
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<Arrived> for Objects {
     type Result = ();
-    fn handle(&mut self, Arrived(obj): Arrived, _: &mut Self::Context) {
+    fn handle(&mut self, Arrived(obj): Arrived, ctx: &mut Self::Context) {
         let (from, header, payload) = (obj.from, obj.header, obj.payload);
         // Taken by the runtime (kept or discarded): acknowledge (C3).
         obj.ack.accept();
@@ -245,23 +441,23 @@ impl Handler<Arrived> for Objects {
             header.resend,
             payload,
         );
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<ArrivedError> for Objects {
     type Result = ();
-    fn handle(&mut self, msg: ArrivedError, _: &mut Self::Context) {
+    fn handle(&mut self, msg: ArrivedError, ctx: &mut Self::Context) {
         self.table.arrived_error(&msg.from, &msg.frame);
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<PeerFinished> for Objects {
     type Result = ();
-    fn handle(&mut self, msg: PeerFinished, _: &mut Self::Context) {
+    fn handle(&mut self, msg: PeerFinished, ctx: &mut Self::Context) {
         self.table.peer_finished(&msg.from, msg.frame);
-        self.pump();
+        self.pump(ctx);
         // After the comparison's verdict: a finishing party must not close
         // before it knows whether the peer's position matches its own.
         self.report.do_send(Report::PeerFinished(msg.from));
@@ -270,42 +466,42 @@ impl Handler<PeerFinished> for Objects {
 
 impl Handler<PeerGone> for Objects {
     type Result = ();
-    fn handle(&mut self, msg: PeerGone, _: &mut Self::Context) {
+    fn handle(&mut self, msg: PeerGone, ctx: &mut Self::Context) {
         self.table.peer_gone(&msg.peer, &msg.reason);
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<FailAll> for Objects {
     type Result = ();
-    fn handle(&mut self, FailAll(error): FailAll, _: &mut Self::Context) {
+    fn handle(&mut self, FailAll(error): FailAll, ctx: &mut Self::Context) {
         self.table.fail_all(error);
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<PushDone> for Objects {
     type Result = ();
-    fn handle(&mut self, PushDone(id): PushDone, _: &mut Self::Context) {
+    fn handle(&mut self, PushDone(id): PushDone, ctx: &mut Self::Context) {
         self.table.push_done(id);
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<Flush> for Objects {
     type Result = ();
-    fn handle(&mut self, Flush(tx): Flush, _: &mut Self::Context) {
+    fn handle(&mut self, Flush(tx): Flush, ctx: &mut Self::Context) {
         self.flush_waiters.push(tx);
-        self.pump();
+        self.pump(ctx);
     }
 }
 
 impl Handler<Finish> for Objects {
     type Result = MessageResult<Finish>;
-    fn handle(&mut self, _: Finish, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Finish, ctx: &mut Self::Context) -> Self::Result {
         self.diverged = None;
         let frame: FinishedFrame = self.table.finish();
-        self.pump();
+        self.pump(ctx);
         MessageResult((frame, self.diverged.take()))
     }
 }

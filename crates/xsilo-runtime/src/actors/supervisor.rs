@@ -16,7 +16,7 @@ use xsilo_transport::{EventReceiver, Transport, TransportError, TransportEvent};
 use xsilo_wire::{ControlFrame, PartyName};
 
 use crate::actors::link::Link;
-use crate::actors::objects::Objects;
+use crate::actors::objects::{Objects, Pool};
 use crate::errors::RuntimeError;
 use crate::messages::{
     AbortJob, Arrived, ArrivedError, Barrier, Down, Drain, FailAll, Finish, Flush, GatherStats,
@@ -47,6 +47,7 @@ impl Supervisor {
     pub(crate) fn launch(
         transport: Arc<dyn Transport>,
         events: EventReceiver,
+        pool: Pool,
         options: RuntimeOptions,
     ) -> (Addr<Self>, Option<Addr<Objects>>) {
         let me = transport.party().clone();
@@ -59,6 +60,7 @@ impl Supervisor {
                 me.clone(),
                 peers.clone(),
                 options.expose_error_trace,
+                pool,
                 report.clone(),
             )
             .start();
@@ -397,8 +399,8 @@ impl Handler<Signal> for Supervisor {
 
 impl Handler<Barrier> for Supervisor {
     type Result = ();
-    fn handle(&mut self, Barrier(tx): Barrier, _: &mut Self::Context) {
-        let waits = self
+    fn handle(&mut self, Barrier { bound, reply }: Barrier, ctx: &mut Self::Context) {
+        let waits: Vec<_> = self
             .links
             .values()
             .map(|link| {
@@ -407,7 +409,33 @@ impl Handler<Barrier> for Supervisor {
                 rx
             })
             .collect();
-        let _ = tx.send(waits);
+        let peers = self
+            .links
+            .keys()
+            .map(PartyName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The bound is kept here, on the control thread's clock, so that a
+        // driver on any executor can wait for the answer.
+        ctx.spawn(
+            async move {
+                let all = async {
+                    for w in waits {
+                        w.await.unwrap_or(Err(RuntimeError::ActorGone("link")))?;
+                    }
+                    Ok::<(), RuntimeError>(())
+                };
+                let result = match tokio::time::timeout(bound, all).await {
+                    Ok(r) => r,
+                    Err(_) => Err(RuntimeError::Timeout {
+                        what: format!("the barrier (reaching {peers})"),
+                        after: bound,
+                    }),
+                };
+                let _ = reply.send(result);
+            }
+            .into_actor(self),
+        );
     }
 }
 

@@ -339,6 +339,13 @@ impl<W> ObjectTable<W> {
                 .any(|e| matches!(e.state, State::Pending) && !e.planned.is_empty())
     }
 
+    /// Whether actor `actor` still lives here (its state is to be kept).
+    pub fn actor_live(&self, actor: ObjectId) -> bool {
+        self.actors
+            .get(&actor)
+            .is_some_and(|slot| !matches!(slot.state, ActorState::Unavailable(_)))
+    }
+
     /// Whether the job has failed (and with what).
     pub fn failure(&self) -> Option<&RuntimeError> {
         self.failed.as_ref()

@@ -173,6 +173,7 @@ fn a_value_arriving_after_its_object_was_freed_is_discarded() {
         message: None,
         causes: vec![],
         fingerprint: Some(1002),
+        name: None,
     };
     t.arrived_error(&p("carol"), &frame);
     let a = actions(&mut t);
@@ -207,6 +208,7 @@ fn a_remote_error_arriving_before_the_call_that_consumes_it() {
         message: None,
         causes: vec![],
         fingerprint: Some(1001),
+        name: None,
     };
     t.arrived_error(&p("alice"), &frame);
     assert_eq!(t.held().objects, 1, "kept for the call that will come");
@@ -358,11 +360,12 @@ fn a_failure_that_begins_here_goes_to_every_party_and_dependents_fail_locally() 
         Err(RuntimeError::Task {
             party: p("alice"),
             object: ObjectId(1),
-            error: TaskError {
+            name: None,
+            error: Box::new(TaskError {
                 kind: "Boom".into(),
                 message: "secret".into(),
                 causes: vec![],
-            },
+            }),
         }),
     );
     let a = actions(&mut alice);
