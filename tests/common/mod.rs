@@ -20,8 +20,19 @@ use xsilo::{Config, Error, Fed, InitOptions};
 const SCENARIO: &str = "XSILO_E2E_SCENARIO";
 const PARTY: &str = "XSILO_E2E_PARTY";
 const CONFIG: &str = "XSILO_E2E_CONFIG";
-/// No child may run longer than this.
+/// No child may run longer than this, unless its job says otherwise
+/// ([`Job::with_bound`]).
 pub const BOUND: Duration = Duration::from_secs(60);
+const BOUND_ENV: &str = "XSILO_E2E_BOUND_S";
+const RUNTIME_ENV: &str = "XSILO_E2E_RUNTIME";
+
+/// This child's bound.
+fn child_bound() -> Duration {
+    std::env::var(BOUND_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(BOUND, Duration::from_secs)
+}
 
 /// A scenario: the driver program, told its scenario name and party.
 pub type Scenario = for<'a> fn(
@@ -55,8 +66,9 @@ pub fn child_main(scenario: Scenario) {
             error.map_or("no sending error".to_owned(), ToString::to_string)
         );
     });
-    let outcome = xsilo::block_on(async {
-        tokio::time::timeout(BOUND, async {
+    let bound = child_bound();
+    let driver = async {
+        tokio::time::timeout(bound, async {
             let config = Config::from_file(&config)?;
             let fed = xsilo::init_with(config, &party, options).await?;
             let result = scenario(&name, &party, &fed).await;
@@ -66,11 +78,22 @@ pub fn child_main(scenario: Scenario) {
             Ok::<Json, Error>(value)
         })
         .await
-    });
+    };
+    // A party embedded in a multi-thread tokio application (the shape of
+    // `#[tokio::main]`), or in a plain `fn main` through `xsilo::block_on`.
+    let outcome = if std::env::var(RUNTIME_ENV).is_ok_and(|v| v == "tokio-multi") {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(driver)
+    } else {
+        xsilo::block_on(driver)
+    };
     match outcome {
         Ok(Ok(v)) => println!("XSILO-RESULT {v}"),
         Ok(Err(e)) => println!("XSILO-ERROR {}", e.to_string().replace('\n', " | ")),
-        Err(_) => println!("XSILO-ERROR the child did not finish within {BOUND:?}"),
+        Err(_) => println!("XSILO-ERROR the child did not finish within {bound:?}"),
     }
 }
 
@@ -96,6 +119,8 @@ pub async fn wait_go() {
 pub struct Job {
     pub dir: tempfile::TempDir,
     pub parties: Vec<String>,
+    bound: Duration,
+    env: Vec<(String, String)>,
     /// Jobs of one test binary run one at a time: each starts several
     /// processes, and the bounds they assert are about the runtime, not
     /// about a 2-core machine running a dozen of them at once.
@@ -119,6 +144,8 @@ pub fn job(parties: &[&str], tweak: impl Fn(&str, &mut Config)) -> Job {
     Job {
         dir,
         parties: parties.iter().map(|p| (*p).to_owned()).collect(),
+        bound: BOUND,
+        env: Vec::new(),
         _serial: serial,
     }
 }
@@ -174,9 +201,28 @@ struct Proc {
 pub struct Running {
     procs: BTreeMap<String, Proc>,
     scenario: String,
+    bound: Duration,
 }
 
 impl Job {
+    /// Lets every child run up to `bound` (for long tasks).
+    pub fn with_bound(mut self, bound: Duration) -> Self {
+        self.bound = bound;
+        self
+    }
+
+    /// Sets an environment variable in every child.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs the children's drivers in a multi-thread tokio runtime, as a
+    /// `#[tokio::main]` application does.
+    pub fn in_tokio_multi_thread(self) -> Self {
+        self.with_env(RUNTIME_ENV, "tokio-multi")
+    }
+
     pub fn config(&self, party: &str) -> PathBuf {
         self.dir.path().join(format!("{party}.toml"))
     }
@@ -219,6 +265,8 @@ impl Job {
                 .env(SCENARIO, scenario)
                 .env(PARTY, p)
                 .env(CONFIG, self.config(p))
+                .env(BOUND_ENV, self.bound.as_secs().to_string())
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -246,6 +294,7 @@ impl Job {
         Running {
             procs,
             scenario: scenario.to_owned(),
+            bound: self.bound,
         }
     }
 
@@ -260,7 +309,7 @@ impl Running {
     pub fn wait_line(&mut self, party: &str, marker: &str) -> String {
         let scenario = self.scenario.clone();
         let proc = self.procs.get_mut(party).unwrap();
-        let deadline = Instant::now() + BOUND;
+        let deadline = Instant::now() + self.bound;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match proc.lines.recv_timeout(left) {
@@ -301,7 +350,7 @@ impl Running {
 
     /// Waits for every child to exit (bounded) and collects the outcomes.
     pub fn finish(self) -> BTreeMap<String, Outcome> {
-        let deadline = Instant::now() + BOUND + Duration::from_secs(10);
+        let deadline = Instant::now() + self.bound + Duration::from_secs(10);
         let mut outcomes = BTreeMap::new();
         for (p, mut proc) in self.procs {
             // Read until the child's stdout closes (it exited).
@@ -313,8 +362,8 @@ impl Running {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         let _ = proc.child.kill();
                         panic!(
-                            "party {p} of {} did not finish within {BOUND:?} (lines {:?})",
-                            self.scenario, proc.seen
+                            "party {p} of {} did not finish within {:?} (lines {:?})",
+                            self.scenario, self.bound, proc.seen
                         );
                     }
                 }

@@ -251,16 +251,19 @@ impl Lifecycle {
     /// The transport closed.
     pub fn closed(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Running) {
+            // The handler and the exit of an unintended shutdown come before
+            // the answer: a driver woken by the answer on another thread
+            // must not end the process first, with another status.
             Phase::Closing(result) => {
                 self.phase = Phase::Closed(result.clone());
-                self.actions.push_back(LifeAction::Answer(result));
                 // A signal that came while closing: its handler and exit.
                 self.after_abort();
+                self.actions.push_back(LifeAction::Answer(result));
             }
             Phase::AbortClosing(error) => {
                 self.phase = Phase::Aborted(error.clone());
-                self.actions.push_back(LifeAction::Answer(Err(error)));
                 self.after_abort();
+                self.actions.push_back(LifeAction::Answer(Err(error)));
             }
             other => self.phase = other,
         }
