@@ -6,6 +6,7 @@
 //! cargo run --release -p xsilo-bench -- tiny-tasks [--quick]
 //! cargo run --release -p xsilo-bench -- errors [--quick]
 //! cargo run --release -p xsilo-bench -- fedavg-memory [--quick]
+//! cargo run --release -p xsilo-bench -- workload [--quick]
 //! ```
 
 mod child;
@@ -14,6 +15,7 @@ mod fedavg_memory;
 mod stats;
 mod tiny_tasks;
 mod transport;
+mod workload;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -99,6 +101,30 @@ enum Command {
         #[arg(long)]
         rounds: usize,
     },
+    /// The execution engine under load: (a) 8 CPU tasks of 0.5 s against
+    /// 8 x 0.5 s / workers, (b) error propagation while every worker is busy
+    /// (p50, p99), (c) a 30 s CPU task with peer_lost_timeout = 5 s.
+    Workload {
+        /// 30 trials of (b), a 12 s task in (c).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Internal: one party of `workload`, started by it.
+    #[command(hide = true)]
+    WorkloadParty {
+        /// The configuration file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// This party.
+        #[arg(long)]
+        party: String,
+        /// Trials of (b).
+        #[arg(long)]
+        trials: usize,
+        /// Seconds of (c).
+        #[arg(long)]
+        long_s: u64,
+    },
     /// Internal: party bob of `tiny-tasks`, started by it.
     #[command(hide = true)]
     TinyTasksParty {
@@ -125,6 +151,13 @@ fn main() -> Result<()> {
         } => errors::party(&config, &party, &scenario, trials),
         Command::TinyTasksParty { config, rounds } => tiny_tasks::bob(&config, rounds),
         Command::FedavgMemory { quick } => fedavg_memory::run(quick),
+        Command::Workload { quick } => workload::run(quick),
+        Command::WorkloadParty {
+            config,
+            party,
+            trials,
+            long_s,
+        } => workload::party(&config, &party, trials, long_s),
         Command::FedavgMemoryParty {
             config,
             party,

@@ -31,8 +31,15 @@
 //! * [`Simulation`] runs every party in one process with the same code.
 //! * Values crossing silos are serde types (msgpack); `bytes::Bytes` and
 //!   `Vec<u8>` cross as raw bytes.
-//! * The runtime is actix actors on a single-threaded System; [`block_on`]
-//!   starts one, and nothing else of actix shows.
+//! * Each party's control plane (actix actors and the QUIC I/O) runs on a
+//!   thread of its own and never runs user code; task bodies and actor
+//!   methods run on a worker pool (`[execution] workers`, default one per
+//!   core), async bodies ([`Party::task_async`], [`Actor::call_async`]) on
+//!   an async executor beside it. The driver runs in any tokio application
+//!   (`#[tokio::main]`) or, in a plain `fn main`, inside [`block_on`].
+//!   Nothing of actix shows.
+//! * A party frees its copy of an object when the last clone of its
+//!   [`FedObject`] drops (every party drops at the same program point).
 //!
 //! Design: `rfcs/0002-programming-model-and-runtime.md`.
 
