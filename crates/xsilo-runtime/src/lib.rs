@@ -110,11 +110,15 @@ impl Releaser {
 }
 
 impl Runtime {
-    /// Starts party's control plane on a thread of its own (an actix
-    /// System: the actors and the transport's I/O, and nothing else), from
-    /// any executor or none: `make` runs on that thread and builds the
-    /// transport there (a QUIC endpoint lives on the runtime that made
-    /// it). User code never runs on that thread; it runs on the worker pool
+    /// Starts a party's control plane (the actors and the transport's I/O)
+    /// from any executor. Inside an actix System (what `xsilo::block_on`
+    /// runs) it starts on that System's thread, beside the driver, which
+    /// only awaits there: a call or a `get` then costs no thread hop.
+    /// Anywhere else (a `#[tokio::main]` application, a runtime of the
+    /// caller's own) it starts a thread of its own. `make` runs on the
+    /// control plane's thread and builds the transport there (a QUIC
+    /// endpoint lives on the runtime that made it). User code never runs on
+    /// the control plane in either case: bodies run on the worker pool
     /// (`RuntimeOptions::workers`) and the async executor beside it.
     pub async fn launch<F, Fut, E>(make: F, options: RuntimeOptions) -> Result<Self, E>
     where
@@ -122,6 +126,10 @@ impl Runtime {
         Fut: std::future::Future<Output = Result<Arc<dyn Transport>, E>> + 'static,
         E: From<RuntimeError> + Send + 'static,
     {
+        if actix_rt::System::try_current().is_some() {
+            let transport = make().await?;
+            return Self::start(transport, options).map_err(E::from);
+        }
         let (tx, rx) = oneshot::channel::<Result<Self, E>>();
         let thread = std::thread::Builder::new()
             .name("xsilo-control".into())
@@ -164,10 +172,9 @@ impl Runtime {
             .unwrap_or(Err(E::from(RuntimeError::ActorGone("control thread"))))
     }
 
-    /// Starts the actors on the current actix System, over `transport`.
-    /// Prefer [`Runtime::launch`], which gives the control plane a thread
-    /// of its own; with `start`, the System's thread is the control thread,
-    /// and the caller must keep it free of long work.
+    /// Starts the actors on the current actix System, over `transport`:
+    /// the System's thread is the control thread, and whatever else runs on
+    /// it must only await (bodies run on the worker pool regardless).
     pub fn start(
         transport: Arc<dyn Transport>,
         options: RuntimeOptions,

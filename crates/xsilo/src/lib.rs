@@ -69,24 +69,17 @@ pub use xsilo_runtime::{BoxFuture, Counts, RuntimeError, Stats, TaskError};
 pub use xsilo_transport::TransportError;
 pub use xsilo_wire::{JobName, ObjectId, PartyName};
 
-/// Runs `fut` to completion on a new single-threaded tokio runtime, for a
-/// driver in a plain `fn main`. A party's control plane always runs on a
-/// thread of its own and its user code on its worker pool, so the driver
-/// may equally run inside any tokio application (`#[tokio::main]`, or a
-/// runtime of its own). Tasks may be spawned with `tokio::task::spawn_local`
-/// inside `fut`.
-///
-/// # Panics
-///
-/// If the operating system refuses the runtime's timer or I/O driver (it
-/// then has no threads or descriptors left for anything else either).
-#[allow(clippy::expect_used)]
+/// Runs `fut`, a driver program, to completion on a new single-threaded
+/// runtime, for a plain `fn main`. A party started inside it ([`init`])
+/// keeps its control plane (actors, QUIC I/O) on this same thread, so that
+/// the driver's calls and `get`s cost no thread hop; the driver must
+/// therefore only await there, and leave computing to tasks (task bodies
+/// and actor methods always run on the party's worker pool). Inside any
+/// other tokio runtime (`#[tokio::main]`, a runtime of the application's
+/// own) a party gets a control thread of its own instead. Tasks may be
+/// spawned with `tokio::task::spawn_local` inside `fut`.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread tokio runtime");
-    tokio::task::LocalSet::new().block_on(&rt, fut)
+    actix_rt::System::new().block_on(fut)
 }
 
 /// What [`init_with`] takes besides the configuration.
