@@ -1254,6 +1254,25 @@ send_timeout = "120s"
     }
 
     #[test]
+    fn execution_workers_are_read_validated_and_written_back() {
+        let c = load(&format!("{MINIMAL}[execution]\nworkers = 3\n")).unwrap();
+        assert_eq!(c.execution.workers, Some(3));
+        assert_eq!(c.execution.workers(), 3);
+        let again = load(&c.to_toml_string().unwrap()).unwrap();
+        assert_eq!(again.execution, c.execution);
+        assert!(
+            load(MINIMAL).unwrap().execution.workers() >= 1,
+            "one per core by default"
+        );
+        for bad in ["0", "5000"] {
+            let err = load(&format!("{MINIMAL}[execution]\nworkers = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("execution.workers"), "{err}");
+        }
+        let err = load(&format!("{MINIMAL}[execution]\nworkers = \"two\"\n")).unwrap_err();
+        assert!(err.to_string().contains("workers"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let cases = [
             (MINIMAL.replace("job = ", "jbo = \"x\"\njob = "), "jbo"),
@@ -1274,6 +1293,7 @@ send_timeout = "120s"
                 "listen_addr",
             ),
             (format!("{MINIMAL}[communicaton]\n"), "communicaton"),
+            (format!("{MINIMAL}[execution]\nworker = 2\n"), "worker"),
         ];
         for (text, key) in cases {
             let err = load(&text).unwrap_err();
