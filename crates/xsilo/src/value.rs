@@ -23,9 +23,12 @@ pub(crate) fn encode<T: Value>(value: &T) -> Result<Bytes, String> {
     if let Some(v) = any.downcast_ref::<Vec<u8>>() {
         return Ok(Bytes::copy_from_slice(v));
     }
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
+    let mut encoded = rmp_serde::to_vec_named(value).map_err(|e| e.to_string())?;
+    // The encoder grows its buffer by doubling, and `Bytes` keeps a
+    // buffer's capacity: without this a 5 MB value held for a push or a
+    // consumer would pin 8 MB. Shrinking in place does not copy.
+    encoded.shrink_to_fit();
+    Ok(Bytes::from(encoded))
 }
 
 /// Moves a value encoded by [`encode`] back into a `T`.
