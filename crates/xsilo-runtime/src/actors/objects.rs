@@ -96,6 +96,7 @@ impl Pool {
             .worker_threads(workers)
             .max_blocking_threads(workers)
             .thread_name(format!("xsilo-{me}-worker"))
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()
             .map_err(|e| {
@@ -308,6 +309,22 @@ impl Objects {
             _ => self
                 .table
                 .actor_created(actor, Err("internal: not a constructor".into())),
+        }
+    }
+}
+
+/// Worker threads run below the control thread's priority (nice about +10
+/// against 0 on Linux): when user code keeps every core busy, the control
+/// plane still gets the CPU the moment it has work (an acknowledgement, a
+/// RemoteError to pass on), instead of waiting for a time slice (MISSION
+/// X1, RFC 0004). Without the right to change it, workers run as they are.
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    if let Ok(value) = ThreadPriorityValue::try_from(22u8) {
+        if let Err(e) =
+            thread_priority::set_current_thread_priority(ThreadPriority::Crossplatform(value))
+        {
+            tracing::debug!(error = ?e, "worker priority unchanged");
         }
     }
 }
