@@ -124,6 +124,9 @@ enum Command {
         /// Seconds of (c).
         #[arg(long)]
         long_s: u64,
+        /// Which of a, b, c to run.
+        #[arg(long)]
+        phases: String,
     },
     /// Internal: party bob of `tiny-tasks`, started by it.
     #[command(hide = true)]
@@ -157,7 +160,8 @@ fn main() -> Result<()> {
             party,
             trials,
             long_s,
-        } => workload::party(&config, &party, trials, long_s),
+            phases,
+        } => workload::party(&config, &party, trials, long_s, &phases),
         Command::FedavgMemoryParty {
             config,
             party,
