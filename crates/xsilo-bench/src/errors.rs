@@ -24,7 +24,8 @@ use xsilo::Config;
 use crate::child::{exit_with_parent, Party};
 use crate::stats::{emit, median, percentile};
 
-fn now_us() -> u128 {
+/// Microseconds since the epoch (one machine, one clock for every party).
+pub(crate) fn now_us() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
@@ -33,7 +34,7 @@ fn now_us() -> u128 {
 
 /// A task failure, carrying nothing secret.
 #[derive(Debug)]
-struct Injected;
+pub(crate) struct Injected;
 impl std::fmt::Display for Injected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("injected failure")

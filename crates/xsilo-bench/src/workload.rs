@@ -17,20 +17,15 @@
 //!     bob, with `peer_lost_timeout` = 5 s; both parties must get its value.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use xsilo::Config;
 
 use crate::child::{exit_with_parent, Party};
+use crate::errors::{now_us, Injected};
 use crate::stats::{emit, median, percentile};
-
-fn now_us() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros())
-}
 
 /// Keeps a core busy for `d`: real CPU work, not a sleep.
 fn busy(d: Duration) -> u64 {
@@ -43,15 +38,6 @@ fn busy(d: Duration) -> u64 {
     }
     x
 }
-
-#[derive(Debug)]
-struct Injected;
-impl std::fmt::Display for Injected {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("injected failure")
-    }
-}
-impl std::error::Error for Injected {}
 
 /// One party, started by [`run`]; `phases` says which of a, b, c it runs.
 pub(crate) fn party(

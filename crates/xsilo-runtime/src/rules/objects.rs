@@ -724,13 +724,17 @@ impl<W> ObjectTable<W> {
     /// expects from it fails with [`RuntimeError::PeerLost`].
     pub fn peer_gone(&mut self, peer: &PartyName, reason: &str) {
         self.tombstones.retain(|(p, _)| p != peer);
-        let lost: Vec<ObjectId> = self
+        let mut lost: Vec<ObjectId> = self
             .entries
             .iter()
             .filter(|(_, e)| e.owner == *peer && e.known && matches!(e.state, State::Expected))
             .filter(|(_, e)| e.claimed)
             .map(|(id, _)| *id)
             .collect();
+        // Later objects first: a dependent always has a higher id than its
+        // inputs, so each lost object fails with its own PeerLost before a
+        // failure derived from an earlier one could reach it.
+        lost.sort_unstable_by(|a, b| b.cmp(a));
         for id in lost {
             let error = RuntimeError::PeerLost {
                 party: peer.clone(),

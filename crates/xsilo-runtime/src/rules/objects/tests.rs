@@ -636,3 +636,25 @@ fn the_owner_is_part_of_the_position() {
     b.peer_finished(&p("alice"), fa);
     assert!(diverged(&actions(&mut b)).is_some());
 }
+
+#[test]
+fn every_object_expected_from_a_lost_peer_names_that_peer() {
+    // bob: #1 from alice feeds bob's call #2, which feeds alice's #3, which
+    // bob gets. alice is lost: the get of #3 says alice is gone, whatever
+    // order the table holds them in.
+    for _ in 0..20 {
+        let mut t = table("bob");
+        t.submit(task("alice", vec![], r(1, "alice"), "a"));
+        t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "b"));
+        t.submit(task("alice", vec![r(2, "bob")], r(3, "alice"), "c"));
+        t.get(9, &[r(3, "alice")]);
+        actions(&mut t);
+        t.peer_gone(
+            &p("alice"),
+            "nothing heard from it within peer_lost_timeout",
+        );
+        let e = answer(&actions(&mut t), 9).unwrap_err().to_string();
+        assert!(e.contains("party 'alice' is gone"), "{e}");
+        assert!(e.contains("object #3"), "{e}");
+    }
+}
