@@ -52,6 +52,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -234,13 +235,16 @@ fn unspecified_like(addr: SocketAddr) -> SocketAddr {
 /// link would queue is not dropped by the OS first.
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 
-fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind(addr: SocketAddr, connect: Option<SocketAddr>) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // The OS may cap these (net.core.rmem_max); the relay works either way.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&addr.into())?;
+    if let Some(to) = connect {
+        socket.connect(&to.into())?;
+    }
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
 }
@@ -267,7 +271,7 @@ impl Relay {
         reverse: LinkProfile,
         seed: u64,
     ) -> io::Result<Self> {
-        let front = Arc::new(bind(listen)?);
+        let front = Arc::new(bind(listen, None)?);
         let addr = front.local_addr()?;
         let shared = Arc::new(Shared {
             forward: LinkStats::default(),
@@ -356,49 +360,41 @@ async fn serve_front(
             Err(_) => continue,
         };
         let now = Instant::now();
-        if !sessions.contains_key(&from) {
-            let upstream = match bind(unspecified_like(target)) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay: cannot bind an upstream socket");
-                    continue;
-                }
-            };
-            if let Err(e) = upstream.connect(target).await {
-                tracing::warn!(error = %e, %target, "relay: cannot reach the target");
-                continue;
-            }
-            let upstream = Arc::new(upstream);
-            let (to_target, queued) = mpsc::unbounded_channel();
-            remember(
-                &tasks,
-                tokio::spawn(deliver(queued, Dest::Connected(upstream.clone()))),
-            );
-            let (to_client, back) = mpsc::unbounded_channel();
-            remember(
-                &tasks,
-                tokio::spawn(deliver(back, Dest::To(front.clone(), from))),
-            );
-            next_seed = next_seed.wrapping_add(2);
-            remember(
-                &tasks,
-                tokio::spawn(serve_upstream(
-                    upstream,
-                    Lane::new(reverse.clone(), next_seed ^ 0xA5A5),
-                    to_client,
-                    shared.clone(),
-                )),
-            );
-            sessions.insert(
-                from,
-                Session {
+        let session = match sessions.entry(from) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let upstream = match bind(unspecified_like(target), Some(target)) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %target, "relay: cannot open an upstream socket");
+                        continue;
+                    }
+                };
+                let (to_target, queued) = mpsc::unbounded_channel();
+                remember(
+                    &tasks,
+                    tokio::spawn(deliver(queued, Dest::Connected(upstream.clone()))),
+                );
+                let (to_client, back) = mpsc::unbounded_channel();
+                remember(
+                    &tasks,
+                    tokio::spawn(deliver(back, Dest::To(front.clone(), from))),
+                );
+                next_seed = next_seed.wrapping_add(2);
+                remember(
+                    &tasks,
+                    tokio::spawn(serve_upstream(
+                        upstream,
+                        Lane::new(reverse.clone(), next_seed ^ 0xA5A5),
+                        to_client,
+                        shared.clone(),
+                    )),
+                );
+                v.insert(Session {
                     lane: Lane::new(forward.clone(), next_seed),
                     out: to_target,
-                },
-            );
-        }
-        let Some(session) = sessions.get_mut(&from) else {
-            continue;
+                })
+            }
         };
         admit(
             &mut session.lane,
@@ -467,6 +463,7 @@ async fn deliver(mut queued: mpsc::UnboundedReceiver<(Instant, Bytes)>, dest: De
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

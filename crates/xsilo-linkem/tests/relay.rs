@@ -1,6 +1,8 @@
 //! The relay does what its profile says, measured over real UDP sockets on
 //! loopback: round trip, loss and rate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
