@@ -20,11 +20,13 @@ pub struct TransportConfig {
     /// (RayFed's). An object over it fails at the sender before any byte is
     /// sent; a peer announcing more is refused at the receiver.
     pub max_message_size: u64,
-    /// Bound on one `send_object` or `send_control`, retries included.
-    /// Default 60 s (RayFed's). When it passes, the send fails with
-    /// [`crate::TransportError::Timeout`] naming the peer. The receiver uses
-    /// its own value to bound the arrival of one object's bytes: a stream
-    /// that has not delivered its announced payload by then is refused.
+    /// Bound on the time a `send_object` or `send_control` goes without
+    /// progress, dialling and retries included. Default 60 s. Progress is a
+    /// piece of the payload (1 MiB) taken into QUIC's send window, the last
+    /// byte acknowledged, then the answer. When it passes, the send fails
+    /// with [`crate::TransportError::Timeout`] naming the peer. The receiver
+    /// uses its own value to bound each wait for the next bytes of an
+    /// object: a stream that delivers nothing for that long is refused.
     pub send_timeout: Duration,
     /// Bound on one connection attempt (QUIC + TLS handshake + hello).
     /// Default 5 s; the full handshake takes about 1 ms on loopback.
@@ -44,15 +46,27 @@ pub struct TransportConfig {
     /// first keep-alive it sends after the last packet received; so this is
     /// the bound from a peer's death to the `PeerDown` event.
     pub peer_lost_timeout: Duration,
-    /// Per-stream receive window in bytes. Default 8 MiB: room for 1 Gbit/s
-    /// at 64 ms round trip (quinn's default, 1.25 MiB, is sized for
-    /// 100 Mbit/s at 100 ms). On loopback bigger windows measured no faster.
+    /// Per-stream receive window in bytes: how much of one object may be
+    /// in flight. Default from the default link hint (1 Gbit/s x 100 ms):
+    /// 1.5 bandwidth-delay products, about 17.9 MiB. See
+    /// [`TransportConfig::set_link`].
     pub stream_receive_window: u64,
-    /// Connection receive window in bytes. Default 32 MiB, four streams at
-    /// full window.
+    /// Connection receive window in bytes: how much of all objects from one
+    /// peer may be in flight. Default two stream windows.
     pub receive_window: u64,
-    /// Connection send window in bytes. Default 32 MiB.
+    /// Connection send window in bytes. Default as `receive_window`.
     pub send_window: u64,
+    /// Congestion controller. Default [`Congestion::Bbr`]: on lossy
+    /// wide-area links Cubic and NewReno collapse (RFC 0001 has the
+    /// figures).
+    pub congestion: Congestion,
+    /// When a dial has had no answer at all for this long, a fresh attempt
+    /// starts beside it (the first to complete wins, at most four run at
+    /// once). Default 100 ms. QUIC itself re-sends a lost first flight only
+    /// after its probe timeout, about 1 s with its 333 ms initial round
+    /// trip estimate, which a party pays whenever it dials a peer a moment
+    /// before the peer has bound its port.
+    pub first_flight_resend: Duration,
     /// Maximum concurrent data streams a peer may open towards us; one
     /// object per stream. Default 256. Also bounds how many received objects
     /// wait for the runtime's acknowledgement at once, hence memory.
@@ -66,19 +80,77 @@ pub struct TransportConfig {
 
 impl Default for TransportConfig {
     fn default() -> Self {
-        Self {
+        let mut config = Self {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             send_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             keep_alive_interval: Duration::from_secs(1),
             peer_lost_timeout: Duration::from_secs(10),
-            stream_receive_window: 8 * 1024 * 1024,
-            receive_window: 32 * 1024 * 1024,
-            send_window: 32 * 1024 * 1024,
+            stream_receive_window: 0,
+            receive_window: 0,
+            send_window: 0,
+            congestion: Congestion::default(),
+            first_flight_resend: Duration::from_millis(100),
             max_concurrent_streams: 256,
             socket_buffer: 4 * 1024 * 1024,
-        }
+        };
+        config.set_link(DEFAULT_LINK_BANDWIDTH, DEFAULT_LINK_RTT);
+        config
+    }
+}
+
+/// The default link hint's bandwidth: 1 Gbit/s, in bytes per second.
+pub const DEFAULT_LINK_BANDWIDTH: u64 = 125_000_000;
+/// The default link hint's round trip: 100 ms.
+pub const DEFAULT_LINK_RTT: Duration = Duration::from_millis(100);
+
+/// Congestion controllers quinn offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// BBR (model-based): keeps its rate under random loss. The default.
+    #[default]
+    Bbr,
+    /// Cubic (loss-based), quinn's default.
+    Cubic,
+    /// NewReno (loss-based).
+    NewReno,
+}
+
+impl std::fmt::Display for Congestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bbr => "bbr",
+            Self::Cubic => "cubic",
+            Self::NewReno => "newreno",
+        })
+    }
+}
+
+impl TransportConfig {
+    /// Sizes the flow-control windows for a link of `bandwidth` bytes per
+    /// second and round trip `rtt` (a hint: the longest, fastest path this
+    /// party expects). The stream window is 1.5 bandwidth-delay products
+    /// (room for the congestion controller to probe above the bottleneck
+    /// rate), at least 1 MiB; the connection windows are two stream
+    /// windows. Windows bound what one object and one peer may have in
+    /// flight; too small a window caps throughput at window / rtt.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use xsilo_transport::TransportConfig;
+    /// let mut c = TransportConfig::default();
+    /// c.set_link(125_000_000, Duration::from_millis(100)); // 1 Gbit/s x 100 ms
+    /// assert_eq!(c.stream_receive_window, 18_750_000);
+    /// assert_eq!(c.receive_window, 37_500_000);
+    /// ```
+    pub fn set_link(&mut self, bandwidth: u64, rtt: Duration) {
+        let bdp = (bandwidth as f64 * rtt.as_secs_f64()).min(1e15) as u64;
+        let stream = (bdp.saturating_mul(3) / 2).max(1024 * 1024);
+        self.stream_receive_window = stream;
+        self.receive_window = stream.saturating_mul(2);
+        self.send_window = stream.saturating_mul(2);
     }
 }
 
@@ -107,6 +179,7 @@ impl TransportConfig {
             ("connect_timeout", self.connect_timeout),
             ("keep_alive_interval", self.keep_alive_interval),
             ("peer_lost_timeout", self.peer_lost_timeout),
+            ("first_flight_resend", self.first_flight_resend),
         ];
         for (key, d) in positive {
             if d.is_zero() {

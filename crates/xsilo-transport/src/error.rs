@@ -67,8 +67,9 @@ pub enum TransportError {
         /// The last attempt's error.
         last: String,
     },
-    /// A bounded wait passed.
-    #[error("{what} to party '{peer}' timed out after {after:?}")]
+    /// A send made no progress for `send_timeout` (or a connect did not
+    /// complete within it).
+    #[error("{what} to party '{peer}' made no progress for {after:?} (communication.send_timeout)")]
     Timeout {
         /// The peer.
         peer: PartyName,

@@ -73,7 +73,9 @@ pub use api::{
     AckHandle, AddressBook, BoxFuture, Delivery, EventReceiver, InboundObject, OutboundObject,
     PeerAddress, PeerDownReason, Transport, TransportEvent,
 };
-pub use config::{ConfigError, RetryPolicy, TransportConfig};
+pub use config::{
+    Congestion, ConfigError, RetryPolicy, TransportConfig, DEFAULT_LINK_BANDWIDTH, DEFAULT_LINK_RTT,
+};
 pub use error::{SetupError, TransportError};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use quic::setup;

@@ -66,7 +66,7 @@ pub use object::{FedObject, Returns};
 pub use sim::{SimNetwork, Simulation};
 pub use value::Value;
 pub use xsilo_runtime::{BoxFuture, Counts, RuntimeError, Stats, TaskError};
-pub use xsilo_transport::TransportError;
+pub use xsilo_transport::{Congestion, TransportError};
 pub use xsilo_wire::{JobName, ObjectId, PartyName};
 
 /// Runs `fut`, a driver program, to completion on a new single-threaded

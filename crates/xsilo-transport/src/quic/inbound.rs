@@ -105,6 +105,17 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
     let (mut send, recv, hello) = match hello {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
+            // A dialer runs a few handshakes at once while its peer is
+            // silent (outbound::handshake) and drops the losers: closed by
+            // the application with code 0 before any hello.
+            let dropped = matches!(
+                conn.close_reason(),
+                Some(quinn::ConnectionError::ApplicationClosed(c)) if u64::from(c.error_code) == 0
+            );
+            if dropped {
+                tracing::debug!(party = %local, %remote, "a dialer dropped a duplicate connection attempt");
+                return;
+            }
             tracing::warn!(party = %local, %remote, error = %e, "no valid hello on a new connection");
             conn.close(
                 CLOSE_PROTOCOL.into(),
@@ -397,15 +408,7 @@ async fn serve_object(
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
-    let bound = job.config.send_timeout;
-    let received = tokio::time::timeout(bound, receive_object(&job, &peer, &mut recv))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Refusal::new(
-                RefusalCode::Malformed,
-                format!("the object's bytes did not arrive within the receiver's send_timeout ({bound:?})"),
-            ))
-        });
+    let received = receive_object(&job, &peer, &mut recv).await;
     let reply = match received {
         Ok((header, payload)) => {
             let (ack, answer) = AckHandle::new();
@@ -446,14 +449,31 @@ async fn receive_object(
     peer: &PartyName,
     recv: &mut RecvStream,
 ) -> Result<(ObjectHeader, bytes::Bytes), Refusal> {
-    let header: ObjectHeader = read_frame(recv, MAX_HEADER_FRAME, peer, "object header")
-        .await
-        .map_err(|e| Refusal::new(RefusalCode::Malformed, e.to_string()))?;
+    // Progress, not a stopwatch: each read waits at most send_timeout, so a
+    // large object on a slow link arrives while its bytes keep coming, and
+    // a stream that stalls is refused (RFC 0001).
+    let bound = job.config.send_timeout;
+    let stalled = || {
+        Refusal::new(
+            RefusalCode::Malformed,
+            format!("no byte of the object arrived for the receiver's send_timeout ({bound:?})"),
+        )
+    };
+    let header: ObjectHeader = tokio::time::timeout(
+        bound,
+        read_frame(recv, MAX_HEADER_FRAME, peer, "object header"),
+    )
+    .await
+    .map_err(|_| stalled())?
+    .map_err(|e| Refusal::new(RefusalCode::Malformed, e.to_string()))?;
     check_header(&header, &job.job, peer, job.config.max_message_size)?;
     let mut payload = PayloadAssembler::new(header.payload_len, job.config.max_message_size)
         .map_err(|e| wire_refusal(&e))?;
     loop {
-        match recv.read_chunk(usize::MAX, true).await {
+        let chunk = tokio::time::timeout(bound, recv.read_chunk(usize::MAX, true))
+            .await
+            .map_err(|_| stalled())?;
+        match chunk {
             Ok(Some(chunk)) => payload.push(&chunk.bytes).map_err(|e| {
                 Refusal::new(
                     RefusalCode::Malformed,

@@ -348,8 +348,8 @@ impl Transport for QuicTransport {
         let job = self.job.clone();
         let peer = peer.clone();
         Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + job.config.send_timeout;
-            outbound::with_retries(&job, &peer, deadline, "connect", |_| async { Ok(()) })
+            let progress = outbound::Progress::new();
+            outbound::with_retries(&job, &peer, &progress, "connect", |_| async { Ok(()) })
                 .await
                 .map(|_| ())
         })

@@ -2,6 +2,7 @@
 //! retries with backoff, goodbye.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,125 @@ fn encode<T: serde::Serialize>(peer: &PartyName, frame: &T) -> Result<Vec<u8>, T
     })
 }
 
+/// When a send last made progress. A send fails when it has made none for
+/// `send_timeout` (RFC 0001, "Progress, not a stopwatch"): a large object
+/// on a slow link takes as long as it takes while its bytes keep moving.
+#[derive(Clone, Debug)]
+pub(super) struct Progress {
+    base: Instant,
+    /// Milliseconds after `base` of the last progress.
+    last: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Progress {
+    /// Progress made now.
+    pub(super) fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// Notes progress now.
+    pub(super) fn mark(&self) {
+        let ms = self.base.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+        self.last.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// When the send fails if nothing moves before.
+    pub(super) fn deadline(&self, bound: Duration) -> Instant {
+        self.base + Duration::from_millis(self.last.load(Ordering::Acquire)) + bound
+    }
+
+    /// Completes once `bound` has passed without progress.
+    pub(super) async fn stalled(&self, bound: Duration) {
+        loop {
+            let deadline = self.deadline(bound);
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// An object's payload is written in pieces of this size; each piece QUIC
+/// takes (its send window frees as the peer acknowledges) is progress.
+const PIECE: usize = 1024 * 1024;
+
+/// Handshakes to one peer at once, at most.
+const HANDSHAKES_AT_ONCE: usize = 4;
+
+/// The QUIC and TLS handshake to `peer` at `addr`. A first flight sent
+/// before the peer has bound its port is lost, and QUIC re-sends it only
+/// after its probe timeout (about 1 s at first). So while nothing at all
+/// has answered, a fresh attempt starts every `first_flight_resend`, the
+/// interval growing by half each time up to 1 s, at most
+/// [`HANDSHAKES_AT_ONCE`] at once (the oldest gives way). The first to
+/// complete wins; the others are dropped. Once the peer has answered any
+/// attempt, no more start, and that one runs to its end.
+async fn handshake(
+    job: &JobShared,
+    peer: &PartyName,
+    addr: std::net::SocketAddr,
+) -> Result<quinn::Connection, TransportError> {
+    let answered = Arc::new(AtomicBool::new(false));
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut running = std::collections::VecDeque::new();
+    let unreachable = |last: String| TransportError::Unreachable {
+        peer: peer.clone(),
+        addr: addr.to_string(),
+        attempts: 1,
+        last,
+    };
+    let start = |attempts: &mut tokio::task::JoinSet<_>| {
+        let mut connecting = job
+            .endpoint
+            .connect(addr, peer.as_str())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let answered = answered.clone();
+        Ok::<_, TransportError>(attempts.spawn(async move {
+            if connecting.handshake_data().await.is_ok() {
+                answered.store(true, Ordering::Release);
+            }
+            connecting.await
+        }))
+    };
+    running.push_back(start(&mut attempts)?);
+    let mut interval = job.config.first_flight_resend;
+    let mut next = Instant::now() + interval;
+    let mut last = None;
+    loop {
+        let quiet = !answered.load(Ordering::Acquire);
+        tokio::select! {
+            done = attempts.join_next() => match done {
+                Some(Ok(Ok(conn))) => return Ok(conn),
+                // Nothing answered this attempt's handshake.
+                Some(Ok(Err(quinn::ConnectionError::TimedOut))) => {
+                    last = Some(unreachable("no answer to the QUIC handshake".into()));
+                }
+                // A real answer: a refusal, a certificate problem.
+                Some(Ok(Err(other))) => return Err(connection_error(peer, &other)),
+                // An attempt that gave way to a newer one.
+                Some(Err(_)) => {}
+                None => {
+                    return Err(last.unwrap_or_else(|| unreachable("no answer to the QUIC handshake".into())))
+                }
+            },
+            () = tokio::time::sleep_until(next), if quiet => {
+                if running.len() >= HANDSHAKES_AT_ONCE {
+                    if let Some(oldest) = running.pop_front() {
+                        oldest.abort();
+                    }
+                }
+                running.push_back(start(&mut attempts)?);
+                interval = interval.mul_f64(1.5).min(Duration::from_secs(1));
+                next = Instant::now() + interval;
+            }
+        }
+    }
+}
+
 /// One connection attempt: QUIC + TLS handshake, then the hello exchange.
 async fn dial(job: &JobShared, peer: &PartyName) -> Result<Outbound, TransportError> {
     let addr = job
@@ -75,25 +195,7 @@ async fn dial(job: &JobShared, peer: &PartyName) -> Result<Outbound, TransportEr
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-    let connecting = job
-        .endpoint
-        .connect(addr.addr, peer.as_str())
-        .map_err(|e| TransportError::Unreachable {
-            peer: peer.clone(),
-            addr: addr.addr.to_string(),
-            attempts: 1,
-            last: e.to_string(),
-        })?;
-    let conn = connecting.await.map_err(|e| match e {
-        // Nothing answered the handshake: nobody listens there (yet).
-        quinn::ConnectionError::TimedOut => TransportError::Unreachable {
-            peer: peer.clone(),
-            addr: addr.addr.to_string(),
-            attempts: 1,
-            last: "no answer to the QUIC handshake".into(),
-        },
-        other => connection_error(peer, &other),
-    })?;
+    let conn = handshake(job, peer, addr.addr).await?;
     let (mut send, mut recv) = conn
         .open_bi()
         .await
@@ -188,11 +290,11 @@ async fn outbound(job: &Arc<JobShared>, peer: &PartyName) -> Result<Outbound, Tr
 
 /// Runs `op` on the outbound connection to `peer`, re-dialling and retrying
 /// with exponential backoff while the failure is transient, until the retry
-/// policy is exhausted or `deadline` passes.
+/// policy is exhausted or `send_timeout` passes without `progress`.
 pub(super) async fn with_retries<T, F, Fut>(
     job: &Arc<JobShared>,
     peer: &PartyName,
-    deadline: Instant,
+    progress: &Progress,
     what: &'static str,
     mut op: F,
 ) -> Result<(T, u32), TransportError>
@@ -214,7 +316,7 @@ where
                 let out = outbound(job, peer).await?;
                 op(out).await
             } => r,
-            () = tokio::time::sleep_until(deadline) => return Err(timeout_err()),
+            () = progress.stalled(job.config.send_timeout) => return Err(timeout_err()),
             () = job.closed.cancelled() => return Err(TransportError::Closed { party: job.party.clone() }),
         };
         let error = match result {
@@ -236,7 +338,7 @@ where
         }
         let backoff = policy.backoff(attempt);
         tracing::debug!(job = %job.job, party = %job.party, peer = %peer, %error, ?backoff, "{what}: retrying");
-        if Instant::now() + backoff >= deadline {
+        if Instant::now() + backoff >= progress.deadline(job.config.send_timeout) {
             return Err(timeout_err());
         }
         tokio::time::sleep(backoff).await;
@@ -279,16 +381,16 @@ pub(super) async fn send_object(
             ..header
         },
     )?);
-    let deadline = Instant::now() + job.config.send_timeout;
+    let progress = Progress::new();
     let mut tries = 0u32;
-    let ((), attempts) = with_retries(job, peer, deadline, "sending an object", |out| {
+    let ((), attempts) = with_retries(job, peer, &progress, "sending an object", |out| {
         tries += 1;
         let header = if tries == 1 {
             first.clone()
         } else {
             again.clone()
         };
-        send_on(out, peer, header, object.payload.clone())
+        send_on(out, peer, header, object.payload.clone(), &progress)
     })
     .await?;
     Ok(Delivery {
@@ -302,6 +404,7 @@ async fn send_on(
     peer: &PartyName,
     header: Bytes,
     payload: Bytes,
+    progress: &Progress,
 ) -> Result<(), TransportError> {
     let (mut send, mut recv) = out
         .conn
@@ -311,8 +414,12 @@ async fn send_on(
     // A receiver that refuses early stops our stream; its reply still says why.
     let written = async {
         send.write_chunk(header).await?;
-        if !payload.is_empty() {
-            send.write_chunk(payload).await?;
+        let mut at = 0;
+        while at < payload.len() {
+            let end = (at + PIECE).min(payload.len());
+            send.write_chunk(payload.slice(at..end)).await?;
+            progress.mark();
+            at = end;
         }
         Ok::<(), quinn::WriteError>(())
     }
@@ -320,6 +427,11 @@ async fn send_on(
     match written {
         Ok(()) => {
             let _ = send.finish();
+            // Every byte acknowledged (or the receiver stopped the stream,
+            // its reply says why): progress too.
+            if send.stopped().await.is_ok() {
+                progress.mark();
+            }
         }
         Err(quinn::WriteError::Stopped(_)) => {}
         Err(e) => return Err(write_error(peer, &e)),
@@ -345,8 +457,7 @@ pub(super) async fn send_control(
 ) -> Result<(), TransportError> {
     job.slot(peer)?;
     let bytes = encode(peer, &frame)?;
-    let deadline = Instant::now() + job.config.send_timeout;
-    with_retries(job, peer, deadline, "sending a control frame", |out| {
+    with_retries(job, peer, &Progress::new(), "sending a control frame", |out| {
         let bytes = &bytes;
         async move {
             let mut control = out.control.lock().await;

@@ -9,12 +9,13 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, VarInt};
 use xsilo_wire::PartyName;
 
-use crate::config::TransportConfig;
+use crate::config::{Congestion, TransportConfig};
 use crate::error::SetupError;
 use crate::tls::TlsIdentity;
 
 /// The quinn transport parameters derived from `config`: keep-alive, idle
-/// timeout (the peer-lost bound), windows and stream limits.
+/// timeout (the peer-lost bound), windows, stream limits and congestion
+/// controller.
 pub fn quinn_transport_config(
     config: &TransportConfig,
 ) -> Result<quinn::TransportConfig, SetupError> {
@@ -51,6 +52,17 @@ pub fn quinn_transport_config(
             config.max_concurrent_streams.saturating_add(1),
         ))
         .max_concurrent_uni_streams(VarInt::from_u32(0));
+    match config.congestion {
+        Congestion::Bbr => {
+            tc.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+        }
+        Congestion::Cubic => {
+            tc.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+        }
+        Congestion::NewReno => {
+            tc.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
+        }
+    };
     Ok(tc)
 }
 
