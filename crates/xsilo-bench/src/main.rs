@@ -15,6 +15,7 @@ mod fedavg_memory;
 mod stats;
 mod tiny_tasks;
 mod transport;
+mod wan;
 mod workload;
 
 use anyhow::Result;
@@ -32,6 +33,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// xsilo's transport through an emulated wide-area link at (10 ms,
+    /// 0%), (50 ms, 0.1%), (100 ms, 1%), 1 Gbit/s: bulk and small round
+    /// trips, against raw quinn with quinn's defaults through the same
+    /// emulator and against the link's capacity.
+    Wan {
+        /// 64 MiB only, 10 s caps, 20 round trips (under 2 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Only this link: 10ms_0pct, 50ms_0.1pct or 100ms_1pct.
+        #[arg(long)]
+        link: Option<String>,
+    },
+    /// Internal: bob of `wan`, started by it.
+    #[command(hide = true)]
+    ServeWan,
     /// The transport against raw quinn with the same TLS and QUIC settings:
     /// one 256 MiB object (MiB/s) and 10,000 sequential 64-byte objects with
     /// acknowledgement (median and p99 microseconds). Two processes, each on
@@ -144,6 +160,8 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Transport { quick } => transport::run(quick),
         Command::ServeTransport => transport::serve(),
+        Command::Wan { quick, link } => wan::run(quick, link.as_deref()),
+        Command::ServeWan => wan::serve(),
         Command::TinyTasks { quick } => tiny_tasks::run(quick),
         Command::Errors { quick } => errors::run(quick),
         Command::ErrorsParty {

@@ -60,6 +60,14 @@ pub struct TransportConfig {
     /// wide-area links Cubic and NewReno collapse (RFC 0001 has the
     /// figures).
     pub congestion: Congestion,
+    /// The congestion controller's initial window in bytes. Default from
+    /// the link hint: a quarter of its bandwidth-delay product, from
+    /// quinn's 240 000 bytes up to 4 MiB (about 3 MB by default). Through
+    /// the emulator at 50 ms and 0.1% loss a 64 MiB object moved 46 MiB/s
+    /// with quinn's 240 kB, 64 with 2 MiB and 71 with 4 MiB: most of a
+    /// transfer of that size is otherwise spent in slow start. Sending is
+    /// paced, so the first window is not one burst.
+    pub initial_window: u64,
     /// When a dial has had no answer at all for this long, a fresh attempt
     /// starts beside it (the first to complete wins, at most four run at
     /// once). Default 100 ms. QUIC itself re-sends a lost first flight only
@@ -91,6 +99,7 @@ impl Default for TransportConfig {
             receive_window: 0,
             send_window: 0,
             congestion: Congestion::default(),
+            initial_window: 0,
             first_flight_resend: Duration::from_millis(100),
             max_concurrent_streams: 256,
             socket_buffer: 4 * 1024 * 1024,
@@ -135,7 +144,9 @@ impl TransportConfig {
     /// (room for the congestion controller to probe above the bottleneck
     /// rate), at least 1 MiB; the connection windows are two stream
     /// windows. Windows bound what one object and one peer may have in
-    /// flight; too small a window caps throughput at window / rtt.
+    /// flight; too small a window caps throughput at window / rtt. The
+    /// congestion controller's initial window is a quarter of the product,
+    /// from 240 000 bytes to 4 MiB.
     ///
     /// ```
     /// use std::time::Duration;
@@ -144,10 +155,12 @@ impl TransportConfig {
     /// c.set_link(125_000_000, Duration::from_millis(100)); // 1 Gbit/s x 100 ms
     /// assert_eq!(c.stream_receive_window, 18_750_000);
     /// assert_eq!(c.receive_window, 37_500_000);
+    /// assert_eq!(c.initial_window, 3_125_000);
     /// ```
     pub fn set_link(&mut self, bandwidth: u64, rtt: Duration) {
         let bdp = (bandwidth as f64 * rtt.as_secs_f64()).min(1e15) as u64;
         let stream = (bdp.saturating_mul(3) / 2).max(1024 * 1024);
+        self.initial_window = (bdp / 4).clamp(240_000, 4 * 1024 * 1024);
         self.stream_receive_window = stream;
         self.receive_window = stream.saturating_mul(2);
         self.send_window = stream.saturating_mul(2);
@@ -216,6 +229,12 @@ impl TransportConfig {
             if v >= 1 << 62 {
                 return Err(bad(key, "must be below 2^62"));
             }
+        }
+        if !(2_400..=1 << 32).contains(&self.initial_window) {
+            return Err(bad(
+                "initial_window",
+                "must be from 2400 bytes (two datagrams) to 4 GiB",
+            ));
         }
         if self.max_concurrent_streams == 0 {
             return Err(bad("max_concurrent_streams", "must be at least 1"));

@@ -54,13 +54,19 @@ pub fn quinn_transport_config(
         .max_concurrent_uni_streams(VarInt::from_u32(0));
     match config.congestion {
         Congestion::Bbr => {
-            tc.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+            let mut bbr = quinn::congestion::BbrConfig::default();
+            bbr.initial_window(config.initial_window);
+            tc.congestion_controller_factory(Arc::new(bbr))
         }
         Congestion::Cubic => {
-            tc.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+            let mut cubic = quinn::congestion::CubicConfig::default();
+            cubic.initial_window(config.initial_window);
+            tc.congestion_controller_factory(Arc::new(cubic))
         }
         Congestion::NewReno => {
-            tc.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
+            let mut reno = quinn::congestion::NewRenoConfig::default();
+            reno.initial_window(config.initial_window);
+            tc.congestion_controller_factory(Arc::new(reno))
         }
     };
     Ok(tc)
