@@ -137,9 +137,16 @@ pub(crate) fn run(quick: bool, only: Option<&str>) -> Result<()> {
         };
         let profile = LinkProfile::wan(link.rtt, link.loss, RATE);
         let seed = 1000 + i as u64;
-        let x_relay = emulator.relay(SocketAddr::from(([127, 0, 0, 1], t_port)), profile.clone(), seed)?;
+        let x_relay = emulator.relay(
+            SocketAddr::from(([127, 0, 0, 1], t_port)),
+            profile.clone(),
+            seed,
+        )?;
         let r_relay = emulator.relay(SocketAddr::from(([127, 0, 0, 1], r_port)), profile, seed)?;
-        eprintln!("wan: link {} (rtt {:?}, loss {})", link.name, link.rtt, link.loss);
+        eprintln!(
+            "wan: link {} (rtt {:?}, loss {})",
+            link.name, link.rtt, link.loss
+        );
         actix_rt::System::new().block_on(one_link(
             link,
             &alice,

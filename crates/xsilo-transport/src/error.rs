@@ -69,7 +69,9 @@ pub enum TransportError {
     },
     /// A send made no progress for `send_timeout` (or a connect did not
     /// complete within it).
-    #[error("{what} to party '{peer}' made no progress for {after:?} (communication.send_timeout)")]
+    #[error(
+        "{what} to party '{peer}' made no progress for {after:?} (communication.send_timeout)"
+    )]
     Timeout {
         /// The peer.
         peer: PartyName,

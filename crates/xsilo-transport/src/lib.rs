@@ -74,7 +74,7 @@ pub use api::{
     PeerAddress, PeerDownReason, Transport, TransportEvent,
 };
 pub use config::{
-    Congestion, ConfigError, RetryPolicy, TransportConfig, DEFAULT_LINK_BANDWIDTH, DEFAULT_LINK_RTT,
+    ConfigError, Congestion, RetryPolicy, TransportConfig, DEFAULT_LINK_BANDWIDTH, DEFAULT_LINK_RTT,
 };
 pub use error::{SetupError, TransportError};
 pub use memory::{MemoryNetwork, MemoryTransport};

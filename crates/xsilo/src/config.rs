@@ -412,7 +412,10 @@ impl CommConfig {
         if !(1..=1_000_000).contains(&self.link_bandwidth_mbit) {
             return Err(invalid(
                 "communication.link_bandwidth_mbit",
-                format!("{} Mbit/s: give from 1 to 1000000", self.link_bandwidth_mbit),
+                format!(
+                    "{} Mbit/s: give from 1 to 1000000",
+                    self.link_bandwidth_mbit
+                ),
             ));
         }
         if self.link_rtt < Duration::from_millis(1) || self.link_rtt > Duration::from_secs(10) {

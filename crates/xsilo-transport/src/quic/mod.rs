@@ -141,12 +141,20 @@ impl QuicEndpoint {
     }
 
     /// Closes the endpoint: every connection of every job ends.
+    ///
+    /// Waits for the connections to drain for at most 200 ms: long enough
+    /// for the close packets to leave, which is all the peers need (they
+    /// already had our goodbye on the control stream). Draining itself
+    /// lasts three probe timeouts, and a handshake that never heard from
+    /// its peer (one of the staggered first flights that lost its race)
+    /// drains for about 3 s at QUIC's initial round-trip estimate; waiting
+    /// for that would add a second to every shutdown after a start-up race.
     pub async fn close(&self) {
         self.shared
             .endpoint
             .close(errors::CLOSE_GOODBYE.into(), b"goodbye");
         let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
+            std::time::Duration::from_millis(200),
             self.shared.endpoint.wait_idle(),
         )
         .await;

@@ -107,6 +107,16 @@ impl Progress {
 /// takes (its send window frees as the peer acknowledges) is progress.
 const PIECE: usize = 1024 * 1024;
 
+/// Bytes a connection must send between two looks for a send still
+/// transferring to count as making progress (a link of 8 kB/s or more);
+/// keep-alives alone send about 50 bytes a second.
+const MOVING_BYTES: u64 = 2 * 1024;
+
+/// How often a transferring send looks at its connection's counters.
+fn progress_period(rtt: Duration) -> Duration {
+    rtt.saturating_mul(2).min(Duration::from_millis(250))
+}
+
 /// Handshakes to one peer at once, at most.
 const HANDSHAKES_AT_ONCE: usize = 4;
 
@@ -412,29 +422,50 @@ async fn send_on(
         .await
         .map_err(|e| connection_error(peer, &e))?;
     // A receiver that refuses early stops our stream; its reply still says why.
-    let written = async {
-        send.write_chunk(header).await?;
-        let mut at = 0;
-        while at < payload.len() {
-            let end = (at + PIECE).min(payload.len());
-            send.write_chunk(payload.slice(at..end)).await?;
-            progress.mark();
-            at = end;
+    let transfer = async {
+        let written = async {
+            send.write_chunk(header).await?;
+            let mut at = 0;
+            while at < payload.len() {
+                let end = (at + PIECE).min(payload.len());
+                send.write_chunk(payload.slice(at..end)).await?;
+                progress.mark();
+                at = end;
+            }
+            Ok::<(), quinn::WriteError>(())
         }
-        Ok::<(), quinn::WriteError>(())
-    }
-    .await;
-    match written {
-        Ok(()) => {
-            let _ = send.finish();
-            // Every byte acknowledged (or the receiver stopped the stream,
-            // its reply says why): progress too.
-            if send.stopped().await.is_ok() {
+        .await;
+        match written {
+            Ok(()) => {
+                let _ = send.finish();
+                // Every byte acknowledged (or the receiver stopped the
+                // stream; its reply says why): progress too.
+                if send.stopped().await.is_ok() {
+                    progress.mark();
+                }
+                Ok(())
+            }
+            Err(quinn::WriteError::Stopped(_)) => Ok(()),
+            Err(e) => Err(write_error(peer, &e)),
+        }
+    };
+    // Until every byte is acknowledged, bytes leaving on the connection are
+    // progress: QUIC sends only as acknowledgements open its window.
+    let moving = async {
+        let period = (progress_period(out.conn.rtt())).max(Duration::from_millis(50));
+        let mut last = out.conn.stats().udp_tx.bytes;
+        loop {
+            tokio::time::sleep(period).await;
+            let now = out.conn.stats().udp_tx.bytes;
+            if now >= last + MOVING_BYTES {
                 progress.mark();
             }
+            last = now;
         }
-        Err(quinn::WriteError::Stopped(_)) => {}
-        Err(e) => return Err(write_error(peer, &e)),
+    };
+    tokio::select! {
+        r = transfer => r?,
+        () = moving => {}
     }
     let reply: DataReply = read_frame(&mut recv, MAX_REPLY_FRAME, peer, "data reply").await?;
     match reply {
@@ -457,16 +488,22 @@ pub(super) async fn send_control(
 ) -> Result<(), TransportError> {
     job.slot(peer)?;
     let bytes = encode(peer, &frame)?;
-    with_retries(job, peer, &Progress::new(), "sending a control frame", |out| {
-        let bytes = &bytes;
-        async move {
-            let mut control = out.control.lock().await;
-            control
-                .write_all(bytes)
-                .await
-                .map_err(|e| write_error(peer, &e))
-        }
-    })
+    with_retries(
+        job,
+        peer,
+        &Progress::new(),
+        "sending a control frame",
+        |out| {
+            let bytes = &bytes;
+            async move {
+                let mut control = out.control.lock().await;
+                control
+                    .write_all(bytes)
+                    .await
+                    .map_err(|e| write_error(peer, &e))
+            }
+        },
+    )
     .await
     .map(|_| ())
 }
