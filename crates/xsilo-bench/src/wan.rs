@@ -246,7 +246,14 @@ async fn one_link(
                     "note": format!("0 when 64 MiB did not arrive within {cap:?}") }),
         );
     }
-    // Small round trips.
+    // Small round trips, on a fresh raw connection: quinn's defaults have
+    // no keep-alive, and the capped runs above can outlast its 30 s idle
+    // timeout.
+    raw.close(0u32.into(), b"bulk done");
+    let raw = raw_ep
+        .connect(r_addr, bob.as_str())?
+        .await
+        .context("raw quinn connect through the relay")?;
     let xs = XsiloSender::join(alice, bob, tls, x_addr, TransportConfig::default())?;
     let small = Bytes::from(vec![7u8; 64]);
     xs.send(small.clone()).await?;

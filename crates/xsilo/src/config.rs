@@ -1206,6 +1206,20 @@ send_timeout = "120s"
         let d = TransportConfig::default();
         assert_eq!(t.stream_receive_window, d.stream_receive_window);
         assert_eq!(t.socket_buffer, d.socket_buffer);
+        assert_eq!(t.congestion, Congestion::Bbr);
+
+        // The link hint sizes the windows; the controller is chosen.
+        let wan = load(&format!(
+            "{MINIMAL}[communication]\ncongestion = \"cubic\"\nlink_bandwidth_mbit = 10000\nlink_rtt = \"200ms\"\n"
+        ))
+        .unwrap();
+        let w = wan.comm.transport_config();
+        assert_eq!(w.congestion, Congestion::Cubic);
+        // 10 Gbit/s x 200 ms = 250 MB; 1.5 of it per stream.
+        assert_eq!(w.stream_receive_window, 375_000_000);
+        assert_eq!(w.receive_window, 750_000_000);
+        assert_eq!(w.initial_window, 4 * 1024 * 1024);
+        assert!(w.validate().is_ok());
 
         // alice's overrides apply to alice's own transport only.
         let a = c.transport_config_for(&p("alice"));
@@ -1438,6 +1452,13 @@ send_timeout = "120s"
             &comm("max_message_size = 0"),
             Some("communication.max_message_size"),
         );
+        error_of(
+            &comm("link_bandwidth_mbit = 0"),
+            Some("communication.link_bandwidth_mbit"),
+        );
+        error_of(&comm("link_rtt = \"20s\""), Some("communication.link_rtt"));
+        let msg = error_of(&comm("congestion = \"vegas\""), None);
+        assert!(msg.contains("congestion") && msg.contains("bbr"), "{msg}");
         let msg = error_of(
             &comm("keep_alive_interval = \"10s\"\npeer_lost_timeout = \"10s\""),
             Some("communication.keep_alive_interval"),
