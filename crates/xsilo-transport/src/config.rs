@@ -79,6 +79,17 @@ pub struct TransportConfig {
     /// object per stream. Default 256. Also bounds how many received objects
     /// wait for the runtime's acknowledgement at once, hence memory.
     pub max_concurrent_streams: u32,
+    /// Bytes of inbound objects read but not yet taken by the runtime, all
+    /// peers together. `None` (the default): twice `max_message_size`
+    /// (1000 MiB by default). Objects are admitted whole on their header;
+    /// one that does not fit is not read until earlier ones are taken, so
+    /// QUIC flow control holds its sender (RFC 0001, "Inbound memory").
+    /// At least the per-peer budget.
+    pub inbound_budget: Option<u64>,
+    /// The same per peer. `None` (the default): `max_message_size`, so one
+    /// peer, hostile or not, holds at most half of the endpoint's budget.
+    /// At least `max_message_size`, or an object could never be admitted.
+    pub inbound_budget_per_peer: Option<u64>,
     /// UDP socket send and receive buffer size requested from the OS.
     /// Default 4 MiB: with the OS default (208 KiB) a 256 MiB transfer lost
     /// thousands of packets on loopback here; 4 MiB brought loss to about
@@ -101,6 +112,8 @@ impl Default for TransportConfig {
             congestion: Congestion::default(),
             initial_window: 0,
             first_flight_resend: Duration::from_millis(100),
+            inbound_budget: None,
+            inbound_budget_per_peer: None,
             max_concurrent_streams: 256,
             socket_buffer: 4 * 1024 * 1024,
         };
@@ -185,6 +198,18 @@ fn bad(key: &'static str, reason: impl Into<String>) -> ConfigError {
 }
 
 impl TransportConfig {
+    /// The inbound budgets in bytes: (all peers, per peer), with the
+    /// defaults filled in.
+    pub fn inbound_limits(&self) -> (u64, u64) {
+        let per_peer = self
+            .inbound_budget_per_peer
+            .unwrap_or(self.max_message_size);
+        let all = self
+            .inbound_budget
+            .unwrap_or(self.max_message_size.saturating_mul(2));
+        (all, per_peer)
+    }
+
     /// Checks the settings against each other and against QUIC's limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
@@ -234,6 +259,22 @@ impl TransportConfig {
             return Err(bad(
                 "initial_window",
                 "must be from 2400 bytes (two datagrams) to 4 GiB",
+            ));
+        }
+        let (all, per_peer) = self.inbound_limits();
+        if per_peer < self.max_message_size {
+            return Err(bad(
+                "inbound_budget_per_peer",
+                format!(
+                    "{per_peer} bytes is below max_message_size ({}): such an object could never be admitted",
+                    self.max_message_size
+                ),
+            ));
+        }
+        if all < per_peer {
+            return Err(bad(
+                "inbound_budget",
+                format!("{all} bytes is below the per-peer budget ({per_peer})"),
             ));
         }
         if self.max_concurrent_streams == 0 {

@@ -28,6 +28,8 @@
 //! congestion = "bbr"         # or "cubic", "newreno"
 //! link_bandwidth_mbit = 1000 # the link hint that sizes the windows
 //! link_rtt = "100ms"
+//! inbound_budget = 1048576000         # default: 2 x max_message_size
+//! inbound_budget_per_peer = 524288000 # default: max_message_size
 //! barrier_on_initializing = true
 //! barrier_timeout = "60s"
 //! expose_error_trace = false
@@ -327,6 +329,16 @@ pub struct CommConfig {
     /// peer. Default 100 ms. Larger windows (a larger hint) let more bytes
     /// per peer be in flight, hence held in memory. From 1 ms to 10 s.
     pub link_rtt: Duration,
+    /// Bytes of inbound objects read but not yet taken by the runtime, all
+    /// peers together. `None` (default): twice `max_message_size`. An
+    /// object is admitted whole before it is read; one that does not fit
+    /// waits unread (QUIC flow control holds its sender), so a hostile or
+    /// broken peer cannot make this party hold more. At least the per-peer
+    /// budget.
+    pub inbound_budget: Option<u64>,
+    /// The same per peer. `None` (default): `max_message_size`. At least
+    /// `max_message_size`.
+    pub inbound_budget_per_peer: Option<u64>,
     /// Wait at start-up until every party is reachable, bounded by
     /// `barrier_timeout` (MISSION C6). Default false (RayFed's): parties
     /// then connect lazily on their first send, each send retrying within
@@ -374,6 +386,8 @@ impl Default for CommConfig {
             congestion: t.congestion,
             link_bandwidth_mbit: xsilo_transport::DEFAULT_LINK_BANDWIDTH / 125_000,
             link_rtt: xsilo_transport::DEFAULT_LINK_RTT,
+            inbound_budget: None,
+            inbound_budget_per_peer: None,
             barrier_on_initializing: false,
             barrier_timeout: Duration::from_secs(60),
             expose_error_trace: false,
@@ -396,6 +410,8 @@ impl CommConfig {
         config.keep_alive_interval = self.keep_alive_interval;
         config.retry = self.retry.retry_policy();
         config.congestion = self.congestion;
+        config.inbound_budget = self.inbound_budget;
+        config.inbound_budget_per_peer = self.inbound_budget_per_peer;
         config.set_link(
             self.link_bandwidth_mbit.saturating_mul(125_000),
             self.link_rtt,
@@ -795,6 +811,10 @@ struct RawComm {
         skip_serializing_if = "Option::is_none"
     )]
     link_rtt: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inbound_budget: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inbound_budget_per_peer: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -958,6 +978,8 @@ impl RawConfig {
                 congestion: Some(c.congestion),
                 link_bandwidth_mbit: Some(c.link_bandwidth_mbit),
                 link_rtt: Some(c.link_rtt),
+                inbound_budget: c.inbound_budget,
+                inbound_budget_per_peer: c.inbound_budget_per_peer,
             },
             execution: RawExecution {
                 workers: config.execution.workers,
@@ -1000,6 +1022,8 @@ impl RawComm {
             congestion: self.congestion.unwrap_or(d.congestion),
             link_bandwidth_mbit: self.link_bandwidth_mbit.unwrap_or(d.link_bandwidth_mbit),
             link_rtt: self.link_rtt.unwrap_or(d.link_rtt),
+            inbound_budget: self.inbound_budget,
+            inbound_budget_per_peer: self.inbound_budget_per_peer,
             barrier_on_initializing: self
                 .barrier_on_initializing
                 .unwrap_or(d.barrier_on_initializing),
@@ -1457,6 +1481,14 @@ send_timeout = "120s"
             Some("communication.link_bandwidth_mbit"),
         );
         error_of(&comm("link_rtt = \"20s\""), Some("communication.link_rtt"));
+        error_of(
+            &comm("inbound_budget_per_peer = 1000"),
+            Some("communication.inbound_budget_per_peer"),
+        );
+        error_of(
+            &comm("max_message_size = 1000\ninbound_budget_per_peer = 4000\ninbound_budget = 2000"),
+            Some("communication.inbound_budget"),
+        );
         let msg = error_of(&comm("congestion = \"vegas\""), None);
         assert!(msg.contains("congestion") && msg.contains("bbr"), "{msg}");
         let msg = error_of(

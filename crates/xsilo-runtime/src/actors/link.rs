@@ -33,6 +33,10 @@ pub(crate) struct Link {
     report: Recipient<Report>,
     /// The peer connected (either direction) at least once.
     seen: bool,
+    /// Whether our own dial to the peer has succeeded: the barrier needs
+    /// it, since the peer dialling us proves nothing about the address we
+    /// have for it.
+    dialed: bool,
     /// We dialled it because a wait depends on it.
     probed: bool,
     /// It went down (goodbye or lost), with why; cleared if it returns.
@@ -58,6 +62,7 @@ impl Link {
             transport,
             report,
             seen: false,
+            dialed: false,
             probed: false,
             gone: None,
             sends: HashMap::new(),
@@ -309,19 +314,23 @@ impl Handler<Drain> for Link {
 impl Handler<WaitUp> for Link {
     type Result = ();
     fn handle(&mut self, WaitUp(tx): WaitUp, ctx: &mut Self::Context) {
-        if self.seen {
+        if self.dialed {
             let _ = tx.send(Ok(()));
             return;
         }
         self.up_waiters.push(tx);
-        // The dial runs to its end on its own even when the peer's own
-        // connection proves it up first: a dial cancelled in its handshake
-        // would only make noise at the peer.
+        if self.up_waiters.len() > 1 {
+            // A dial for an earlier waiter is running; its answer is ours.
+            return;
+        }
+        // Our own dial, even when the peer's connection proves it up: a
+        // wrong address or port in our book shows here, at start-up.
         let fut = self.transport.connect(&self.peer);
         ctx.spawn(fut.into_actor(self).map(|result, act, _| {
             let answer = match result {
                 Ok(()) => {
                     act.seen = true;
+                    act.dialed = true;
                     Ok(())
                 }
                 Err(e) => Err(RuntimeError::from(e)),

@@ -159,6 +159,11 @@ pub(crate) fn connection_error(peer: &PartyName, e: &ConnectionError) -> Transpo
 pub(crate) fn write_error(peer: &PartyName, e: &WriteError) -> TransportError {
     match e {
         WriteError::ConnectionLost(c) => connection_error(peer, c),
+        // The peer stopped reading: a closing peer stops the control stream
+        // it reads as it goes (a frame written into it at that moment is a
+        // closing peer, not a breach). Data streams handle Stopped before
+        // this, by reading the reply that says why.
+        WriteError::Stopped(_) => TransportError::PeerClosed { peer: peer.clone() },
         other => TransportError::Protocol {
             peer: peer.clone(),
             reason: format!("stream write failed: {other}"),

@@ -15,6 +15,7 @@ use xsilo_wire::{
     RefusalCode, PROTOCOL_VERSION,
 };
 
+use super::budget;
 use super::errors::{CLOSE_GOODBYE, CLOSE_PROTOCOL, CLOSE_REFUSED, STREAM_REFUSED};
 use super::outbound::read_frame;
 use super::{EndpointShared, JobShared};
@@ -410,7 +411,8 @@ async fn serve_object(
 ) {
     let received = receive_object(&job, &peer, &mut recv).await;
     let reply = match received {
-        Ok((header, payload)) => {
+        // The budget is held until the runtime has answered.
+        Ok((header, payload, _admitted)) => {
             let (ack, answer) = AckHandle::new();
             let object = header.object;
             job.emit(TransportEvent::Object(InboundObject {
@@ -448,7 +450,7 @@ async fn receive_object(
     job: &JobShared,
     peer: &PartyName,
     recv: &mut RecvStream,
-) -> Result<(ObjectHeader, bytes::Bytes), Refusal> {
+) -> Result<(ObjectHeader, bytes::Bytes, budget::Admitted), Refusal> {
     // Progress, not a stopwatch: each read waits at most send_timeout, so a
     // large object on a slow link arrives while its bytes keep coming, and
     // a stream that stalls is refused (RFC 0001).
@@ -467,6 +469,30 @@ async fn receive_object(
     .map_err(|_| stalled())?
     .map_err(|e| Refusal::new(RefusalCode::Malformed, e.to_string()))?;
     check_header(&header, &job.job, peer, job.config.max_message_size)?;
+    // Admitted whole before any payload is read; until then QUIC flow
+    // control holds the sender.
+    let slot = job
+        .slot(peer)
+        .map_err(|e| Refusal::new(RefusalCode::UnknownParty, e.to_string()))?;
+    let admitted = budget::admit(&slot.inbound, &job.inbound, header.payload_len, bound)
+        .await
+        .map_err(|why| match why {
+            budget::NotAdmitted::TooLarge => Refusal::new(
+                RefusalCode::TooLarge,
+                format!(
+                    "object {} of {} bytes is over the receiver's inbound budget",
+                    header.object, header.payload_len
+                ),
+            ),
+            budget::NotAdmitted::Full => Refusal::new(
+                RefusalCode::Unavailable,
+                format!(
+                    "the receiver's inbound memory budget stayed full for its send_timeout ({bound:?}); \
+                     object {} was not read",
+                    header.object
+                ),
+            ),
+        })?;
     let mut payload = PayloadAssembler::new(header.payload_len, job.config.max_message_size)
         .map_err(|e| wire_refusal(&e))?;
     loop {
@@ -495,5 +521,5 @@ async fn receive_object(
             format!("object {} from '{peer}': {e}", header.object),
         )
     })?;
-    Ok((header, payload))
+    Ok((header, payload, admitted))
 }

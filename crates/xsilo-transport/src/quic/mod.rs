@@ -6,6 +6,7 @@
 //! dialer's control frames on one control stream and one bidirectional data
 //! stream per object. See `rfcs/0001-wire-protocol-and-transport.md`.
 
+mod budget;
 mod errors;
 mod inbound;
 mod outbound;
@@ -42,6 +43,8 @@ struct EndpointShared {
     party: PartyName,
     endpoint: quinn::Endpoint,
     config: TransportConfig,
+    /// Bytes of inbound objects not yet taken, all jobs and peers together.
+    inbound: budget::Budget,
     jobs: Mutex<HashMap<JobName, Weak<JobShared>>>,
 }
 
@@ -81,6 +84,7 @@ impl QuicEndpoint {
         let shared = Arc::new(EndpointShared {
             party,
             endpoint: endpoint.clone(),
+            inbound: budget::Budget::new(config.inbound_limits().0),
             config,
             jobs: Mutex::new(HashMap::new()),
         });
@@ -102,6 +106,13 @@ impl QuicEndpoint {
         &self.shared.party
     }
 
+    /// Bytes of inbound objects admitted and not yet taken by a runtime, all
+    /// jobs and peers together: at most
+    /// [`TransportConfig::inbound_limits`]'s first value.
+    pub fn inbound_held(&self) -> u64 {
+        self.shared.inbound.held()
+    }
+
     /// Starts serving `job` with its address book (which must contain the
     /// local party). Hellos and data for jobs not joined are refused.
     pub fn join(&self, job: JobName, book: AddressBook) -> Result<QuicTransport, SetupError> {
@@ -119,9 +130,19 @@ impl QuicEndpoint {
         let peers = book
             .keys()
             .filter(|p| **p != party)
-            .map(|p| (p.clone(), PeerSlot::default()))
+            .map(|p| {
+                (
+                    p.clone(),
+                    PeerSlot {
+                        outbound: Default::default(),
+                        live: Default::default(),
+                        inbound: budget::Budget::new(self.shared.config.inbound_limits().1),
+                    },
+                )
+            })
             .collect();
         let shared = Arc::new(JobShared {
+            inbound: self.shared.inbound.clone(),
             job: job.clone(),
             party,
             book,
@@ -162,8 +183,9 @@ impl QuicEndpoint {
 }
 
 /// Per-peer connection state within a job.
-#[derive(Default)]
 struct PeerSlot {
+    /// Bytes of this peer's inbound objects not yet taken.
+    inbound: budget::Budget,
     /// The connection we dialled, with its control stream. The async mutex
     /// makes dialling single-flight: concurrent senders wait for one dial.
     outbound: tokio::sync::Mutex<Option<outbound::Outbound>>,
@@ -181,6 +203,8 @@ struct Liveness {
 
 /// One job's state, shared by its transport handle and its tasks.
 struct JobShared {
+    /// The endpoint's inbound budget, shared by its jobs.
+    inbound: budget::Budget,
     job: JobName,
     party: PartyName,
     book: AddressBook,
