@@ -49,6 +49,22 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
             }
             Ok(json!(got?))
         }
+        // A round, then (after GO) 20 more: a job that an intruder's dial
+        // must not disturb.
+        "intruded" => {
+            let a = fed.party("alice").task((), |()| 1i64);
+            let b = fed.party("bob").task(a, |x: i64| x + 1);
+            fed.get(&b).await?;
+            println!("XSILO-READY");
+            common::wait_go().await;
+            let mut done = 0i64;
+            for i in 0..20i64 {
+                let a = fed.party("alice").task((), move |()| i);
+                let b = fed.party("bob").task(a, |x: i64| x + 1);
+                done += fed.get(&b).await? - i;
+            }
+            Ok(json!(done))
+        }
         // alice's value is over bob's size limit.
         "too_large" => {
             let a = fed.party("alice").task((), |()| vec![1u8; 2 << 20]);
@@ -304,6 +320,77 @@ fn a_wrong_job_name_ends_both_parties_with_the_refusal() {
             "party {p} took {:?}",
             out[p].elapsed
         );
+    }
+}
+
+/// Dials `to` with `as_party`'s certificate and a hello naming `job_name`;
+/// returns the refusal's text.
+fn dial_for_another_job(job: &common::Job, as_party: &str, to: &str, job_name: &str) -> String {
+    let config = xsilo::Config::from_file(job.config(as_party)).unwrap();
+    let me: xsilo::PartyName = as_party.parse().unwrap();
+    let peer: xsilo::PartyName = to.parse().unwrap();
+    let tls = config.tls_identity().unwrap();
+    let addr = config.address_book(&me)[&peer].addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let endpoint = xsilo_transport::setup::quinn_endpoint(
+            &me,
+            "127.0.0.1:0".parse().unwrap(),
+            &tls,
+            &config.transport_config_for(&me),
+        )
+        .unwrap();
+        let conn =
+            tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, to).unwrap())
+                .await
+                .expect("the intruder's handshake timed out")
+                .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let hello = xsilo_wire::Hello {
+            version: xsilo_wire::PROTOCOL_VERSION,
+            job: job_name.parse().unwrap(),
+            party: me.clone(),
+            to: peer.clone(),
+            metadata: Default::default(),
+            probe: None,
+        };
+        send.write_all(&xsilo_wire::codec::encode_to_vec(&hello).unwrap())
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 16))
+            .await
+            .expect("no answer to the intruder's hello");
+        let text = match reply {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => e.to_string(),
+        };
+        conn.close(0u32.into(), b"done");
+        text
+    })
+}
+
+/// RFC 0003, "Who can abort a job" (issue: 135 of 149 round trips failed
+/// when this happened mid-job).
+#[test]
+fn a_dial_naming_another_job_mid_job_does_not_abort_the_job() {
+    let job = job(&["alice", "bob"], |_, _| {});
+    let mut run = job.start("intruded", &[]);
+    run.wait_line("alice", "XSILO-READY");
+    run.wait_line("bob", "XSILO-READY");
+    // Someone holding bob's certificate dials alice for another job.
+    let answer = dial_for_another_job(&job, "bob", "alice", "another-job");
+    assert!(
+        answer.contains("another-job"),
+        "the intruder is refused naming the job: {answer}"
+    );
+    run.go("alice");
+    run.go("bob");
+    let out = run.finish();
+    for p in ["alice", "bob"] {
+        assert_eq!(out[p].value(), &json!(20), "party {p}");
     }
 }
 

@@ -38,6 +38,8 @@ pub(crate) struct Supervisor {
     waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
     last_send_error: Option<TransportError>,
     timer: Option<SpawnHandle>,
+    /// Parties that have connected in this job at least once.
+    connected: std::collections::BTreeSet<PartyName>,
 }
 
 impl Supervisor {
@@ -95,6 +97,7 @@ impl Supervisor {
                 waiters: Vec::new(),
                 last_send_error: None,
                 timer: None,
+                connected: Default::default(),
             }
         });
         // `create` runs its closure before it returns.
@@ -267,6 +270,7 @@ impl StreamHandler<TransportEvent> for Supervisor {
                 ControlFrame::Heartbeat { .. } | ControlFrame::Goodbye => {}
             },
             TransportEvent::PeerUp { party } => {
+                self.connected.insert(party.clone());
                 if let Some(link) = self.link(&party) {
                     link.do_send(Up);
                 }
@@ -275,6 +279,15 @@ impl StreamHandler<TransportEvent> for Supervisor {
                 if let Some(link) = self.link(&party) {
                     link.do_send(Down(reason));
                 }
+            }
+            // RFC 0003, "Who can abort a job": a party that has already
+            // connected in this job proved its configuration; a dial of its
+            // naming another job is its other job, or someone else holding
+            // its certificate, and must not abort this one. A party that
+            // never connected is misconfigured: fail fast, naming it.
+            TransportEvent::PeerRefused { party, refusal } if self.connected.contains(&party) => {
+                tracing::warn!(party = %self.me, peer = %party, %refusal,
+                    "a dial from a party of this job, for something else, was refused; this job goes on");
             }
             TransportEvent::PeerRefused { party, refusal } => {
                 let reason = format!("party '{party}' cannot join this job: {refusal}");
