@@ -394,6 +394,45 @@ fn a_dial_naming_another_job_mid_job_does_not_abort_the_job() {
     }
 }
 
+/// Issue: a wrong port was found after a minute, unnamed, and the peer was
+/// told only that alice "shut down".
+#[test]
+fn a_wrong_port_fails_start_up_at_both_ends_naming_the_party_address_and_key() {
+    // A port nobody listens on, in alice's book only.
+    let wrong = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let job = job(&["alice", "bob"], |p, c| {
+        c.comm.barrier_timeout = Duration::from_secs(3);
+        if p == "alice" {
+            c.parties.insert("bob".parse().unwrap(), wrong);
+        }
+    });
+    let started = Instant::now();
+    let out = job.run("too_large");
+    let wrong = wrong.to_string();
+    for p in ["alice", "bob"] {
+        let e = out[p].error();
+        assert!(
+            e.contains("could not reach party 'bob'")
+                && e.contains(&wrong)
+                && e.contains("parties.bob"),
+            "party {p} names bob, the address and the key: {e}"
+        );
+    }
+    assert!(
+        out["bob"].error().contains("alice"),
+        "{}",
+        out["bob"].error()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3) + PROMPT,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_party_that_never_starts_fails_the_others_naming_it() {
     let job = job(&["alice", "bob", "carol"], |_, c| {

@@ -206,6 +206,17 @@ pub enum RuntimeError {
     /// The runtime could not start (threads, the worker pool).
     #[error("the runtime could not start: {0}")]
     Setup(String),
+    /// Start-up could not dial every party (the barrier, MISSION C6): a
+    /// party not running yet, or a wrong address or port for it in this
+    /// party's address book. A peer dialling us does not count: only our
+    /// own dial proves the address we have for it.
+    #[error("start-up could not reach {}: {reason}", parties(.peers))]
+    Unreached {
+        /// The parties our dial did not reach.
+        peers: Vec<PartyName>,
+        /// Why: the last dial's error, or the bound that passed.
+        reason: String,
+    },
     /// A bounded wait passed.
     #[error("{what} did not finish within {after:?}")]
     Timeout {
@@ -214,6 +225,15 @@ pub enum RuntimeError {
         /// The bound.
         after: std::time::Duration,
     },
+}
+
+/// "party 'bob'" or "parties 'bob', 'carol'".
+fn parties(peers: &[PartyName]) -> String {
+    let names: Vec<String> = peers.iter().map(|p| format!("'{p}'")).collect();
+    match names.len() {
+        1 => format!("party {}", names[0]),
+        _ => format!("parties {}", names.join(", ")),
+    }
 }
 
 /// "task 'train' (object #12)" for a named call, "object #12" otherwise.
@@ -267,6 +287,7 @@ pub(crate) fn error_kind(e: &RuntimeError) -> &str {
         RuntimeError::ShutDown { .. } => "ShutDown",
         RuntimeError::ActorGone(_) => "Internal",
         RuntimeError::Timeout { .. } => "Timeout",
+        RuntimeError::Unreached { .. } => "Unreached",
         RuntimeError::Setup(_) => "Setup",
         RuntimeError::NoSystem => "NoSystem",
     }
@@ -550,6 +571,13 @@ mod tests {
             (
                 RuntimeError::ActorGone("objects"),
                 "the runtime's objects actor is gone",
+            ),
+            (
+                RuntimeError::Unreached {
+                    peers: vec!["bob".parse().unwrap(), "carol".parse().unwrap()],
+                    reason: "no dial succeeded within 20s".into(),
+                },
+                "start-up could not reach parties 'bob', 'carol': no dial succeeded within 20s",
             ),
             (
                 RuntimeError::Timeout {

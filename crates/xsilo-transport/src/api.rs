@@ -227,4 +227,13 @@ pub trait Transport: Send + Sync + 'static {
     /// Says goodbye to every connected peer and closes. Sends in flight fail
     /// with [`TransportError::Closed`]; drain them first for a clean stop.
     fn close(&self) -> BoxFuture<'static, ()>;
+
+    /// Closes as [`Transport::close`] after the job aborted for `reason`:
+    /// peers whose connections to us carry no control frames from us learn
+    /// the reason in the close (their `PeerDown` says it). By default, a
+    /// plain close.
+    fn close_aborted(&self, reason: String) -> BoxFuture<'static, ()> {
+        let _ = reason;
+        self.close()
+    }
 }

@@ -95,6 +95,14 @@ pub enum TransportError {
         /// The peer.
         peer: PartyName,
     },
+    /// The peer's job aborted and it closed its connections, saying why.
+    #[error("party '{peer}' aborted and closed its connections: {reason}")]
+    Aborted {
+        /// The peer.
+        peer: PartyName,
+        /// Its abort's reason.
+        reason: String,
+    },
     /// The peer broke the protocol (a malformed or unexpected frame).
     #[error("party '{peer}' broke the protocol: {reason}")]
     Protocol {

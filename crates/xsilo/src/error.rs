@@ -19,6 +19,28 @@ pub enum Error {
     /// party, a lost peer, a divergence, an abort.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// Start-up (the barrier) could not dial every party: each is named
+    /// with the address this party has for it and the configuration key
+    /// that gives it. The same error went to the parties that had dialled
+    /// us, in the close of their connections.
+    #[error("party '{party}' could not reach {} at start-up: {reason}", unreached(.party, .peers))]
+    Unreached {
+        /// This party.
+        party: xsilo_wire::PartyName,
+        /// The parties not reached, with the address this party has for each.
+        peers: Vec<(xsilo_wire::PartyName, String)>,
+        /// Why: the last dial's error or the bound that passed.
+        reason: String,
+    },
+}
+
+/// "party 'bob' at 10.0.0.2:11011 (`parties.bob` in alice's configuration)".
+fn unreached(me: &xsilo_wire::PartyName, peers: &[(xsilo_wire::PartyName, String)]) -> String {
+    peers
+        .iter()
+        .map(|(p, addr)| format!("party '{p}' at {addr} (`parties.{p}` in {me}'s configuration)"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Error {

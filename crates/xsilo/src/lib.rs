@@ -186,11 +186,30 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
     .await?;
     if config.comm.barrier_on_initializing {
         if let Err(e) = rt.barrier(config.comm.barrier_timeout).await {
-            // Tell whoever we can reach, and keep answering dials a moment,
-            // so that peers learn why instead of finding us gone.
+            let e = match e {
+                xsilo_runtime::RuntimeError::Unreached { peers, reason } => {
+                    let book = config.address_book(&party);
+                    Error::Unreached {
+                        peers: peers
+                            .into_iter()
+                            .map(|p| {
+                                let addr =
+                                    book.get(&p).map(|a| a.addr.to_string()).unwrap_or_default();
+                                (p, addr)
+                            })
+                            .collect(),
+                        party: party.clone(),
+                        reason,
+                    }
+                }
+                other => Error::Runtime(other),
+            };
+            // Tell whoever we can reach (an abort frame on our own
+            // connections, the reason in the close of theirs), so that
+            // peers learn why instead of finding us gone.
             rt.abort(format!("party '{party}' could not start: {e}"));
             let _ = rt.shutdown().await;
-            return Err(e.into());
+            return Err(e);
         }
     }
     tracing::info!(%party, job = %config.job, "party started");

@@ -219,9 +219,8 @@ impl Handler<Up> for Link {
         if self.gone.take().is_some() {
             tracing::info!(party = %self.me, peer = %self.peer, "peer back");
         }
-        for tx in self.up_waiters.drain(..) {
-            let _ = tx.send(Ok(()));
-        }
+        // The barrier's waiters wait for our own dial (WaitUp), not for
+        // this: the peer reaching us says nothing of our address for it.
     }
 }
 

@@ -180,7 +180,10 @@ impl Supervisor {
                     }));
                 }
                 LifeAction::Close => {
-                    let close = self.transport.close();
+                    let close = match self.life.abort_closing() {
+                        Some(error) => self.transport.close_aborted(error.to_string()),
+                        None => self.transport.close(),
+                    };
                     ctx.spawn(close.into_actor(self).map(|(), act, ctx| {
                         act.life.closed();
                         act.drive(ctx);
@@ -415,35 +418,46 @@ impl Handler<Barrier> for Supervisor {
     fn handle(&mut self, Barrier { bound, reply }: Barrier, ctx: &mut Self::Context) {
         let waits: Vec<_> = self
             .links
-            .values()
-            .map(|link| {
+            .iter()
+            .map(|(peer, link)| {
                 let (tx, rx) = oneshot::channel();
                 link.do_send(WaitUp(tx));
-                rx
+                (peer.clone(), rx)
             })
             .collect();
-        let peers = self
-            .links
-            .keys()
-            .map(PartyName::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
         // The bound is kept here, on the control thread's clock, so that a
         // driver on any executor can wait for the answer.
         ctx.spawn(
             async move {
+                let reached = std::cell::RefCell::new(Vec::new());
+                let peers: Vec<PartyName> = waits.iter().map(|(p, _)| p.clone()).collect();
                 let all = async {
-                    for w in waits {
-                        w.await.unwrap_or(Err(RuntimeError::ActorGone("link")))?;
+                    for (peer, w) in waits {
+                        match w.await {
+                            Ok(Ok(())) => reached.borrow_mut().push(peer),
+                            Ok(Err(e)) => {
+                                return Err(RuntimeError::Unreached {
+                                    peers: vec![peer],
+                                    reason: e.to_string(),
+                                })
+                            }
+                            Err(_) => return Err(RuntimeError::ActorGone("link")),
+                        }
                     }
                     Ok::<(), RuntimeError>(())
                 };
                 let result = match tokio::time::timeout(bound, all).await {
                     Ok(r) => r,
-                    Err(_) => Err(RuntimeError::Timeout {
-                        what: format!("the barrier (reaching {peers})"),
-                        after: bound,
-                    }),
+                    Err(_) => {
+                        let reached = reached.borrow();
+                        Err(RuntimeError::Unreached {
+                            peers: peers.into_iter().filter(|p| !reached.contains(p)).collect(),
+                            reason: format!(
+                                "no dial succeeded within the barrier's {bound:?} \
+                                 (communication.barrier_timeout)"
+                            ),
+                        })
+                    }
                 };
                 let _ = reply.send(result);
             }

@@ -169,6 +169,16 @@ impl Lifecycle {
         }
     }
 
+    /// The abort being closed, while the transport closes after one: its
+    /// text goes to the peers that dialled us, in the close of their
+    /// connections (they cannot get our Abort frame otherwise).
+    pub fn abort_closing(&self) -> Option<&RuntimeError> {
+        match &self.phase {
+            Phase::AbortClosing(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// Whether the party is running (no shutdown or abort has begun).
     pub fn running(&self) -> bool {
         matches!(self.phase, Phase::Running)

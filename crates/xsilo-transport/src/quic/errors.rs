@@ -13,6 +13,11 @@ pub(crate) const CLOSE_GOODBYE: u32 = 0;
 pub(crate) const CLOSE_REFUSED: u32 = 1;
 /// Application close code: the peer broke the protocol.
 pub(crate) const CLOSE_PROTOCOL: u32 = 2;
+/// Application close code: the job aborted; the reason carries why, in
+/// UTF-8 (at most [`MAX_CLOSE_REASON`] bytes).
+pub(crate) const CLOSE_ABORTED: u32 = 3;
+/// Longest abort reason carried in a close (it must fit in one packet).
+pub(crate) const MAX_CLOSE_REASON: usize = 900;
 /// Stream stop/reset code: the object was refused (the reply says why).
 pub(crate) const STREAM_REFUSED: u32 = 16;
 
@@ -82,6 +87,12 @@ pub(crate) fn connection_error(peer: &PartyName, e: &ConnectionError) -> Transpo
             }
             if code == u64::from(CLOSE_GOODBYE) {
                 return TransportError::PeerClosed { peer: peer.clone() };
+            }
+            if code == u64::from(CLOSE_ABORTED) {
+                return TransportError::Aborted {
+                    peer: peer.clone(),
+                    reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                };
             }
             if code == u64::from(CLOSE_PROTOCOL) {
                 return TransportError::Protocol {

@@ -412,11 +412,21 @@ impl Transport for QuicTransport {
     }
 
     fn close(&self) -> BoxFuture<'static, ()> {
+        self.close_with(None)
+    }
+
+    fn close_aborted(&self, reason: String) -> BoxFuture<'static, ()> {
+        self.close_with(Some(reason))
+    }
+}
+
+impl QuicTransport {
+    fn close_with(&self, aborted: Option<String>) -> BoxFuture<'static, ()> {
         let job = self.job.clone();
         let endpoint = self.endpoint.clone();
         let owns_endpoint = self.owns_endpoint;
         Box::pin(async move {
-            outbound::close_job(&job).await;
+            outbound::close_job(&job, aborted.as_deref()).await;
             lock(&endpoint.shared.jobs).remove(&job.job);
             if owns_endpoint {
                 endpoint.close().await;

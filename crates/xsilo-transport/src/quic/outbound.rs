@@ -509,8 +509,11 @@ pub(super) async fn send_control(
 }
 
 /// Says goodbye on every outbound connection and closes every connection of
-/// the job. Bounded: one second for the goodbyes to be acknowledged.
-pub(super) async fn close_job(job: &Arc<JobShared>) {
+/// the job. Bounded: one second for the goodbyes to be acknowledged. After
+/// an abort, the connections peers dialled to us close with
+/// [`errors::CLOSE_ABORTED`] and `aborted` as the reason: they carry no
+/// control frames from us, so this is how those peers learn why.
+pub(super) async fn close_job(job: &Arc<JobShared>, aborted: Option<&str>) {
     job.closed.cancel();
     let goodbye = encode(&job.party, &ControlFrame::Goodbye).unwrap_or_default();
     let mut outs = Vec::new();
@@ -535,7 +538,16 @@ pub(super) async fn close_job(job: &Arc<JobShared>) {
     }
     for slot in job.peers.values() {
         for conn in lock(&slot.live).inbound.drain(..) {
-            conn.close(errors::CLOSE_GOODBYE.into(), b"goodbye");
+            match aborted {
+                Some(reason) => {
+                    let mut end = reason.len().min(errors::MAX_CLOSE_REASON);
+                    while !reason.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    conn.close(errors::CLOSE_ABORTED.into(), &reason.as_bytes()[..end]);
+                }
+                None => conn.close(errors::CLOSE_GOODBYE.into(), b"goodbye"),
+            }
         }
     }
 }
