@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use proptest::prelude::*;
 use tokio::time::Instant;
 use xsilo_transport::{Transport, TransportConfig};
 use xsilo_wire::codec::encode_to_vec;
@@ -129,4 +130,145 @@ async fn a_peer_announcing_large_objects_and_stalling_holds_no_more_than_its_bud
     raw.conn.close(0u32.into(), b"done");
     alice.close().await;
     carol.close().await;
+}
+
+/// One attack of the property test below.
+#[derive(Debug, Clone)]
+enum Garbage {
+    /// Bytes where the hello belongs.
+    Hello(Vec<u8>),
+    /// Bytes on the control stream after a valid hello.
+    Control(Vec<u8>),
+    /// Bytes on a data stream after a valid hello.
+    Data(Vec<u8>),
+}
+
+/// Sends `garbage` to alice as bob (a valid certificate), then leaves.
+async fn attack(cluster: &Cluster, garbage: Garbage) {
+    let bound = Duration::from_secs(5);
+    if let Garbage::Hello(bytes) = &garbage {
+        let endpoint = xsilo_transport::setup::quinn_endpoint(
+            &party("bob"),
+            any_port(),
+            &cluster.identity("bob"),
+            &TransportConfig::default(),
+        )
+        .unwrap();
+        let connecting = endpoint.connect(cluster.addr("alice"), "alice").unwrap();
+        let conn = within(bound, "the garbage hello's handshake", connecting)
+            .await
+            .unwrap();
+        if let Ok((mut send, mut recv)) = conn.open_bi().await {
+            let _ = send.write_all(bytes).await;
+            let _ = send.finish();
+            // The answer or the close, whichever comes; bounded.
+            let _ = tokio::time::timeout(bound, recv.read_to_end(1 << 16)).await;
+        }
+        conn.close(0u32.into(), b"done");
+        return;
+    }
+    let (raw, reply) = RawClient::connect(
+        &cluster.identity("bob"),
+        "bob",
+        "bob",
+        "alice",
+        cluster.addr("alice"),
+        "garbage",
+    )
+    .await;
+    assert!(matches!(reply, HelloReply::Accepted { .. }), "{reply:?}");
+    let (mut control, _control_recv) = raw.control;
+    match garbage {
+        Garbage::Control(bytes) => {
+            let _ = control.write_all(&bytes).await;
+            let _ = control.finish();
+        }
+        Garbage::Data(bytes) => {
+            if let Ok((mut send, mut recv)) = raw.conn.open_bi().await {
+                let _ = send.write_all(&bytes).await;
+                let _ = send.finish();
+                let _ = tokio::time::timeout(bound, recv.read_to_end(1 << 16)).await;
+            }
+        }
+        Garbage::Hello(_) => {}
+    }
+    raw.conn.close(0u32.into(), b"done");
+}
+
+fn garbage() -> impl Strategy<Value = Garbage> {
+    let bytes = || {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..2048),
+            // A length prefix announcing much, then a little.
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..256)).prop_map(|(n, tail)| {
+                let mut v = n.to_be_bytes().to_vec();
+                v.extend(tail);
+                v
+            }),
+        ]
+    };
+    prop_oneof![
+        bytes().prop_map(Garbage::Hello),
+        bytes().prop_map(Garbage::Control),
+        bytes().prop_map(Garbage::Data),
+    ]
+}
+
+/// Any byte sequence on any stream, from a holder of a valid certificate,
+/// leaves the endpoint serving a legitimate party with its inbound memory
+/// inside the cap (issue: hostile peers, point 6).
+#[test]
+fn any_bytes_on_any_stream_leave_the_endpoint_serving_within_its_cap() {
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = TransportConfig::default();
+    config.max_message_size = 8 << 20;
+    let (cluster, alice, carol, taken) = rt.block_on(async {
+        let cluster = Cluster::new(&["alice", "bob", "carol"], config.clone());
+        let alice = cluster.join("alice", "garbage");
+        let carol = cluster.join("carol", "garbage");
+        let taken = Inbox::of(&alice).auto_ack();
+        (cluster, alice, carol, taken)
+    });
+    let (cap, _) = config.inbound_limits();
+    let before = rss_bytes();
+    let id = std::cell::Cell::new(0u64);
+    let taken = tokio::sync::Mutex::new(taken);
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 40,
+        failure_persistence: None,
+        ..Default::default()
+    });
+    runner
+        .run(&garbage(), |g| {
+            rt.block_on(async {
+                attack(&cluster, g).await;
+                id.set(id.get() + 1);
+                let id = id.get();
+                within(
+                    STEP,
+                    "a legitimate send after the garbage",
+                    carol.send_object(&party("alice"), object(id, vec![9u8; 4096])),
+                )
+                .await
+                .unwrap();
+                let mut taken = taken.lock().await;
+                let (got, _) = within(STEP, "carol's object", taken.recv()).await.unwrap();
+                assert_eq!(got.0, id);
+                let held = cluster.endpoints[&party("alice")].inbound_held();
+                assert!(held <= cap, "held {held} over the cap {cap}");
+            });
+            Ok(())
+        })
+        .unwrap();
+    let grew = rss_bytes().saturating_sub(before);
+    assert!(grew <= cap + (64 << 20), "grew by {} MiB", grew >> 20);
+    rt.block_on(async {
+        alice.close().await;
+        carol.close().await;
+    });
 }
