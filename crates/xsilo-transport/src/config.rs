@@ -69,8 +69,8 @@ pub struct TransportConfig {
     /// paced, so the first window is not one burst.
     pub initial_window: u64,
     /// When a dial has had no answer at all for this long, a fresh attempt
-    /// starts beside it (the first to complete wins, at most four run at
-    /// once). Default 100 ms. QUIC itself re-sends a lost first flight only
+    /// starts beside it (the first to complete wins, at most eight run at
+    /// once; after 2 s the interval grows). Default 100 ms. QUIC itself re-sends a lost first flight only
     /// after its probe timeout, about 1 s with its 333 ms initial round
     /// trip estimate, which a party pays whenever it dials a peer a moment
     /// before the peer has bound its port.

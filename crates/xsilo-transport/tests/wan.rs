@@ -105,6 +105,7 @@ async fn a_peer_that_starts_300ms_late_is_connected_soon_after_it_binds() {
         within(STEP, "alice's dial", dialing).await.unwrap();
     connected.unwrap();
     let after = bound_at.elapsed();
+    eprintln!("alice connected {after:?} after bob bound");
     assert!(
         after < Duration::from_millis(500),
         "alice connected {after:?} after bob bound (QUIC alone re-sends its first flight after about 1 s)"

@@ -118,13 +118,16 @@ fn progress_period(rtt: Duration) -> Duration {
 }
 
 /// Handshakes to one peer at once, at most.
-const HANDSHAKES_AT_ONCE: usize = 4;
+const HANDSHAKES_AT_ONCE: usize = 8;
+
+/// For this long fresh handshakes start every `first_flight_resend`.
+const STEADY_RESEND: Duration = Duration::from_secs(2);
 
 /// The QUIC and TLS handshake to `peer` at `addr`. A first flight sent
 /// before the peer has bound its port is lost, and QUIC re-sends it only
 /// after its probe timeout (about 1 s at first). So while nothing at all
-/// has answered, a fresh attempt starts every `first_flight_resend`, the
-/// interval growing by half each time up to 1 s, at most
+/// has answered, a fresh attempt starts every `first_flight_resend` for
+/// [`STEADY_RESEND`], then at intervals growing by half up to 1 s, at most
 /// [`HANDSHAKES_AT_ONCE`] at once (the oldest gives way). The first to
 /// complete wins; the others are dropped. Once the peer has answered any
 /// attempt, no more start, and that one runs to its end.
@@ -157,7 +160,8 @@ async fn handshake(
     };
     running.push_back(start(&mut attempts)?);
     let mut interval = job.config.first_flight_resend;
-    let mut next = Instant::now() + interval;
+    let began = Instant::now();
+    let mut next = began + interval;
     let mut last = None;
     loop {
         let quiet = !answered.load(Ordering::Acquire);
@@ -183,7 +187,12 @@ async fn handshake(
                     }
                 }
                 running.push_back(start(&mut attempts)?);
-                interval = interval.mul_f64(1.5).min(Duration::from_secs(1));
+                // Every first_flight_resend for the first two seconds, then
+                // slower, so that attempts on a very long path get old
+                // enough to be answered before they give way.
+                if began.elapsed() >= STEADY_RESEND {
+                    interval = interval.mul_f64(1.5).min(Duration::from_secs(1));
+                }
                 next = Instant::now() + interval;
             }
         }
