@@ -7,9 +7,12 @@
 //! cargo run --release -p xsilo-bench -- errors [--quick]
 //! cargo run --release -p xsilo-bench -- fedavg-memory [--quick]
 //! cargo run --release -p xsilo-bench -- workload [--quick]
+//! cargo run --release -p xsilo-bench -- codec [--quick]
+//! cargo run --release -p xsilo-bench -- fedavg [--quick]
 //! ```
 
 mod child;
+mod codec;
 mod errors;
 mod fedavg_memory;
 mod stats;
@@ -128,6 +131,13 @@ enum Command {
         #[arg(long)]
         phases: String,
     },
+    /// Encode plus decode of a 1M-element `Vec<f32>`: the numeric-array path
+    /// against msgpack, in the same run (milliseconds, median).
+    Codec {
+        /// 30 samples instead of 200.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Internal: party bob of `tiny-tasks`, started by it.
     #[command(hide = true)]
     TinyTasksParty {
@@ -155,6 +165,7 @@ fn main() -> Result<()> {
         Command::TinyTasksParty { config, rounds } => tiny_tasks::bob(&config, rounds),
         Command::FedavgMemory { quick } => fedavg_memory::run(quick),
         Command::Workload { quick } => workload::run(quick),
+        Command::Codec { quick } => codec::run(quick),
         Command::WorkloadParty {
             config,
             party,

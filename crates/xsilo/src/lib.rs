@@ -30,7 +30,10 @@
 //! * [`init`] starts one party from a [`Config`] (TOML or code).
 //! * [`Simulation`] runs every party in one process with the same code.
 //! * Values crossing silos are serde types (msgpack); `bytes::Bytes` and
-//!   `Vec<u8>` cross as raw bytes.
+//!   `Vec<u8>` cross as raw bytes, and `Vec<f32>`, `Vec<f64>`, `Vec<i32>`,
+//!   `Vec<i64>`, `Vec<u32>`, `Vec<u64>` (model weights, gradients) as raw
+//!   little-endian arrays behind a checked header, at memory speed (see
+//!   [`Value`] for exactly which types).
 //! * Each party's control plane (actix actors and the QUIC I/O) runs on a
 //!   thread of its own and never runs user code; task bodies and actor
 //!   methods run on a worker pool (`[execution] workers`, default one per
