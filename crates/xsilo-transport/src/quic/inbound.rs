@@ -353,7 +353,12 @@ async fn read_control(
     loop {
         let chunk = tokio::select! {
             c = recv.read_chunk(64 * 1024, true) => c,
-            () = job.closed.cancelled() => return,
+            () = job.closed.cancelled() => {
+                // Tells a dialer still writing that we are leaving
+                // (`send_control` reads this code as `PeerClosed`).
+                let _ = recv.stop(CLOSE_GOODBYE.into());
+                return;
+            }
         };
         match chunk {
             Ok(Some(chunk)) => decoder.push(&chunk.bytes),

@@ -350,10 +350,17 @@ pub(super) async fn send_control(
         let bytes = &bytes;
         async move {
             let mut control = out.control.lock().await;
-            control
-                .write_all(bytes)
-                .await
-                .map_err(|e| write_error(peer, &e))
+            control.write_all(bytes).await.map_err(|e| match e {
+                // The peer stops reading our control stream only when it
+                // closes the job (`read_control`): it is leaving, not
+                // breaking the protocol (MISSION S3).
+                quinn::WriteError::Stopped(code)
+                    if code.into_inner() == u64::from(errors::CLOSE_GOODBYE) =>
+                {
+                    TransportError::PeerClosed { peer: peer.clone() }
+                }
+                e => write_error(peer, &e),
+            })
         }
     })
     .await
