@@ -12,7 +12,7 @@
 //! 20% of them) and never sends it anywhere; alice also holds the held-out
 //! test split (20% of the images). Per round every party trains the global
 //! model (multinomial logistic regression, 64 pixels -> 10 digits, plain
-//! Rust) on its shard for a few epochs of mini-batch SGD and returns its
+//! Rust) on its shard for two epochs of mini-batch SGD and returns its
 //! weights (a `Vec<f32>`: it crosses as a raw numeric array); alice averages
 //! them weighted by shard size (FedAvg) and evaluates the new model on the
 //! test split; every party gets accuracy and loss and shows them on a
@@ -58,10 +58,10 @@ struct Args {
     #[arg(long, requires = "party")]
     config: Option<PathBuf>,
     /// Rounds of FedAvg.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 300)]
     rounds: usize,
     /// Local epochs per round in each party.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 2)]
     epochs: usize,
     /// Make this party's training fail at --fail-at-round.
     #[arg(long, requires = "fail_at_round")]
@@ -175,7 +175,7 @@ fn predict(w: &[f32], x: &[f32], p: &mut [f32; CLASSES]) {
 
 /// Mini-batch SGD with a little L2, `epochs` passes over `data`.
 fn train(mut w: Vec<f32>, data: &Data, epochs: usize, seed: u64) -> Vec<f32> {
-    const LR: f32 = 0.5;
+    const LR: f32 = 0.02;
     const L2: f32 = 1e-4;
     const BATCH: usize = 16;
     let mut rng = Rng(seed | 1);

@@ -90,9 +90,9 @@ fn federated_accuracy_is_within_two_points_of_central_and_the_plot_is_written() 
     let plot = dir.path().join("fedavg.svg");
     let (status, lines, _) = run(&[
         "--rounds",
-        "20",
+        "100",
         "--epochs",
-        "5",
+        "2",
         "--quiet",
         "--plot",
         plot.to_str().unwrap(),
