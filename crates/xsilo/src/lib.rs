@@ -43,6 +43,10 @@
 //!   Nothing of actix shows.
 //! * A party frees its copy of an object when the last clone of its
 //!   [`FedObject`] drops (every party drops at the same program point).
+//! * Observability: per-peer metrics through the `metrics` crate (listed
+//!   in `xsilo_runtime::metrics`), served for Prometheus with
+//!   `[observability] prometheus = "127.0.0.1:9464"`; large transfers
+//!   report their progress in the log and through [`Fed::progress`].
 //!
 //! Design: `rfcs/0002-programming-model-and-runtime.md`.
 
@@ -52,6 +56,7 @@ pub mod dev;
 mod error;
 mod fed;
 mod object;
+pub mod observability;
 mod sim;
 mod value;
 
@@ -61,15 +66,16 @@ use std::sync::Arc;
 pub use args::FedArgs;
 pub use bytes::Bytes;
 pub use config::{
-    CommConfig, Config, ConfigError, ExecutionConfig, PartyOverride, RetryConfig, TlsPaths,
+    CommConfig, Config, ConfigError, ExecutionConfig, ObservabilityConfig, PartyOverride,
+    RetryConfig, TlsPaths,
 };
 pub use error::Error;
-pub use fed::{Actor, Fed, Party};
+pub use fed::{Actor, Fed, Party, ProgressReceiver};
 pub use object::{FedObject, Returns};
 pub use sim::{SimNetwork, Simulation};
 pub use value::Value;
 pub use xsilo_runtime::{BoxFuture, Counts, RuntimeError, Stats, TaskError};
-pub use xsilo_transport::TransportError;
+pub use xsilo_transport::{Direction, TransferProgress, TransportError};
 pub use xsilo_wire::{JobName, ObjectId, PartyName};
 
 /// Runs `fut`, a driver program, to completion on a new single-threaded
@@ -157,6 +163,9 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
         })
     })?;
     config.check_party(&party)?;
+    if let Some(addr) = config.observability.prometheus {
+        observability::serve_prometheus(addr)?;
+    }
     let tls = config.tls_identity()?;
     let transport_config = config.transport_config_for(&party);
     let mut options = sim::runtime_options(&config.comm);
@@ -165,6 +174,8 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
     options.handle_signals = init.handle_signals;
     options.exit_process = init.exit_process;
     options.workers = config.execution.workers();
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(64);
+    options.progress = Some(progress_tx);
     let (job, listen, book) = (
         config.job.clone(),
         config.listen_addr(&party)?,
@@ -197,5 +208,5 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
         }
     }
     tracing::info!(%party, job = %config.job, "party started");
-    Ok(Fed::new(rt))
+    Ok(Fed::new(rt, Some(progress_rx)))
 }

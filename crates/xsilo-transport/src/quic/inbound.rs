@@ -18,7 +18,9 @@ use xsilo_wire::{
 use super::errors::{CLOSE_GOODBYE, CLOSE_PROTOCOL, CLOSE_REFUSED, STREAM_REFUSED};
 use super::outbound::read_frame;
 use super::{EndpointShared, JobShared};
-use crate::api::{AckHandle, InboundObject, TransportEvent};
+use crate::api::{
+    AckHandle, Direction, InboundObject, ProgressSteps, TransferProgress, TransportEvent,
+};
 use crate::error::wire_refusal;
 use crate::tls::cert_names;
 
@@ -457,14 +459,27 @@ async fn receive_object(
     check_header(&header, &job.job, peer, job.config.max_message_size)?;
     let mut payload = PayloadAssembler::new(header.payload_len, job.config.max_message_size)
         .map_err(|e| wire_refusal(&e))?;
+    let mut steps = ProgressSteps::new(header.payload_len);
     loop {
         match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => payload.push(&chunk.bytes).map_err(|e| {
-                Refusal::new(
-                    RefusalCode::Malformed,
-                    format!("object {} from '{peer}': {e}; cut off", header.object),
-                )
-            })?,
+            Ok(Some(chunk)) => {
+                payload.push(&chunk.bytes).map_err(|e| {
+                    Refusal::new(
+                        RefusalCode::Malformed,
+                        format!("object {} from '{peer}': {e}; cut off", header.object),
+                    )
+                })?;
+                let done = header.payload_len - payload.remaining();
+                if steps.as_mut().is_some_and(|s| s.reached(done)) {
+                    job.emit(TransportEvent::Progress(TransferProgress {
+                        peer: peer.clone(),
+                        object: header.object,
+                        direction: Direction::Receiving,
+                        done,
+                        total: header.payload_len,
+                    }));
+                }
+            }
             Ok(None) => break,
             Err(e) => {
                 return Err(Refusal::new(

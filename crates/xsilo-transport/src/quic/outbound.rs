@@ -18,7 +18,9 @@ use xsilo_wire::{
 
 use super::errors::{self, connection_error, read_exact_error, write_error};
 use super::{lock, JobShared};
-use crate::api::{Delivery, OutboundObject};
+use crate::api::{
+    Delivery, Direction, OutboundObject, ProgressSteps, TransferProgress, TransportEvent,
+};
 use crate::error::TransportError;
 
 /// A connection we dialled, accepted by the peer, with its control stream.
@@ -281,6 +283,16 @@ pub(super) async fn send_object(
     )?);
     let deadline = Instant::now() + job.config.send_timeout;
     let mut tries = 0u32;
+    let id = object.object;
+    let report = |done: u64| {
+        job.emit(TransportEvent::Progress(TransferProgress {
+            peer: peer.clone(),
+            object: id,
+            direction: Direction::Sending,
+            done,
+            total: size,
+        }));
+    };
     let ((), attempts) = with_retries(job, peer, deadline, "sending an object", |out| {
         tries += 1;
         let header = if tries == 1 {
@@ -288,7 +300,7 @@ pub(super) async fn send_object(
         } else {
             again.clone()
         };
-        send_on(out, peer, header, object.payload.clone())
+        send_on(out, peer, header, object.payload.clone(), &report)
     })
     .await?;
     Ok(Delivery {
@@ -302,6 +314,7 @@ async fn send_on(
     peer: &PartyName,
     header: Bytes,
     payload: Bytes,
+    report: &(dyn Fn(u64) + Sync),
 ) -> Result<(), TransportError> {
     let (mut send, mut recv) = out
         .conn
@@ -311,8 +324,22 @@ async fn send_on(
     // A receiver that refuses early stops our stream; its reply still says why.
     let written = async {
         send.write_chunk(header).await?;
-        if !payload.is_empty() {
-            send.write_chunk(payload).await?;
+        match ProgressSteps::new(payload.len() as u64) {
+            // Slices of one buffer: no copy. Each write returns once QUIC
+            // took the slice, so progress follows what left (at most a send
+            // window ahead of what was acknowledged).
+            Some(steps) => {
+                let step = usize::try_from(steps.step()).unwrap_or(usize::MAX);
+                let mut at = 0;
+                while at < payload.len() {
+                    let end = at.saturating_add(step).min(payload.len());
+                    send.write_chunk(payload.slice(at..end)).await?;
+                    report(end as u64);
+                    at = end;
+                }
+            }
+            None if !payload.is_empty() => send.write_chunk(payload).await?,
+            None => {}
         }
         Ok::<(), quinn::WriteError>(())
     }
