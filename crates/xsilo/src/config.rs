@@ -241,7 +241,7 @@ impl RetryConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ObservabilityConfig {
-    /// Serve the party's metrics (see `xsilo_runtime::metrics`: objects and
+    /// Serve the party's metrics (see [`crate::metrics`]: objects and
     /// bytes sent and received per peer, sends in flight, retries, errors,
     /// round-trip times, objects and bytes held) in the Prometheus text
     /// format at `http://<this address>/metrics`. Default none: nothing is
@@ -1325,7 +1325,7 @@ send_timeout = "120s"
         for (bad, why) in [
             ("\"127.0.0.1:0\"", "port 0"),
             ("\"not an address\"", "observability.prometheus"),
-            ("9464", "observability"),
+            ("9464", "prometheus = 9464"),
         ] {
             let err = load(&format!("{MINIMAL}[observability]\nprometheus = {bad}\n")).unwrap_err();
             assert!(err.to_string().contains(why), "{bad}: {err}");

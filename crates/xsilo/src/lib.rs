@@ -44,7 +44,7 @@
 //! * A party frees its copy of an object when the last clone of its
 //!   [`FedObject`] drops (every party drops at the same program point).
 //! * Observability: per-peer metrics through the `metrics` crate (listed
-//!   in `xsilo_runtime::metrics`), served for Prometheus with
+//!   in [`metrics`]), served for Prometheus with
 //!   `[observability] prometheus = "127.0.0.1:9464"`; large transfers
 //!   report their progress in the log and through [`Fed::progress`].
 //!
@@ -74,6 +74,7 @@ pub use fed::{Actor, Fed, Party, ProgressReceiver};
 pub use object::{FedObject, Returns};
 pub use sim::{SimNetwork, Simulation};
 pub use value::Value;
+pub use xsilo_runtime::metrics;
 pub use xsilo_runtime::{BoxFuture, Counts, RuntimeError, Stats, TaskError};
 pub use xsilo_transport::{Direction, TransferProgress, TransportError};
 pub use xsilo_wire::{JobName, ObjectId, PartyName};

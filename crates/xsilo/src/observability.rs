@@ -1,7 +1,7 @@
 //! Metrics for Prometheus (MISSION F2): `[observability] prometheus =
 //! "127.0.0.1:9464"` serves every party's metrics of this process at
 //! `http://127.0.0.1:9464/metrics`. The metrics themselves are listed in
-//! `xsilo_runtime::metrics`.
+//! [`crate::metrics`].
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
