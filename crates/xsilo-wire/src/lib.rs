@@ -21,7 +21,7 @@
 //!   before a single byte of the body is buffered.
 //! * [`payload`]: assembles an object's raw payload from chunks, cutting off a
 //!   peer that sends more (or fewer) bytes than its header announced.
-//! * [`array`]: numeric arrays (`Vec<f32>` and kin) as raw little-endian
+//! * [`array`](mod@array): numeric arrays (`Vec<f32>` and kin) as raw little-endian
 //!   bytes behind a checked header (element type, shape).
 //! * [`handshake`]: the acceptance rules for a hello and for an object header.
 //! * [`names`]: validated party and job names.
@@ -65,7 +65,7 @@ pub const PROTOCOL_NAME: &str = "xsilo";
 
 /// The protocol version this crate speaks. Bumped on any incompatible change
 /// of a frame or of how values are encoded (2: numeric arrays as
-/// [`array`] payloads instead of msgpack); the hello carries it and a mismatch is refused with
+/// [`array`](mod@array) payloads instead of msgpack); the hello carries it and a mismatch is refused with
 /// [`RefusalCode::VersionMismatch`].
 pub const PROTOCOL_VERSION: u16 = 2;
 
