@@ -124,5 +124,6 @@ fn run_all() -> Result<()> {
         |_, c| {
             c.comm.barrier_on_initializing = true;
         },
+        |_| Vec::new(),
     )
 }

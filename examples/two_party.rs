@@ -98,5 +98,10 @@ fn run_party(party: &str, config: &Path) -> Result<()> {
 /// Both parties as two processes of this program, with development
 /// certificates in a temporary folder.
 fn run_both() -> Result<()> {
-    common::run_local_job("two-party-demo", &["alice", "bob"], |_, _| {})
+    common::run_local_job(
+        "two-party-demo",
+        &["alice", "bob"],
+        |_, _| {},
+        |_| Vec::new(),
+    )
 }

@@ -12,18 +12,20 @@ const BOUND: Duration = Duration::from_secs(60);
 
 /// Writes development certificates and one configuration per party into a
 /// temporary folder (`tweak` adjusts each), starts this program once per
-/// party with `--party NAME --config FILE`, and waits (bounded) for all.
-/// Fails naming every party that failed or did not finish.
+/// party with `--party NAME --config FILE` and the arguments `args(NAME)`,
+/// and waits (bounded) for all. Fails naming every party that failed or
+/// did not finish.
 pub(crate) fn run_local_job(
     job: &str,
     parties: &[&str],
     tweak: impl Fn(&str, &mut xsilo::Config),
+    args: impl Fn(&str) -> Vec<String>,
 ) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
     let configs = xsilo::dev::write_local_job(dir.path(), job, parties, tweak)?;
     let mut children: Vec<(String, Child)> = Vec::new();
     for (p, path) in &configs {
-        children.push((p.clone(), spawn_party(p, path)?));
+        children.push((p.clone(), spawn_party(p, path, &args(p))?));
     }
     let deadline = Instant::now() + BOUND;
     let mut failed = Vec::new();
@@ -42,10 +44,11 @@ pub(crate) fn run_local_job(
     Ok(())
 }
 
-fn spawn_party(party: &str, config: &PathBuf) -> Result<Child> {
+fn spawn_party(party: &str, config: &PathBuf, args: &[String]) -> Result<Child> {
     Command::new(std::env::current_exe()?)
         .args(["--party", party, "--config"])
         .arg(config)
+        .args(args)
         .spawn()
         .with_context(|| format!("cannot start party {party}"))
 }

@@ -1,9 +1,11 @@
 //! Feeds arbitrary bytes to every decoder of the wire protocol: the frame
 //! decoder (with the input's first byte choosing the chunking), each frame
-//! type's body decoder, and the payload assembler. Any panic is a bug.
+//! type's body decoder, the numeric-array decoder, and the payload
+//! assembler. Any panic is a bug.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use xsilo_wire::array;
 use xsilo_wire::codec::{decode_body, FrameDecoder};
 use xsilo_wire::frame::{ControlFrame, DataReply, Hello, HelloReply, ObjectHeader, Refusal};
 use xsilo_wire::limits::MAX_CONTROL_FRAME;
@@ -24,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_body::<ObjectHeader>(rest, "object header");
     let _ = decode_body::<DataReply>(rest, "data reply");
     let _ = decode_body::<Refusal>(rest, "refusal");
+    let _ = array::decode::<f32>(rest);
+    let _ = array::decode_vec::<u64>(rest);
     if let Ok(mut p) = PayloadAssembler::new(u64::from(cut) * 3, 1 << 20) {
         for chunk in rest.chunks(7) {
             if p.push(chunk).is_err() {

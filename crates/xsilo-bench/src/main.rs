@@ -7,10 +7,14 @@
 //! cargo run --release -p xsilo-bench -- errors [--quick]
 //! cargo run --release -p xsilo-bench -- fedavg-memory [--quick]
 //! cargo run --release -p xsilo-bench -- workload [--quick]
+//! cargo run --release -p xsilo-bench -- codec [--quick]
+//! cargo run --release -p xsilo-bench -- fedavg [--quick]
 //! ```
 
 mod child;
+mod codec;
 mod errors;
+mod fedavg;
 mod fedavg_memory;
 mod stats;
 mod tiny_tasks;
@@ -144,6 +148,38 @@ enum Command {
         #[arg(long)]
         phases: String,
     },
+    /// Encode plus decode of a 1M-element `Vec<f32>`: the numeric-array path
+    /// against msgpack, in the same run (milliseconds, median).
+    Codec {
+        /// 30 samples instead of 200.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The FedAvg round (MISSION L2): three parties as processes, a
+    /// 1M-element f32 model, 100 rounds; median round against raw quinn
+    /// moving the same bytes between the same processes in the same run;
+    /// then 100 rounds with 100 ms of CPU training per party.
+    Fedavg {
+        /// 30 rounds, then 10 with training.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Internal: one party of `fedavg`, started by it.
+    #[command(hide = true)]
+    FedavgParty {
+        /// The configuration file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// This party.
+        #[arg(long)]
+        party: String,
+        /// Measured rounds.
+        #[arg(long)]
+        rounds: usize,
+        /// Milliseconds of CPU training per party per round.
+        #[arg(long)]
+        train_ms: u64,
+    },
     /// Internal: party bob of `tiny-tasks`, started by it.
     #[command(hide = true)]
     TinyTasksParty {
@@ -173,6 +209,14 @@ fn main() -> Result<()> {
         Command::TinyTasksParty { config, rounds } => tiny_tasks::bob(&config, rounds),
         Command::FedavgMemory { quick } => fedavg_memory::run(quick),
         Command::Workload { quick } => workload::run(quick),
+        Command::Codec { quick } => codec::run(quick),
+        Command::Fedavg { quick } => fedavg::run(quick),
+        Command::FedavgParty {
+            config,
+            party,
+            rounds,
+            train_ms,
+        } => fedavg::party(&config, &party, rounds, train_ms),
         Command::WorkloadParty {
             config,
             party,

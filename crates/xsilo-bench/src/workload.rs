@@ -28,7 +28,7 @@ use crate::errors::{now_us, Injected};
 use crate::stats::{emit, median, percentile};
 
 /// Keeps a core busy for `d`: real CPU work, not a sleep.
-fn busy(d: Duration) -> u64 {
+pub(crate) fn busy(d: Duration) -> u64 {
     let start = Instant::now();
     let mut x = 0u64;
     while start.elapsed() < d {

@@ -30,6 +30,7 @@ mod actors;
 mod call;
 mod errors;
 mod messages;
+pub mod metrics;
 mod options;
 pub mod rules;
 mod stats;
@@ -49,7 +50,7 @@ pub use call::{
     AsyncMethodFn, AsyncTaskFn, BoxFuture, Call, CtorFn, MethodFn, ObjRef, TaskFn, Work,
 };
 pub use errors::{RuntimeError, TaskError};
-pub use options::{default_workers, FailureHandler, RuntimeOptions};
+pub use options::{default_workers, FailureHandler, ProgressSink, RuntimeOptions};
 pub use stats::{Counts, Stats};
 
 /// The running control plane of one party: a handle the driver's code

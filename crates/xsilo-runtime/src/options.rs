@@ -7,6 +7,9 @@ use std::time::Duration;
 /// unintended shutdown, with the last sending error if there was one.
 pub type FailureHandler = Arc<dyn Fn(Option<&xsilo_transport::TransportError>) + Send + Sync>;
 
+/// Where transfer progress goes ([`RuntimeOptions::progress`]).
+pub type ProgressSink = tokio::sync::mpsc::Sender<xsilo_transport::TransferProgress>;
+
 /// Options of the runtime.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -45,6 +48,16 @@ pub struct RuntimeOptions {
     /// Exit the process (status 1) after an unintended shutdown. Default
     /// false; `xsilo::init` turns it on.
     pub exit_process: bool,
+    /// Progress reports of large transfers (the transport's
+    /// `TransferProgress`, at most eight per object of 32 MiB or more) are
+    /// logged at INFO and, when this is set, offered to this channel; a
+    /// report that finds it full is dropped (the control plane never waits
+    /// for its reader, and no user code runs there). Default none.
+    pub progress: Option<ProgressSink>,
+    /// How often the sampled gauges of [`crate::metrics`] (round-trip
+    /// times, live objects and bytes) are set. Default none: not sampled
+    /// (counters are kept regardless); `xsilo::init` sets 1 s.
+    pub metrics_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for RuntimeOptions {
@@ -62,6 +75,8 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("handle_signals", &self.handle_signals)
             .field("finish_wait", &self.finish_wait)
             .field("exit_process", &self.exit_process)
+            .field("progress", &self.progress.is_some())
+            .field("metrics_interval", &self.metrics_interval)
             .finish()
     }
 }
@@ -78,6 +93,8 @@ impl Default for RuntimeOptions {
             handle_signals: false,
             finish_wait: Duration::from_secs(10),
             exit_process: false,
+            progress: None,
+            metrics_interval: None,
         }
     }
 }

@@ -70,8 +70,9 @@ mod quic;
 mod tls;
 
 pub use api::{
-    AckHandle, AddressBook, BoxFuture, Delivery, EventReceiver, InboundObject, OutboundObject,
-    PeerAddress, PeerDownReason, Transport, TransportEvent,
+    AckHandle, AddressBook, BoxFuture, Delivery, Direction, EventReceiver, InboundObject,
+    OutboundObject, PeerAddress, PeerDownReason, ProgressSteps, TransferProgress, Transport,
+    TransportEvent, PROGRESS_MIN,
 };
 pub use config::{
     ConfigError, Congestion, RetryPolicy, TransportConfig, DEFAULT_LINK_BANDWIDTH, DEFAULT_LINK_RTT,

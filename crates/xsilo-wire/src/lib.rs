@@ -21,6 +21,8 @@
 //!   before a single byte of the body is buffered.
 //! * [`payload`]: assembles an object's raw payload from chunks, cutting off a
 //!   peer that sends more (or fewer) bytes than its header announced.
+//! * [`array`](mod@array): numeric arrays (`Vec<f32>` and kin) as raw little-endian
+//!   bytes behind a checked header (element type, shape).
 //! * [`handshake`]: the acceptance rules for a hello and for an object header.
 //! * [`names`]: validated party and job names.
 //! * [`limits`]: the default limits and why they are what they are.
@@ -41,6 +43,7 @@
 //! assert_eq!(frame, Some(ControlFrame::Heartbeat { seq: 7 }));
 //! ```
 
+pub mod array;
 pub mod codec;
 pub mod error;
 pub mod frame;
@@ -61,9 +64,10 @@ pub use names::{JobName, NameError, PartyName};
 pub const PROTOCOL_NAME: &str = "xsilo";
 
 /// The protocol version this crate speaks. Bumped on any incompatible change
-/// of a frame; the hello carries it and a mismatch is refused with
+/// of a frame or of how values are encoded (2: numeric arrays as
+/// [`array`](mod@array) payloads instead of msgpack); the hello carries it and a mismatch is refused with
 /// [`RefusalCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The ALPN identifier negotiated in the TLS handshake: `xsilo/<version>`.
 ///

@@ -42,6 +42,9 @@
 //! max_backoff = "5s"
 //! multiplier = 2.0
 //!
+//! [observability]            # optional
+//! prometheus = "127.0.0.1:9464"   # serve /metrics for Prometheus here
+//!
 //! [overrides.alice]          # every key optional
 //! listen = "0.0.0.0:11012"
 //! metadata = { token = "abc" }
@@ -235,6 +238,34 @@ impl RetryConfig {
         policy.max_backoff = self.max_backoff;
         policy.multiplier = self.multiplier;
         policy
+    }
+}
+
+/// What a party exports about itself (the `[observability]` table;
+/// MISSION F2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ObservabilityConfig {
+    /// Serve the party's metrics (see [`crate::metrics`]: objects and
+    /// bytes sent and received per peer, sends in flight, retries, errors,
+    /// round-trip times, objects and bytes held) in the Prometheus text
+    /// format at `http://<this address>/metrics`. Default none: nothing is
+    /// served. The port must not be 0 (nobody could find it). One process
+    /// has one metrics registry: parties started in one process (a
+    /// simulation) must give the same address, and share the endpoint,
+    /// told apart by their `party` label.
+    pub prometheus: Option<SocketAddr>,
+}
+
+impl ObservabilityConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.prometheus {
+            Some(a) if a.port() == 0 => Err(invalid(
+                "observability.prometheus",
+                format!("{a}: port 0 would serve the metrics on a port nobody knows; give one"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -493,6 +524,8 @@ pub struct Config {
     pub comm: CommConfig,
     /// Where user code runs (the `[execution]` table).
     pub execution: ExecutionConfig,
+    /// What the party exports (the `[observability]` table).
+    pub observability: ObservabilityConfig,
     /// Per-party overrides (the `[overrides.<party>]` tables).
     pub overrides: BTreeMap<PartyName, PartyOverride>,
 }
@@ -520,6 +553,7 @@ impl Config {
             tls: None,
             comm: CommConfig::default(),
             execution: ExecutionConfig::default(),
+            observability: ObservabilityConfig::default(),
             overrides: BTreeMap::new(),
         };
         config.validate()?;
@@ -580,6 +614,7 @@ impl Config {
         }
         self.comm.validate()?;
         self.execution.validate()?;
+        self.observability.validate()?;
         for (party, o) in &self.overrides {
             let prefix = key_path("overrides", party.as_str());
             if !self.parties.contains_key(party) {
@@ -744,6 +779,8 @@ struct RawConfig {
     communication: RawComm,
     #[serde(default, skip_serializing_if = "RawExecution::is_empty")]
     execution: RawExecution,
+    #[serde(default, skip_serializing_if = "RawObservability::is_empty")]
+    observability: RawObservability,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     overrides: BTreeMap<String, RawOverride>,
 }
@@ -832,6 +869,19 @@ impl RawExecution {
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+struct RawObservability {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prometheus: Option<String>,
+}
+
+impl RawObservability {
+    fn is_empty(&self) -> bool {
+        self.prometheus.is_none()
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct RawRetry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_attempts: Option<u32>,
@@ -912,6 +962,12 @@ impl RawConfig {
             key: resolve_path(base_dir, t.key),
         });
         let comm = self.communication.into_comm();
+        let observability = ObservabilityConfig {
+            prometheus: match self.observability.prometheus {
+                Some(text) => Some(resolve("observability.prometheus", &text)?),
+                None => None,
+            },
+        };
         let mut overrides = BTreeMap::new();
         for (name, o) in self.overrides {
             let key = key_path("overrides", &name);
@@ -938,6 +994,7 @@ impl RawConfig {
             execution: ExecutionConfig {
                 workers: self.execution.workers,
             },
+            observability,
             overrides,
         })
     }
@@ -983,6 +1040,9 @@ impl RawConfig {
             },
             execution: RawExecution {
                 workers: config.execution.workers,
+            },
+            observability: RawObservability {
+                prometheus: config.observability.prometheus.map(|a| a.to_string()),
             },
             overrides: config
                 .overrides
@@ -1068,6 +1128,8 @@ max_attempts = 5
 initial_backoff = "200ms"
 max_backoff = "3s"
 multiplier = 1.5
+[observability]
+prometheus = "127.0.0.1:9464"
 [overrides.alice]
 listen = "0.0.0.0:11012"
 metadata = { token = "abc" }
@@ -1352,6 +1414,28 @@ send_timeout = "120s"
         .unwrap_err()
         .to_string();
         assert!(err.contains("`parties.alice`"), "{err}");
+    }
+
+    #[test]
+    fn observability_is_read_validated_and_written_back() {
+        let c = load(FULL).unwrap();
+        assert_eq!(c.observability.prometheus, Some(addr("127.0.0.1:9464")));
+        let again = Config::from_toml_str(&c.to_toml_string().unwrap(), Path::new("/")).unwrap();
+        assert_eq!(again.observability, c.observability);
+        assert_eq!(load(MINIMAL).unwrap().observability.prometheus, None);
+        for (bad, why) in [
+            ("\"127.0.0.1:0\"", "port 0"),
+            ("\"not an address\"", "observability.prometheus"),
+            ("9464", "prometheus = 9464"),
+        ] {
+            let err = load(&format!("{MINIMAL}[observability]\nprometheus = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
+        let err = load(&format!(
+            "{MINIMAL}[observability]\nprometheus_addr = \"127.0.0.1:1\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("prometheus_addr"), "{err}");
     }
 
     #[test]

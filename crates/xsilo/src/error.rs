@@ -4,6 +4,7 @@ use xsilo_runtime::RuntimeError;
 use xsilo_transport::SetupError;
 
 use crate::config::ConfigError;
+use crate::observability::ObservabilityError;
 
 /// Anything that can go wrong in xsilo, as users see it.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,10 @@ pub enum Error {
     /// The transport could not start (TLS material, listen address).
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// The metrics endpoint could not be served
+    /// (`[observability] prometheus`).
+    #[error(transparent)]
+    Observability(#[from] ObservabilityError),
     /// The federated computation failed: a task, a RemoteError from another
     /// party, a lost peer, a divergence, an abort.
     #[error(transparent)]

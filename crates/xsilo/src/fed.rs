@@ -20,7 +20,12 @@ struct Inner {
     rt: Runtime,
     release: Releaser,
     seq: AtomicU64,
+    progress: std::sync::Mutex<Option<ProgressReceiver>>,
 }
+
+/// Receives the progress reports of this party's large transfers
+/// ([`Fed::progress`]).
+pub type ProgressReceiver = tokio::sync::mpsc::Receiver<xsilo_transport::TransferProgress>;
 
 /// One party's handle on a federated job: the same driver code runs in
 /// every party, each with its own `Fed`.
@@ -62,14 +67,43 @@ fn decode_error(e: RuntimeError) -> TaskError {
 }
 
 impl Fed {
-    pub(crate) fn new(rt: Runtime) -> Self {
+    pub(crate) fn new(rt: Runtime, progress: Option<ProgressReceiver>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 release: rt.releaser(),
                 rt,
                 seq: AtomicU64::new(0),
+                progress: std::sync::Mutex::new(progress),
             }),
         }
+    }
+
+    /// The progress of this party's large transfers, as they happen: for
+    /// every object of 32 MiB or more sent or received over QUIC, up to
+    /// eight reports (peer, object, direction, bytes done of total), the
+    /// last when it is complete. The same reports are logged at INFO
+    /// (`xsilo_runtime`). The first call takes the receiver (later calls
+    /// and simulations get `None`); it holds 64 reports, and reports that
+    /// find it full are dropped, so a slow reader never holds up a
+    /// transfer.
+    ///
+    /// ```no_run
+    /// # async fn f(fed: &xsilo::Fed) {
+    /// if let Some(mut progress) = fed.progress() {
+    ///     tokio::task::spawn_local(async move {
+    ///         while let Some(p) = progress.recv().await {
+    ///             eprintln!("{} {} {}: {} of {} bytes", p.direction, p.object, p.peer, p.done, p.total);
+    ///         }
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    pub fn progress(&self) -> Option<ProgressReceiver> {
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn handle<R>(&self, r: &ObjRef) -> FedObject<R> {

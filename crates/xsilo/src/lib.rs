@@ -30,7 +30,10 @@
 //! * [`init`] starts one party from a [`Config`] (TOML or code).
 //! * [`Simulation`] runs every party in one process with the same code.
 //! * Values crossing silos are serde types (msgpack); `bytes::Bytes` and
-//!   `Vec<u8>` cross as raw bytes.
+//!   `Vec<u8>` cross as raw bytes, and `Vec<f32>`, `Vec<f64>`, `Vec<i32>`,
+//!   `Vec<i64>`, `Vec<u32>`, `Vec<u64>` (model weights, gradients) as raw
+//!   little-endian arrays behind a checked header, at memory speed (see
+//!   [`Value`] for exactly which types).
 //! * Each party's control plane (actix actors and the QUIC I/O) runs on a
 //!   thread of its own and never runs user code; task bodies and actor
 //!   methods run on a worker pool (`[execution] workers`, default one per
@@ -40,6 +43,10 @@
 //!   Nothing of actix shows.
 //! * A party frees its copy of an object when the last clone of its
 //!   [`FedObject`] drops (every party drops at the same program point).
+//! * Observability: per-peer metrics through the `metrics` crate (listed
+//!   in [`metrics`]), served for Prometheus with
+//!   `[observability] prometheus = "127.0.0.1:9464"`; large transfers
+//!   report their progress in the log and through [`Fed::progress`].
 //!
 //! Design: `rfcs/0002-programming-model-and-runtime.md`.
 
@@ -49,6 +56,7 @@ pub mod dev;
 mod error;
 mod fed;
 mod object;
+pub mod observability;
 mod sim;
 mod value;
 
@@ -58,15 +66,17 @@ use std::sync::Arc;
 pub use args::FedArgs;
 pub use bytes::Bytes;
 pub use config::{
-    CommConfig, Config, ConfigError, ExecutionConfig, PartyOverride, RetryConfig, TlsPaths,
+    CommConfig, Config, ConfigError, ExecutionConfig, ObservabilityConfig, PartyOverride,
+    RetryConfig, TlsPaths,
 };
 pub use error::Error;
-pub use fed::{Actor, Fed, Party};
+pub use fed::{Actor, Fed, Party, ProgressReceiver};
 pub use object::{FedObject, Returns};
 pub use sim::{SimNetwork, Simulation};
 pub use value::Value;
+pub use xsilo_runtime::metrics;
 pub use xsilo_runtime::{BoxFuture, Counts, RuntimeError, Stats, TaskError};
-pub use xsilo_transport::{Congestion, TransportError};
+pub use xsilo_transport::{Congestion, Direction, TransferProgress, TransportError};
 pub use xsilo_wire::{JobName, ObjectId, PartyName};
 
 /// Runs `fut`, a driver program, to completion on a new single-threaded
@@ -154,6 +164,9 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
         })
     })?;
     config.check_party(&party)?;
+    if let Some(addr) = config.observability.prometheus {
+        observability::serve_prometheus(addr)?;
+    }
     let tls = config.tls_identity()?;
     let transport_config = config.transport_config_for(&party);
     let mut options = sim::runtime_options(&config.comm);
@@ -162,6 +175,8 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
     options.handle_signals = init.handle_signals;
     options.exit_process = init.exit_process;
     options.workers = config.execution.workers();
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(64);
+    options.progress = Some(progress_tx);
     let (job, listen, book) = (
         config.job.clone(),
         config.listen_addr(&party)?,
@@ -213,5 +228,5 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
         }
     }
     tracing::info!(%party, job = %config.job, "party started");
-    Ok(Fed::new(rt))
+    Ok(Fed::new(rt, Some(progress_rx)))
 }

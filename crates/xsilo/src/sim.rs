@@ -177,7 +177,7 @@ impl Simulation {
             let rt = launch.await.map_err(|_| {
                 Error::Runtime(RuntimeError::ActorGone("a party's control thread"))
             })??;
-            feds.push(Fed::new(rt));
+            feds.push(Fed::new(rt, None));
         }
         Ok(feds)
     }
@@ -250,5 +250,6 @@ pub(crate) fn runtime_options(comm: &CommConfig) -> RuntimeOptions {
     options.continue_waiting_for_data_sending_on_error =
         comm.continue_waiting_for_data_sending_on_error;
     options.drain_timeout = comm.send_timeout + std::time::Duration::from_secs(5);
+    options.metrics_interval = Some(std::time::Duration::from_secs(1));
     options
 }

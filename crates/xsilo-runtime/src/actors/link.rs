@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use xsilo_transport::{OutboundObject, PeerDownReason, Transport, TransportError};
-use xsilo_wire::{ControlFrame, ObjectId, PartyName};
+use xsilo_transport::{Delivery, OutboundObject, PeerDownReason, Transport, TransportError};
+use xsilo_wire::{ControlFrame, JobName, ObjectId, PartyName};
 
 use crate::errors::RuntimeError;
 use crate::messages::{
     Down, Drain, LinkStats, Probe, Received, Report, SendControl, SendObject, Up, WaitUp,
 };
+use crate::metrics::LinkMetrics;
 use crate::stats::Counts;
 
 struct InFlight {
@@ -47,16 +48,20 @@ pub(crate) struct Link {
     up_waiters: Vec<oneshot::Sender<Result<(), RuntimeError>>>,
     sent: Counts,
     received: Counts,
+    metrics: LinkMetrics,
+    metrics_interval: Option<std::time::Duration>,
 }
 
 impl Link {
     pub(crate) fn new(
-        me: PartyName,
-        peer: PartyName,
+        (job, me, peer): (&JobName, PartyName, PartyName),
         transport: Arc<dyn Transport>,
         report: Recipient<Report>,
+        metrics_interval: Option<std::time::Duration>,
     ) -> Self {
         Self {
+            metrics: LinkMetrics::new(job, &me, &peer),
+            metrics_interval,
             me,
             peer,
             transport,
@@ -74,11 +79,18 @@ impl Link {
         }
     }
 
+    fn sample_rtt(&self) {
+        if let Some(rtt) = self.transport.rtt(&self.peer) {
+            self.metrics.rtt.set(rtt.as_secs_f64());
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.sends.values().filter(|s| s.counted).count()
     }
 
     fn notify_drained(&mut self) {
+        self.metrics.in_flight.set(self.in_flight() as f64);
         if self.in_flight() == 0 {
             for tx in self.drained.drain(..) {
                 let _ = tx.send(());
@@ -97,7 +109,7 @@ impl Link {
         (counted, report): (bool, bool),
         fut: F,
     ) where
-        F: std::future::Future<Output = Result<Option<u64>, TransportError>> + 'static,
+        F: std::future::Future<Output = Result<Option<Delivery>, TransportError>> + 'static,
     {
         let id = self.next_send;
         self.next_send += 1;
@@ -107,9 +119,15 @@ impl Link {
                 act.report.do_send(Report::PushDone { object });
             }
             match result {
-                Ok(Some(bytes)) => {
+                Ok(Some(delivery)) => {
                     act.sent.objects += 1;
-                    act.sent.bytes += bytes;
+                    act.sent.bytes += delivery.bytes;
+                    act.metrics.sent_objects.increment(1);
+                    act.metrics.sent_bytes.increment(delivery.bytes);
+                    act.metrics
+                        .retries
+                        .increment(u64::from(delivery.attempts.saturating_sub(1)));
+                    act.sample_rtt();
                 }
                 Ok(None) => {}
                 // A peer that said goodbye waits for nothing more; a frame
@@ -118,9 +136,11 @@ impl Link {
                     tracing::debug!(party = %act.me, peer = %act.peer, "not delivered ({what}): closed");
                 }
                 Err(error) if !report => {
+                    act.metrics.errors.increment(1);
                     tracing::debug!(party = %act.me, peer = %act.peer, %error, "{what} failed (best effort)");
                 }
                 Err(error) => {
+                    act.metrics.errors.increment(1);
                     tracing::warn!(party = %act.me, peer = %act.peer, %error, "{what} failed");
                     act.report.do_send(Report::SendFailed {
                         peer: act.peer.clone(),
@@ -139,6 +159,7 @@ impl Link {
                 counted,
             },
         );
+        self.metrics.in_flight.set(self.in_flight() as f64);
     }
 
     /// Not sending to a peer that is down: the push counts as ended.
@@ -156,6 +177,12 @@ impl Link {
 
 impl Actor for Link {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(every) = self.metrics_interval {
+            ctx.run_interval(every, |act, _| act.sample_rtt());
+        }
+    }
 }
 
 impl Handler<SendObject> for Link {
@@ -175,7 +202,7 @@ impl Handler<SendObject> for Link {
             },
         );
         self.track(ctx, what, Some(msg.object), (true, true), async move {
-            fut.await.map(|d| Some(d.bytes))
+            fut.await.map(Some)
         });
     }
 }
@@ -299,6 +326,8 @@ impl Handler<Received> for Link {
     fn handle(&mut self, Received(bytes): Received, _: &mut Self::Context) {
         self.received.objects += 1;
         self.received.bytes += bytes;
+        self.metrics.received_objects.increment(1);
+        self.metrics.received_bytes.increment(bytes);
     }
 }
 

@@ -23,6 +23,7 @@ use crate::messages::{
     HeldNow, LinkStats, PeerFinished, PeerGone, Probe, PushDone, Received, Report, SendControl,
     SendObject, Shutdown, ShutdownsRun, Signal, Up, WaitUp,
 };
+use crate::metrics::PartyMetrics;
 use crate::options::RuntimeOptions;
 use crate::rules::lifecycle::{LifeAction, LifeOptions, Lifecycle};
 use crate::stats::Stats;
@@ -69,7 +70,12 @@ impl Supervisor {
             let links = peers
                 .iter()
                 .map(|p| {
-                    let link = Link::new(me.clone(), p.clone(), transport.clone(), report.clone());
+                    let link = Link::new(
+                        (transport.job(), me.clone(), p.clone()),
+                        transport.clone(),
+                        report.clone(),
+                        options.metrics_interval,
+                    );
                     (p.clone(), link.start())
                 })
                 .collect();
@@ -242,6 +248,30 @@ impl Supervisor {
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(every) = self.options.metrics_interval else {
+            return;
+        };
+        let gauges = PartyMetrics::new(self.transport.job(), &self.me);
+        let sample = move |act: &mut Self, ctx: &mut Self::Context| {
+            let gauges = gauges.clone();
+            let held = act.objects.send(HeldNow);
+            ctx.spawn(
+                async move {
+                    if let Ok(held) = held.await {
+                        gauges.live_objects.set(held.objects as f64);
+                        gauges.live_bytes.set(held.bytes as f64);
+                        gauges.live_actors.set(held.actors as f64);
+                    }
+                }
+                .into_actor(act),
+            );
+        };
+        // Once now, so that the gauges exist from the start, then on.
+        sample(self, ctx);
+        ctx.run_interval(every, sample);
+    }
 }
 
 /// The router: transport events to `Objects`, the links, the lifecycle.
@@ -295,6 +325,22 @@ impl StreamHandler<TransportEvent> for Supervisor {
             TransportEvent::PeerRefused { party, refusal } => {
                 let reason = format!("party '{party}' cannot join this job: {refusal}");
                 self.abort_here(&reason, ctx);
+            }
+            TransportEvent::Progress(progress) => {
+                const MIB: f64 = 1024.0 * 1024.0;
+                tracing::info!(
+                    party = %self.me,
+                    peer = %progress.peer,
+                    object = %progress.object,
+                    "{} {:.1} of {:.1} MiB",
+                    progress.direction,
+                    progress.done as f64 / MIB,
+                    progress.total as f64 / MIB,
+                );
+                if let Some(sink) = &self.options.progress {
+                    // Full or gone: this report is dropped, never waited for.
+                    let _ = sink.try_send(progress);
+                }
             }
             _ => {}
         }

@@ -19,7 +19,9 @@ use super::budget;
 use super::errors::{CLOSE_GOODBYE, CLOSE_PROTOCOL, CLOSE_REFUSED, STREAM_REFUSED};
 use super::outbound::read_frame;
 use super::{EndpointShared, JobShared};
-use crate::api::{AckHandle, InboundObject, TransportEvent};
+use crate::api::{
+    AckHandle, Direction, InboundObject, ProgressSteps, TransferProgress, TransportEvent,
+};
 use crate::error::wire_refusal;
 use crate::tls::cert_names;
 
@@ -365,7 +367,12 @@ async fn read_control(
     loop {
         let chunk = tokio::select! {
             c = recv.read_chunk(64 * 1024, true) => c,
-            () = job.closed.cancelled() => return,
+            () = job.closed.cancelled() => {
+                // Tells a dialer still writing that we are leaving
+                // (`send_control` reads this code as `PeerClosed`).
+                let _ = recv.stop(CLOSE_GOODBYE.into());
+                return;
+            }
         };
         match chunk {
             Ok(Some(chunk)) => decoder.push(&chunk.bytes),
@@ -495,17 +502,30 @@ async fn receive_object(
         })?;
     let mut payload = PayloadAssembler::new(header.payload_len, job.config.max_message_size)
         .map_err(|e| wire_refusal(&e))?;
+    let mut steps = ProgressSteps::new(header.payload_len);
     loop {
         let chunk = tokio::time::timeout(bound, recv.read_chunk(usize::MAX, true))
             .await
             .map_err(|_| stalled())?;
         match chunk {
-            Ok(Some(chunk)) => payload.push(&chunk.bytes).map_err(|e| {
-                Refusal::new(
-                    RefusalCode::Malformed,
-                    format!("object {} from '{peer}': {e}; cut off", header.object),
-                )
-            })?,
+            Ok(Some(chunk)) => {
+                payload.push(&chunk.bytes).map_err(|e| {
+                    Refusal::new(
+                        RefusalCode::Malformed,
+                        format!("object {} from '{peer}': {e}; cut off", header.object),
+                    )
+                })?;
+                let done = header.payload_len - payload.remaining();
+                if steps.as_mut().is_some_and(|s| s.reached(done)) {
+                    job.emit(TransportEvent::Progress(TransferProgress {
+                        peer: peer.clone(),
+                        object: header.object,
+                        direction: Direction::Receiving,
+                        done,
+                        total: header.payload_len,
+                    }));
+                }
+            }
             Ok(None) => break,
             Err(e) => {
                 return Err(Refusal::new(

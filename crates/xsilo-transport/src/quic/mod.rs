@@ -407,6 +407,22 @@ impl Transport for QuicTransport {
         Box::pin(async move { outbound::send_control(&job, &peer, frame).await })
     }
 
+    fn rtt(&self, peer: &PartyName) -> Option<std::time::Duration> {
+        let slot = self.job.peers.get(peer)?;
+        // Our dialled connection if it is not being dialled right now, else
+        // the peer's.
+        if let Ok(out) = slot.outbound.try_lock() {
+            if let Some(out) = out.as_ref().filter(|o| o.conn.close_reason().is_none()) {
+                return Some(out.conn.rtt());
+            }
+        }
+        lock(&slot.live)
+            .inbound
+            .iter()
+            .find(|c| c.close_reason().is_none())
+            .map(quinn::Connection::rtt)
+    }
+
     fn take_events(&self) -> Option<EventReceiver> {
         lock(&self.job.events_rx).take()
     }

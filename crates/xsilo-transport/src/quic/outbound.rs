@@ -19,7 +19,9 @@ use xsilo_wire::{
 
 use super::errors::{self, connection_error, read_exact_error, write_error};
 use super::{lock, JobShared};
-use crate::api::{Delivery, OutboundObject};
+use crate::api::{
+    Delivery, Direction, OutboundObject, ProgressSteps, TransferProgress, TransportEvent,
+};
 use crate::error::TransportError;
 
 /// A connection we dialled, accepted by the peer, with its control stream.
@@ -402,6 +404,16 @@ pub(super) async fn send_object(
     )?);
     let progress = Progress::new();
     let mut tries = 0u32;
+    let id = object.object;
+    let report = |done: u64| {
+        job.emit(TransportEvent::Progress(TransferProgress {
+            peer: peer.clone(),
+            object: id,
+            direction: Direction::Sending,
+            done,
+            total: size,
+        }));
+    };
     let ((), attempts) = with_retries(job, peer, &progress, "sending an object", |out| {
         tries += 1;
         let header = if tries == 1 {
@@ -409,7 +421,14 @@ pub(super) async fn send_object(
         } else {
             again.clone()
         };
-        send_on(out, peer, header, object.payload.clone(), &progress)
+        send_on(
+            out,
+            peer,
+            header,
+            object.payload.clone(),
+            &progress,
+            &report,
+        )
     })
     .await?;
     Ok(Delivery {
@@ -424,6 +443,7 @@ async fn send_on(
     header: Bytes,
     payload: Bytes,
     progress: &Progress,
+    report: &(dyn Fn(u64) + Sync),
 ) -> Result<(), TransportError> {
     let (mut send, mut recv) = out
         .conn
@@ -434,11 +454,17 @@ async fn send_on(
     let transfer = async {
         let written = async {
             send.write_chunk(header).await?;
+            // Slices of one buffer: no copy. Each piece QUIC takes is
+            // progress; the user's progress reports come at coarser steps.
+            let mut steps = ProgressSteps::new(payload.len() as u64);
             let mut at = 0;
             while at < payload.len() {
                 let end = (at + PIECE).min(payload.len());
                 send.write_chunk(payload.slice(at..end)).await?;
                 progress.mark();
+                if steps.as_mut().is_some_and(|s| s.reached(end as u64)) {
+                    report(end as u64);
+                }
                 at = end;
             }
             Ok::<(), quinn::WriteError>(())
@@ -506,6 +532,8 @@ pub(super) async fn send_control(
             let bytes = &bytes;
             async move {
                 let mut control = out.control.lock().await;
+                // A stop of our control stream is its peer leaving, not a
+                // breach (write_error, MISSION S3).
                 control
                     .write_all(bytes)
                     .await
