@@ -36,8 +36,9 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
         // alice stays alive but produces nothing until she is signalled or
         // killed; bob waits on her value.
         "wait_on_alice" => {
+            // Every party is past start-up (its barrier) when it says so.
+            println!("XSILO-READY");
             if party == "alice" {
-                println!("XSILO-READY");
                 tokio::time::sleep(Duration::from_secs(50)).await;
             }
             let a = fed.party("alice").task((), |()| 1i64);
@@ -210,6 +211,7 @@ fn a_party_killed_with_sigkill_fails_the_waits_on_it_within_the_bound() {
     });
     let mut run = job.start("wait_on_alice", &[]);
     run.wait_line("alice", "XSILO-READY");
+    run.wait_line("bob", "XSILO-READY");
     let killed = run.signal("alice", "KILL");
     run.wait_line("bob", "XSILO-GET-FAILED");
     let noticed = killed.elapsed();
@@ -228,6 +230,7 @@ fn sigint_runs_the_handler_once_tells_the_peers_and_exits_non_zero() {
     let job = job(&["alice", "bob"], |_, _| {});
     let mut run = job.start("wait_on_alice", &[]);
     run.wait_line("alice", "XSILO-READY");
+    run.wait_line("bob", "XSILO-READY");
     let sent = run.signal("alice", "INT");
     let out = run.finish();
     let alice = &out["alice"];
@@ -705,7 +708,9 @@ fn stress_sigkill_while_three_parties_wait_never_reports_a_protocol_breach() {
             c.comm.keep_alive_interval = Duration::from_millis(300);
         });
         let mut run = job.start("wait_on_alice", &[]);
-        run.wait_line("alice", "XSILO-READY");
+        for p in ["alice", "bob", "carol"] {
+            run.wait_line(p, "XSILO-READY");
+        }
         run.signal("alice", "KILL");
         let out = run.finish();
         for p in ["bob", "carol"] {

@@ -260,6 +260,22 @@ impl Handler<Down> for Link {
             other => other.to_string(),
         };
         tracing::info!(party = %self.me, peer = %self.peer, reason = %text, "peer down");
+        // A barrier still waiting for our dial to a peer that reached us and
+        // went away: one that left on purpose was up (it finished first);
+        // one that was lost fails the wait now, within the liveness bound.
+        if !self.dialed && !self.up_waiters.is_empty() {
+            let answer = if lost {
+                Err(RuntimeError::Unreached {
+                    peers: vec![self.peer.clone()],
+                    reason: format!("it reached us, then was lost ({text})"),
+                })
+            } else {
+                Ok(())
+            };
+            for tx in self.up_waiters.drain(..) {
+                let _ = tx.send(answer.clone());
+            }
+        }
         // Sends still in flight to it (retrying a dial, waiting for an
         // acknowledgement) can only fail now: drop them, so that shutdown
         // does not wait out their retries.

@@ -475,15 +475,19 @@ impl Handler<Barrier> for Supervisor {
         // driver on any executor can wait for the answer.
         ctx.spawn(
             async move {
-                let reached = std::cell::RefCell::new(Vec::new());
-                let peers: Vec<PartyName> = waits.iter().map(|(p, _)| p.clone()).collect();
+                let mut waits = waits;
+                let mut reached: Vec<PartyName> = Vec::new();
+                // All dials run at once; the waits are read in order, and
+                // at the bound the ones still open are looked at, so the
+                // error names exactly the parties not reached.
                 let all = async {
-                    for (peer, w) in waits {
+                    for (peer, w) in waits.iter_mut() {
                         match w.await {
-                            Ok(Ok(())) => reached.borrow_mut().push(peer),
+                            Ok(Ok(())) => reached.push(peer.clone()),
+                            Ok(Err(e @ RuntimeError::Unreached { .. })) => return Err(e),
                             Ok(Err(e)) => {
                                 return Err(RuntimeError::Unreached {
-                                    peers: vec![peer],
+                                    peers: vec![peer.clone()],
                                     reason: e.to_string(),
                                 })
                             }
@@ -492,12 +496,18 @@ impl Handler<Barrier> for Supervisor {
                     }
                     Ok::<(), RuntimeError>(())
                 };
-                let result = match tokio::time::timeout(bound, all).await {
+                let outcome = tokio::time::timeout(bound, all).await;
+                let result = match outcome {
                     Ok(r) => r,
                     Err(_) => {
-                        let reached = reached.borrow();
+                        let mut unreached = Vec::new();
+                        for (p, w) in waits.iter_mut() {
+                            if !reached.contains(p) && !matches!(w.try_recv(), Ok(Ok(()))) {
+                                unreached.push(p.clone());
+                            }
+                        }
                         Err(RuntimeError::Unreached {
-                            peers: peers.into_iter().filter(|p| !reached.contains(p)).collect(),
+                            peers: unreached,
                             reason: format!(
                                 "no dial succeeded within the barrier's {bound:?} \
                                  (communication.barrier_timeout)"

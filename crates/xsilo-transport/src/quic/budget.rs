@@ -27,6 +27,10 @@ fn kib(bytes: u64) -> u32 {
 pub(super) struct Budget {
     sem: Arc<Semaphore>,
     total_kib: u32,
+    /// Bumped whenever bytes of an admitted object arrive or an admission
+    /// is given back: a wait for room is bounded by time without this
+    /// moving, not by a stopwatch.
+    activity: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Budget {
@@ -35,7 +39,18 @@ impl Budget {
         Self {
             sem: Arc::new(Semaphore::new(total_kib as usize)),
             total_kib,
+            activity: Arc::default(),
         }
+    }
+
+    /// Notes that an admitted object of this budget made progress.
+    pub(super) fn touch(&self) {
+        self.activity
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn activity(&self) -> u64 {
+        self.activity.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes admitted and not yet given back.
@@ -50,6 +65,15 @@ impl Budget {
 pub(super) struct Admitted {
     _peer: OwnedSemaphorePermit,
     _endpoint: OwnedSemaphorePermit,
+    peer: Budget,
+    endpoint: Budget,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.peer.touch();
+        self.endpoint.touch();
+    }
 }
 
 /// Why an object was not admitted.
@@ -60,7 +84,9 @@ pub(super) enum NotAdmitted {
     Full,
 }
 
-/// Admits `bytes` from `peer` and then `endpoint`, waiting at most `bound`.
+/// Admits `bytes` from `peer` and then `endpoint`, waiting while the
+/// budgets make progress (admitted objects receiving bytes, admissions given
+/// back), at most `bound` without any.
 pub(super) async fn admit(
     peer: &Budget,
     endpoint: &Budget,
@@ -77,11 +103,20 @@ pub(super) async fn admit(
         Some(Admitted {
             _peer: p,
             _endpoint: e,
+            peer: peer.clone(),
+            endpoint: endpoint.clone(),
         })
     };
-    match tokio::time::timeout(bound, both).await {
-        Ok(Some(a)) => Ok(a),
-        _ => Err(NotAdmitted::Full),
+    tokio::pin!(both);
+    loop {
+        let seen = (peer.activity(), endpoint.activity());
+        match tokio::time::timeout(bound, &mut both).await {
+            Ok(Some(a)) => return Ok(a),
+            Ok(None) => return Err(NotAdmitted::Full),
+            // Still moving: keep waiting.
+            Err(_) if (peer.activity(), endpoint.activity()) != seen => {}
+            Err(_) => return Err(NotAdmitted::Full),
+        }
     }
 }
 
@@ -108,6 +143,25 @@ mod tests {
             admit(&peer, &endpoint, 11 << 20, bound).await,
             Err(NotAdmitted::TooLarge)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_room_lasts_while_admitted_objects_make_progress() {
+        let (peer, endpoint) = (Budget::new(10 << 20), Budget::new(20 << 20));
+        let bound = Duration::from_millis(100);
+        let a = admit(&peer, &endpoint, 8 << 20, bound).await.ok().unwrap();
+        // The admitted object receives bytes every 50 ms for 300 ms (three
+        // bounds), then completes: the second waits for it, not refused.
+        let progress = peer.clone();
+        let arrival = tokio::spawn(async move {
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                progress.touch();
+            }
+            drop(a);
+        });
+        assert!(admit(&peer, &endpoint, 8 << 20, bound).await.is_ok());
+        arrival.await.unwrap();
     }
 
     #[tokio::test]

@@ -122,6 +122,11 @@ pub(crate) fn connection_error(peer: &PartyName, e: &ConnectionError) -> Transpo
                         .into(),
                 };
             }
+            if code == 0x2 {
+                // CONNECTION_REFUSED: its endpoint is closing (quinn refuses
+                // new connections then), not a breach.
+                return TransportError::PeerClosed { peer: peer.clone() };
+            }
             if (0x100..0x200).contains(&code) {
                 let alert = code - 0x100;
                 return TransportError::Tls {

@@ -515,6 +515,8 @@ async fn receive_object(
                         format!("object {} from '{peer}': {e}; cut off", header.object),
                     )
                 })?;
+                slot.inbound.touch();
+                job.inbound.touch();
                 let done = header.payload_len - payload.remaining();
                 if steps.as_mut().is_some_and(|s| s.reached(done)) {
                     job.emit(TransportEvent::Progress(TransferProgress {

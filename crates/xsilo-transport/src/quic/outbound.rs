@@ -183,6 +183,11 @@ async fn handshake(
                 }
             },
             () = tokio::time::sleep_until(next), if quiet => {
+                // An answer may have come while we slept: then let that
+                // attempt finish, and start (and abort) nothing.
+                if answered.load(Ordering::Acquire) {
+                    continue;
+                }
                 if running.len() >= HANDSHAKES_AT_ONCE {
                     if let Some(oldest) = running.pop_front() {
                         oldest.abort();
