@@ -272,3 +272,47 @@ fn any_bytes_on_any_stream_leave_the_endpoint_serving_within_its_cap() {
         carol.close().await;
     });
 }
+
+/// Each live connection may leave a connection window unread in QUIC, so a
+/// holder of a party's certificate gets at most eight (RFC 0001, "Inbound
+/// memory"); the ninth is refused, naming the limit, and the job goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gets_at_most_eight_live_connections() {
+    init_tracing();
+    let cluster = Cluster::new(&["alice", "bob", "carol"], TransportConfig::default());
+    let alice = cluster.join("alice", "conns");
+    let carol = cluster.join("carol", "conns");
+    let mut taken = Inbox::of(&alice).auto_ack();
+    let mut held = Vec::new();
+    for i in 0..9 {
+        let (raw, reply) = RawClient::connect(
+            &cluster.identity("bob"),
+            "bob",
+            "bob",
+            "alice",
+            cluster.addr("alice"),
+            "conns",
+        )
+        .await;
+        match (i, reply) {
+            (0..8, HelloReply::Accepted { .. }) => held.push(raw),
+            (8, HelloReply::Refused(r)) => {
+                assert!(r.message.contains("8 live connections"), "{r}");
+            }
+            (i, other) => panic!("connection {i}: {other:?}"),
+        }
+    }
+    within(
+        STEP,
+        "carol's send while bob holds his connections",
+        carol.send_object(&party("alice"), object(1, vec![1u8; 1024])),
+    )
+    .await
+    .unwrap();
+    within(STEP, "carol's object", taken.recv()).await.unwrap();
+    for raw in held {
+        raw.conn.close(0u32.into(), b"done");
+    }
+    alice.close().await;
+    carol.close().await;
+}

@@ -157,6 +157,22 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
         // check_hello refuses unknown jobs; nothing to serve.
         return;
     };
+    // Each live connection may leave a connection window of unread bytes
+    // in QUIC: a peer gets at most MAX_INBOUND_PER_PEER of them.
+    if !job.try_add_inbound(&hello.party, &conn) {
+        let refusal = Refusal::new(
+            RefusalCode::Unavailable,
+            format!(
+                "party '{local}' already has {} live connections from party '{}' in job '{}'",
+                super::MAX_INBOUND_PER_PEER,
+                hello.party,
+                job.job
+            ),
+        );
+        tracing::warn!(party = %local, %remote, peer = %hello.party, %refusal, "refused a connection");
+        refuse_connection(&conn, &mut send, refusal, bound).await;
+        return;
+    }
     let reply = HelloReply::Accepted {
         version: PROTOCOL_VERSION,
         party: local.clone(),
@@ -169,7 +185,7 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
     }
     let peer = hello.party;
     tracing::debug!(job = %job.job, party = %local, %peer, %remote, "accepted a connection");
-    job.connection_up(&peer, Some(conn.clone()));
+    job.connection_up(&peer);
     // The control frames of a connection are all delivered before its
     // peer-down event: an abort sent just before a close is never overtaken
     // by the close.

@@ -182,6 +182,10 @@ impl QuicEndpoint {
     }
 }
 
+/// Live connections a peer may hold to us in one job. A party needs one;
+/// a few more cover re-dials while an old connection is not yet known dead.
+pub(crate) const MAX_INBOUND_PER_PEER: usize = 8;
+
 /// Per-peer connection state within a job.
 struct PeerSlot {
     /// Bytes of this peer's inbound objects not yet taken.
@@ -239,17 +243,28 @@ impl JobShared {
         let _ = self.events.send(event);
     }
 
-    fn connection_up(&self, peer: &PartyName, inbound: Option<quinn::Connection>) {
+    /// Records an inbound connection from `peer` unless it already has
+    /// [`MAX_INBOUND_PER_PEER`] live ones (RFC 0001, "Inbound memory").
+    fn try_add_inbound(&self, peer: &PartyName, conn: &quinn::Connection) -> bool {
+        let Some(slot) = self.peers.get(peer) else {
+            return false;
+        };
+        let mut live = lock(&slot.live);
+        live.inbound.retain(|c| c.close_reason().is_none());
+        if live.inbound.len() >= MAX_INBOUND_PER_PEER {
+            return false;
+        }
+        live.inbound.push(conn.clone());
+        true
+    }
+
+    fn connection_up(&self, peer: &PartyName) {
         let Some(slot) = self.peers.get(peer) else {
             return;
         };
         let first = {
             let mut live = lock(&slot.live);
             live.connections += 1;
-            if let Some(c) = inbound {
-                live.inbound.retain(|c| c.close_reason().is_none());
-                live.inbound.push(c);
-            }
             if live.connections == 1 {
                 live.said_goodbye = false;
                 live.closed_because = None;

@@ -302,7 +302,7 @@ async fn outbound(job: &Arc<JobShared>, peer: &PartyName) -> Result<Outbound, Tr
             ),
         })??;
     tracing::debug!(job = %job.job, party = %job.party, peer = %peer, "connected");
-    job.connection_up(peer, None);
+    job.connection_up(peer);
     let watcher = job.clone();
     let conn = out.conn.clone();
     let watched_peer = peer.clone();
