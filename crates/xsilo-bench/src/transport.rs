@@ -25,13 +25,14 @@ use xsilo_wire::{ObjectId, PartyName};
 use crate::child::{exit_with_parent, Party};
 use crate::stats::{emit, median, percentile};
 
-const TLS_ENV: &str = "XSILO_BENCH_TLS";
+/// The child's TLS material: "ca|cert|key" in PEM.
+pub(crate) const TLS_ENV: &str = "XSILO_BENCH_TLS";
 
-fn party(name: &str) -> Result<PartyName> {
+pub(crate) fn party(name: &str) -> Result<PartyName> {
     Ok(name.parse()?)
 }
 
-fn loopback() -> SocketAddr {
+pub(crate) fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
@@ -170,34 +171,48 @@ pub(crate) async fn raw_request(conn: &quinn::Connection, payload: Bytes) -> Res
     Ok(())
 }
 
-/// The receiving side (bob), started by [`run`] as a child process.
-pub(crate) fn serve() -> Result<()> {
-    exit_with_parent(Duration::from_secs(900));
+/// bob's TLS material from [`TLS_ENV`], as [`Party::spawn`] passed it.
+pub(crate) fn tls_from_env() -> Result<TlsIdentity> {
     let spec = std::env::var(TLS_ENV).context("started without its TLS material")?;
     let mut parts = spec.split('|');
     let (Some(ca), Some(cert), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         bail!("malformed {TLS_ENV}");
     };
-    let tls = TlsIdentity::from_pem(ca, cert, key)?;
+    Ok(TlsIdentity::from_pem(ca, cert, key)?)
+}
+
+/// bob's xsilo transport in job "bench", accepting every object at once.
+/// He never dials alice; her entry only admits her hello.
+pub(crate) fn serve_xsilo_bob(tls: &TlsIdentity, config: TransportConfig) -> Result<QuicEndpoint> {
     let (alice, bob) = (party("alice")?, party("bob")?);
+    let ep = QuicEndpoint::bind(bob.clone(), loopback(), tls, config)?;
+    let book: BTreeMap<PartyName, PeerAddress> = [
+        (alice, SocketAddr::from(([127, 0, 0, 1], 9)).into()),
+        (bob, ep.local_addr().into()),
+    ]
+    .into();
+    let xs = ep.join("bench".parse()?, book)?;
+    let mut events = xs.take_events().ok_or_else(|| anyhow!("events taken"))?;
+    tokio::spawn(async move {
+        // Holds the job open while it serves.
+        let _xs = xs;
+        while let Some(event) = events.recv().await {
+            if let TransportEvent::Object(o) = event {
+                o.ack.accept();
+            }
+        }
+    });
+    Ok(ep)
+}
+
+/// The receiving side (bob), started by [`run`] as a child process.
+pub(crate) fn serve() -> Result<()> {
+    exit_with_parent(Duration::from_secs(900));
+    let tls = tls_from_env()?;
+    let bob = party("bob")?;
     actix_rt::System::new().block_on(async move {
         let config = TransportConfig::default();
-        let ep = QuicEndpoint::bind(bob.clone(), loopback(), &tls, config.clone())?;
-        // Bob never dials alice here; her entry only admits her hello.
-        let book: BTreeMap<PartyName, PeerAddress> = [
-            (alice, SocketAddr::from(([127, 0, 0, 1], 9)).into()),
-            (bob.clone(), ep.local_addr().into()),
-        ]
-        .into();
-        let xs = ep.join("bench".parse()?, book)?;
-        let mut events = xs.take_events().ok_or_else(|| anyhow!("events taken"))?;
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                if let TransportEvent::Object(o) = event {
-                    o.ack.accept();
-                }
-            }
-        });
+        let ep = serve_xsilo_bob(&tls, config.clone())?;
         let raw_ep = setup::quinn_endpoint(&bob, loopback(), &tls, &config)?;
         let raw_port = raw_ep.local_addr()?.port();
         tokio::spawn(raw_server(raw_ep));

@@ -22,21 +22,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use serde_json::json;
 use xsilo_linkem::{LinkProfile, Relay};
 use xsilo_transport::devcert::DevCa;
 use xsilo_transport::{
     setup, Congestion, OutboundObject, PeerAddress, QuicEndpoint, TlsIdentity, Transport,
-    TransportConfig, TransportEvent,
+    TransportConfig,
 };
 use xsilo_wire::{ObjectId, PartyName};
 
 use crate::child::{exit_with_parent, Party};
 use crate::stats::{emit, median};
+use crate::transport::{loopback, party, serve_xsilo_bob, tls_from_env, TLS_ENV};
 
-const TLS_ENV: &str = "XSILO_BENCH_TLS";
 /// The emulated bottleneck: 1 Gbit/s.
 const RATE: u64 = 125_000_000;
 
@@ -67,14 +67,6 @@ const LINKS: [Link; 3] = [
         target: Some(15.0),
     },
 ];
-
-fn party(name: &str) -> Result<PartyName> {
-    Ok(name.parse()?)
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 fn mib_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
@@ -396,31 +388,10 @@ impl XsiloSender {
 /// MiB, how many bytes of a bulk stream it has read.
 pub(crate) fn serve() -> Result<()> {
     exit_with_parent(Duration::from_secs(1800));
-    let spec = std::env::var(TLS_ENV).context("started without its TLS material")?;
-    let mut parts = spec.split('|');
-    let (Some(ca), Some(cert), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-        bail!("malformed {TLS_ENV}");
-    };
-    let tls = TlsIdentity::from_pem(ca, cert, key)?;
-    let (alice, bob) = (party("alice")?, party("bob")?);
+    let tls = tls_from_env()?;
+    let bob = party("bob")?;
     actix_rt::System::new().block_on(async move {
-        let config = TransportConfig::default();
-        let ep = QuicEndpoint::bind(bob.clone(), loopback(), &tls, config)?;
-        // Bob never dials alice; her entry only admits her hello.
-        let book: BTreeMap<PartyName, PeerAddress> = [
-            (alice, SocketAddr::from(([127, 0, 0, 1], 9)).into()),
-            (bob.clone(), ep.local_addr().into()),
-        ]
-        .into();
-        let xs = ep.join("bench".parse()?, book)?;
-        let mut events = xs.take_events().ok_or_else(|| anyhow!("events taken"))?;
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                if let TransportEvent::Object(o) = event {
-                    o.ack.accept();
-                }
-            }
-        });
+        let ep = serve_xsilo_bob(&tls, TransportConfig::default())?;
         let raw_ep = raw_endpoint(&bob, &tls)?;
         let raw_port = raw_ep.local_addr()?.port();
         tokio::spawn(async move {
