@@ -46,6 +46,7 @@ use xsilo_transport::setup;
 use xsilo_wire::PartyName;
 
 use crate::child::{exit_with_parent, Party};
+use crate::fedavg_memory::fedavg_round;
 use crate::stats::{emit, median};
 use crate::workload::busy;
 
@@ -99,34 +100,8 @@ pub(crate) fn party(config: &Path, me: &str, rounds: usize, train_ms: u64) -> Re
         let (mut xs_ms, mut raw_ms) = (Vec::new(), Vec::new());
         for round in 0..WARM_UP + rounds {
             let t = Instant::now();
-            let step = 1e-3 * (round + 1) as f32;
-            let updates: Vec<_> = PARTIES
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    fed.party(p).task(model.clone(), move |m: Vec<f32>| {
-                        if !train.is_zero() {
-                            busy(train);
-                        }
-                        let d = step * (i + 1) as f32;
-                        m.into_iter().map(|x| x + d).collect::<Vec<f32>>()
-                    })
-                })
-                .collect();
-            model = fed.party("alice").task(updates, |us: Vec<Vec<f32>>| {
-                let n = us.len().max(1) as f32;
-                let mut avg = vec![0f32; us.first().map_or(0, Vec::len)];
-                for u in &us {
-                    for (a, x) in avg.iter_mut().zip(u) {
-                        *a += x / n;
-                    }
-                }
-                avg
-            });
-            let check = fed.party("alice").task(model.clone(), |m: Vec<f32>| {
-                m.iter().map(|x| f64::from(*x)).sum::<f64>()
-            });
-            let sum = fed.get(&check).await?;
+            let (next, sum) = fedavg_round(&fed, &model, round, train).await?;
+            model = next;
             let xs = t.elapsed().as_secs_f64() * 1e3;
             if !sum.is_finite() {
                 bail!("round {round}: checksum {sum}");

@@ -48,31 +48,8 @@ pub(crate) fn party(config: &Path, party: &str, rounds: usize) -> Result<()> {
         let mut times = Vec::with_capacity(rounds);
         for round in 0..rounds {
             let t = Instant::now();
-            let step = 1e-3 * (round + 1) as f32;
-            let updates: Vec<_> = PARTIES
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    fed.party(p).task(model.clone(), move |m: Vec<f32>| {
-                        let d = step * (i + 1) as f32;
-                        m.into_iter().map(|x| x + d).collect::<Vec<f32>>()
-                    })
-                })
-                .collect();
-            model = fed.party("alice").task(updates, |us: Vec<Vec<f32>>| {
-                let n = us.len().max(1) as f32;
-                let mut avg = vec![0f32; us.first().map_or(0, Vec::len)];
-                for u in &us {
-                    for (a, x) in avg.iter_mut().zip(u) {
-                        *a += x / n;
-                    }
-                }
-                avg
-            });
-            let check = fed.party("alice").task(model.clone(), |m: Vec<f32>| {
-                m.iter().map(|x| f64::from(*x)).sum::<f64>()
-            });
-            let sum = fed.get(&check).await?;
+            let (next, sum) = fedavg_round(&fed, &model, round, Duration::ZERO).await?;
+            model = next;
             times.push(t.elapsed().as_secs_f64() * 1e3);
             if !sum.is_finite() {
                 anyhow::bail!("round {round}: checksum {sum}");
@@ -95,6 +72,47 @@ pub(crate) fn party(config: &Path, party: &str, rounds: usize) -> Result<()> {
         println!("ROUND-MS {}", crate::stats::median(&mut times));
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// One FedAvg round of the shape users have: every party makes an update of
+/// `model` (after `train` of CPU work), alice averages them, and the
+/// checksum of the new model is got. Returns the new model and the checksum.
+/// Shared by `fedavg-memory` and `fedavg`.
+pub(crate) async fn fedavg_round(
+    fed: &xsilo::Fed,
+    model: &xsilo::FedObject<Vec<f32>>,
+    round: usize,
+    train: Duration,
+) -> Result<(xsilo::FedObject<Vec<f32>>, f64)> {
+    let step = 1e-3 * (round + 1) as f32;
+    let updates: Vec<_> = PARTIES
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            fed.party(p).task(model.clone(), move |m: Vec<f32>| {
+                if !train.is_zero() {
+                    crate::workload::busy(train);
+                }
+                let d = step * (i + 1) as f32;
+                m.into_iter().map(|x| x + d).collect::<Vec<f32>>()
+            })
+        })
+        .collect();
+    let model = fed.party("alice").task(updates, |us: Vec<Vec<f32>>| {
+        let n = us.len().max(1) as f32;
+        let mut avg = vec![0f32; us.first().map_or(0, Vec::len)];
+        for u in &us {
+            for (a, x) in avg.iter_mut().zip(u) {
+                *a += x / n;
+            }
+        }
+        avg
+    });
+    let check = fed.party("alice").task(model.clone(), |m: Vec<f32>| {
+        m.iter().map(|x| f64::from(*x)).sum::<f64>()
+    });
+    let sum = fed.get(&check).await?;
+    Ok((model, sum))
 }
 
 /// Starts the three parties, collects and prints their figures.
