@@ -18,6 +18,19 @@ use xsilo_transport::{Transport, TransportConfig};
 use xsilo_wire::codec::encode_to_vec;
 use xsilo_wire::{HelloReply, ObjectHeader, ObjectId};
 
+/// bob (holding his real certificate) dials alice for `job_name` by hand.
+async fn bob_dials_alice(cluster: &Cluster, job_name: &str) -> (RawClient, HelloReply) {
+    RawClient::connect(
+        &cluster.identity("bob"),
+        "bob",
+        "bob",
+        "alice",
+        cluster.addr("alice"),
+        job_name,
+    )
+    .await
+}
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -41,15 +54,7 @@ async fn a_peer_announcing_large_objects_and_stalling_holds_no_more_than_its_bud
     let mut taken = Inbox::of(&alice).auto_ack();
 
     // bob is hostile: 64 streams, each announcing MAX and sending 8 MiB.
-    let (raw, reply) = RawClient::connect(
-        &cluster.identity("bob"),
-        "bob",
-        "bob",
-        "alice",
-        cluster.addr("alice"),
-        "hostile",
-    )
-    .await;
+    let (raw, reply) = bob_dials_alice(&cluster, "hostile").await;
     assert!(matches!(reply, HelloReply::Accepted { .. }), "{reply:?}");
     let before = rss_bytes();
     let written = Arc::new(AtomicU64::new(0));
@@ -167,15 +172,7 @@ async fn attack(cluster: &Cluster, garbage: Garbage) {
         conn.close(0u32.into(), b"done");
         return;
     }
-    let (raw, reply) = RawClient::connect(
-        &cluster.identity("bob"),
-        "bob",
-        "bob",
-        "alice",
-        cluster.addr("alice"),
-        "garbage",
-    )
-    .await;
+    let (raw, reply) = bob_dials_alice(cluster, "garbage").await;
     assert!(matches!(reply, HelloReply::Accepted { .. }), "{reply:?}");
     let (mut control, _control_recv) = raw.control;
     match garbage {
@@ -285,15 +282,7 @@ async fn a_peer_gets_at_most_eight_live_connections() {
     let mut taken = Inbox::of(&alice).auto_ack();
     let mut held = Vec::new();
     for i in 0..9 {
-        let (raw, reply) = RawClient::connect(
-            &cluster.identity("bob"),
-            "bob",
-            "bob",
-            "alice",
-            cluster.addr("alice"),
-            "conns",
-        )
-        .await;
+        let (raw, reply) = bob_dials_alice(&cluster, "conns").await;
         match (i, reply) {
             (0..8, HelloReply::Accepted { .. }) => held.push(raw),
             (8, HelloReply::Refused(r)) => {
