@@ -236,6 +236,15 @@ impl TransportConfig {
                 ),
             ));
         }
+        // Deadlines are instants: keep them representable.
+        for (key, d) in [
+            ("send_timeout", self.send_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if d > Duration::from_secs(86_400 * 365) {
+                return Err(bad(key, "must be at most a year"));
+            }
+        }
         // QUIC idle timeouts are carried as milliseconds in a VarInt (< 2^62).
         if self.peer_lost_timeout > Duration::from_secs(86_400) {
             return Err(bad("peer_lost_timeout", "must be at most one day"));

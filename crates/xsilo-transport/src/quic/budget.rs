@@ -16,6 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// An admission waits at most this many `send_timeout`s in all.
+const MAX_WAITS: u32 = 10;
 
 /// Budgets count KiB, so that one object (up to 4 TiB) is one acquire.
 fn kib(bytes: u64) -> u32 {
@@ -86,7 +90,7 @@ pub(super) enum NotAdmitted {
 
 /// Admits `bytes` from `peer` and then `endpoint`, waiting while the
 /// budgets make progress (admitted objects receiving bytes, admissions given
-/// back), at most `bound` without any.
+/// back), at most `bound` without any and ten `bound`s in all.
 pub(super) async fn admit(
     peer: &Budget,
     endpoint: &Budget,
@@ -108,13 +112,16 @@ pub(super) async fn admit(
         })
     };
     tokio::pin!(both);
+    // Progress elsewhere extends the wait, but never past this: the sender
+    // will have given up long before.
+    let cap = Instant::now() + bound.saturating_mul(MAX_WAITS);
     loop {
         let seen = (peer.activity(), endpoint.activity());
         match tokio::time::timeout(bound, &mut both).await {
             Ok(Some(a)) => return Ok(a),
             Ok(None) => return Err(NotAdmitted::Full),
             // Still moving: keep waiting.
-            Err(_) if (peer.activity(), endpoint.activity()) != seen => {}
+            Err(_) if (peer.activity(), endpoint.activity()) != seen && Instant::now() < cap => {}
             Err(_) => return Err(NotAdmitted::Full),
         }
     }

@@ -497,8 +497,8 @@ async fn receive_object(
     let slot = job
         .slot(peer)
         .map_err(|e| Refusal::new(RefusalCode::UnknownParty, e.to_string()))?;
-    let admitted = budget::admit(&slot.inbound, &job.inbound, header.payload_len, bound)
-        .await
+    let admission = budget::admit(&slot.inbound, &job.inbound, header.payload_len, bound).await;
+    let admitted = admission
         .map_err(|why| match why {
             budget::NotAdmitted::TooLarge => Refusal::new(
                 RefusalCode::TooLarge,
