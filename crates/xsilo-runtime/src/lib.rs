@@ -29,6 +29,7 @@
 mod actors;
 mod call;
 mod errors;
+mod memory;
 mod messages;
 pub mod metrics;
 mod options;

@@ -76,8 +76,12 @@ pub struct TransportConfig {
     /// before the peer has bound its port.
     pub first_flight_resend: Duration,
     /// Maximum concurrent data streams a peer may open towards us; one
-    /// object per stream. Default 256. Also bounds how many received objects
-    /// wait for the runtime's acknowledgement at once, hence memory.
+    /// object per stream. Default [`DEFAULT_MAX_CONCURRENT_STREAMS`] (16).
+    /// Also bounds how many received objects wait for the runtime's
+    /// acknowledgement at once, and the reassembly buffers quinn keeps for
+    /// each stream slot for the whole connection (RFC 0001, "Settings"):
+    /// every slot ends up holding the largest reassembly heap any stream
+    /// through it needed, about 4% of the bytes buffered in it.
     pub max_concurrent_streams: u32,
     /// Bytes of inbound objects read but not yet taken by the runtime, all
     /// peers together. `None` (the default): twice `max_message_size`
@@ -114,7 +118,7 @@ impl Default for TransportConfig {
             first_flight_resend: Duration::from_millis(100),
             inbound_budget: None,
             inbound_budget_per_peer: None,
-            max_concurrent_streams: 256,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             socket_buffer: 4 * 1024 * 1024,
         };
         config.set_link(DEFAULT_LINK_BANDWIDTH, DEFAULT_LINK_RTT);
@@ -124,6 +128,10 @@ impl Default for TransportConfig {
 
 /// The default link hint's bandwidth: 1 Gbit/s, in bytes per second.
 pub const DEFAULT_LINK_BANDWIDTH: u64 = 125_000_000;
+
+/// Default [`TransportConfig::max_concurrent_streams`]: objects one peer
+/// may have in flight towards us at once.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 16;
 /// The default link hint's round trip: 100 ms.
 pub const DEFAULT_LINK_RTT: Duration = Duration::from_millis(100);
 

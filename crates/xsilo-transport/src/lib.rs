@@ -75,7 +75,8 @@ pub use api::{
     TransportEvent, PROGRESS_MIN,
 };
 pub use config::{
-    ConfigError, Congestion, RetryPolicy, TransportConfig, DEFAULT_LINK_BANDWIDTH, DEFAULT_LINK_RTT,
+    ConfigError, Congestion, RetryPolicy, TransportConfig, DEFAULT_LINK_BANDWIDTH,
+    DEFAULT_LINK_RTT, DEFAULT_MAX_CONCURRENT_STREAMS,
 };
 pub use error::{SetupError, TransportError};
 pub use memory::{MemoryNetwork, MemoryTransport};

@@ -30,6 +30,7 @@
 //! link_rtt = "100ms"
 //! inbound_budget = 1048576000         # default: 2 x max_message_size
 //! inbound_budget_per_peer = 524288000 # default: max_message_size
+//! max_concurrent_streams = 16         # objects a peer may have in flight to us
 //! barrier_on_initializing = true
 //! barrier_timeout = "60s"
 //! expose_error_trace = false
@@ -370,6 +371,14 @@ pub struct CommConfig {
     /// The same per peer. `None` (default): `max_message_size`. At least
     /// `max_message_size`.
     pub inbound_budget_per_peer: Option<u64>,
+    /// Objects one peer may have in flight towards this party at once (one
+    /// QUIC stream each); more wait for a free stream. Default 16. Each
+    /// stream slot keeps, for the whole connection, the reassembly buffer
+    /// the largest object through it needed (about 4% of its bytes), so
+    /// memory grows with this; raise it for many small objects in flight
+    /// over a long link (at most about this many objects per round trip).
+    /// From 1 to 4096.
+    pub max_concurrent_streams: u32,
     /// Wait at start-up until every party is reachable, bounded by
     /// `barrier_timeout` (MISSION C6). Default false (RayFed's): parties
     /// then connect lazily on their first send, each send retrying within
@@ -419,6 +428,7 @@ impl Default for CommConfig {
             link_rtt: xsilo_transport::DEFAULT_LINK_RTT,
             inbound_budget: None,
             inbound_budget_per_peer: None,
+            max_concurrent_streams: t.max_concurrent_streams,
             barrier_on_initializing: false,
             barrier_timeout: Duration::from_secs(60),
             expose_error_trace: false,
@@ -430,8 +440,8 @@ impl Default for CommConfig {
 
 impl CommConfig {
     /// The transport's settings with these limits, timeouts and retry
-    /// policy. Windows, stream limits and socket buffers keep the
-    /// transport's defaults.
+    /// policy, stream limit, budgets and link hint (which sizes the
+    /// windows). Socket buffers keep the transport's defaults.
     pub fn transport_config(&self) -> TransportConfig {
         let mut config = TransportConfig::default();
         config.max_message_size = self.max_message_size;
@@ -443,6 +453,7 @@ impl CommConfig {
         config.congestion = self.congestion;
         config.inbound_budget = self.inbound_budget;
         config.inbound_budget_per_peer = self.inbound_budget_per_peer;
+        config.max_concurrent_streams = self.max_concurrent_streams;
         config.set_link(
             self.link_bandwidth_mbit.saturating_mul(125_000),
             self.link_rtt,
@@ -456,6 +467,12 @@ impl CommConfig {
         self.transport_config()
             .validate()
             .map_err(|e| invalid(format!("communication.{}", e.key), e.reason))?;
+        if !(1..=4096).contains(&self.max_concurrent_streams) {
+            return Err(invalid(
+                "communication.max_concurrent_streams",
+                format!("{}: give from 1 to 4096", self.max_concurrent_streams),
+            ));
+        }
         if !(1..=1_000_000).contains(&self.link_bandwidth_mbit) {
             return Err(invalid(
                 "communication.link_bandwidth_mbit",
@@ -852,6 +869,8 @@ struct RawComm {
     inbound_budget: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     inbound_budget_per_peer: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -1037,6 +1056,7 @@ impl RawConfig {
                 link_rtt: Some(c.link_rtt),
                 inbound_budget: c.inbound_budget,
                 inbound_budget_per_peer: c.inbound_budget_per_peer,
+                max_concurrent_streams: Some(c.max_concurrent_streams),
             },
             execution: RawExecution {
                 workers: config.execution.workers,
@@ -1084,6 +1104,9 @@ impl RawComm {
             link_rtt: self.link_rtt.unwrap_or(d.link_rtt),
             inbound_budget: self.inbound_budget,
             inbound_budget_per_peer: self.inbound_budget_per_peer,
+            max_concurrent_streams: self
+                .max_concurrent_streams
+                .unwrap_or(d.max_concurrent_streams),
             barrier_on_initializing: self
                 .barrier_on_initializing
                 .unwrap_or(d.barrier_on_initializing),
@@ -1565,6 +1588,10 @@ send_timeout = "120s"
             Some("communication.link_bandwidth_mbit"),
         );
         error_of(&comm("link_rtt = \"20s\""), Some("communication.link_rtt"));
+        error_of(
+            &comm("max_concurrent_streams = 0"),
+            Some("communication.max_concurrent_streams"),
+        );
         error_of(
             &comm("inbound_budget_per_peer = 1000"),
             Some("communication.inbound_budget_per_peer"),

@@ -17,6 +17,7 @@ use xsilo_wire::{FinishedFrame, ObjectId, PartyName};
 
 use crate::call::{AsyncMethodFn, AsyncTaskFn, CtorFn, MethodFn, TaskFn, Work};
 use crate::errors::{RuntimeError, TaskError};
+use crate::memory::{self, TrimPolicy};
 use crate::messages::{
     Arrived, ArrivedError, FailAll, Finish, Flush, Get, HeldNow, PeerFinished, PeerGone, PushDone,
     Release, ReleaseActor, Report, Submit,
@@ -134,6 +135,8 @@ pub(crate) struct Objects {
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// The last divergence reported (for the answer to `Finish`).
     diverged: Option<RuntimeError>,
+    /// When to hand freed memory back to the operating system.
+    trim: TrimPolicy,
 }
 
 impl Objects {
@@ -154,6 +157,7 @@ impl Objects {
             states: HashMap::new(),
             flush_waiters: Vec::new(),
             diverged: None,
+            trim: TrimPolicy::new(),
         }
     }
 
@@ -206,6 +210,13 @@ impl Objects {
             for tx in self.flush_waiters.drain(..) {
                 let _ = tx.send(());
             }
+        }
+        if self
+            .trim
+            .due(self.table.bytes_freed(), std::time::Instant::now())
+        {
+            // Off the control thread: a trim takes each arena's lock.
+            drop(tokio::task::spawn_blocking(memory::return_free_memory));
         }
     }
 

@@ -277,6 +277,8 @@ pub struct ObjectTable<W> {
     /// Peers whose drivers finished, and where.
     peers_finished: HashMap<PartyName, FinishedFrame>,
     bytes_held: u64,
+    /// Value bytes freed since the start (for returning memory, RFC 0002).
+    bytes_freed: u64,
     actions: VecDeque<Action<W>>,
 }
 
@@ -310,6 +312,7 @@ impl<W> ObjectTable<W> {
             finished: false,
             peers_finished: HashMap::new(),
             bytes_held: 0,
+            bytes_freed: 0,
             actions: VecDeque::new(),
         }
     }
@@ -317,6 +320,11 @@ impl<W> ObjectTable<W> {
     /// The next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action<W>> {
         self.actions.pop_front()
+    }
+
+    /// Value bytes this table has freed since it was made.
+    pub fn bytes_freed(&self) -> u64 {
+        self.bytes_freed
     }
 
     /// What the table holds now.
@@ -1383,6 +1391,7 @@ impl<W> ObjectTable<W> {
         };
         if let State::Ready(v) = &e.state {
             self.bytes_held = self.bytes_held.saturating_sub(v.len() as u64);
+            self.bytes_freed = self.bytes_freed.saturating_add(v.len() as u64);
         }
         if e.owner != self.me {
             match e.state {
