@@ -199,7 +199,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
             Some(at_10),
             json!({ "baseline_is": "resident memory at round 10", "target_ratio": "<= 1.1",
                     "rounds": rounds,
-                    "measured": "median of one sample per round, rounds 6-15 and the last 10, \
+                    "measured": "median of one sample per round, rounds 1-20 and the last 20, \
                                  each after the round's get and a stats() call, before shutdown",
                     "single_samples_mib": { "round_10": one_10 / 1024.0, "last_round": one_end / 1024.0 } }),
         );

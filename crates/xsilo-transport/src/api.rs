@@ -7,19 +7,17 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use xsilo_wire::{
     ControlFrame, DataReply, JobName, ObjectHeader, ObjectId, PartyName, Refusal, RefusalCode,
 };
 
 use crate::error::TransportError;
+use crate::events::EventReceiver;
 
 /// A boxed, sendable future: what the trait's methods return, so that the
 /// trait can be used as `Arc<dyn Transport>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Receives the transport's inbound events, in arrival order per stream.
-pub type EventReceiver = mpsc::UnboundedReceiver<TransportEvent>;
 
 /// Where a party is reached, and what it is told when we connect.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -65,20 +65,22 @@ mod config;
 #[cfg(feature = "dev-certs")]
 pub mod devcert;
 mod error;
+mod events;
 mod memory;
 mod quic;
 mod tls;
 
 pub use api::{
-    AckHandle, AddressBook, BoxFuture, Delivery, Direction, EventReceiver, InboundObject,
-    OutboundObject, PeerAddress, PeerDownReason, ProgressSteps, TransferProgress, Transport,
-    TransportEvent, PROGRESS_MIN,
+    AckHandle, AddressBook, BoxFuture, Delivery, Direction, InboundObject, OutboundObject,
+    PeerAddress, PeerDownReason, ProgressSteps, TransferProgress, Transport, TransportEvent,
+    PROGRESS_MIN,
 };
 pub use config::{
     ConfigError, Congestion, RetryPolicy, TransportConfig, DEFAULT_LINK_BANDWIDTH,
     DEFAULT_LINK_RTT, DEFAULT_MAX_CONCURRENT_STREAMS,
 };
 pub use error::{SetupError, TransportError};
+pub use events::{EventReceiver, CONTROL_CREDITS, PROGRESS_CREDITS};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use quic::setup;
 pub use quic::{ProbeError, ProbeReport, Prober, QuicEndpoint, QuicTransport, Transfer};

@@ -34,22 +34,22 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use xsilo_wire::handshake::check_header;
 use xsilo_wire::{ControlFrame, DataReply, JobName, ObjectHeader, PartyName, Refusal, RefusalCode};
 
 use crate::api::{
-    AckHandle, BoxFuture, Delivery, EventReceiver, InboundObject, OutboundObject, PeerDownReason,
-    Transport, TransportEvent,
+    AckHandle, BoxFuture, Delivery, InboundObject, OutboundObject, PeerDownReason, Transport,
+    TransportEvent,
 };
 use crate::config::TransportConfig;
 use crate::error::{SetupError, TransportError};
+use crate::events::{EventReceiver, EventSender};
 use crate::quic::lock;
 
 struct Member {
-    events: mpsc::UnboundedSender<TransportEvent>,
+    events: EventSender,
     max_message_size: u64,
     closed: CancellationToken,
 }
@@ -89,7 +89,7 @@ impl MemoryNetwork {
                 "the parties of job '{job}' do not include the local party '{party}'"
             )));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::events::channel();
         let closed = CancellationToken::new();
         let mut members = lock(&self.members);
         let slot = members.entry(party.clone()).or_default();
@@ -159,14 +159,7 @@ impl MemoryNetwork {
         &self,
         job: &JobName,
         dest: &PartyName,
-    ) -> Result<
-        (
-            mpsc::UnboundedSender<TransportEvent>,
-            u64,
-            CancellationToken,
-        ),
-        Option<Refusal>,
-    > {
+    ) -> Result<(EventSender, u64, CancellationToken), Option<Refusal>> {
         let members = lock(&self.members);
         let Some(jobs) = members.get(dest) else {
             return Err(None);
@@ -229,15 +222,7 @@ impl MemInner {
         &self,
         peer: &PartyName,
         deadline: Instant,
-    ) -> Result<
-        (
-            mpsc::UnboundedSender<TransportEvent>,
-            u64,
-            CancellationToken,
-            u32,
-        ),
-        TransportError,
-    > {
+    ) -> Result<(EventSender, u64, CancellationToken, u32), TransportError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -371,14 +356,18 @@ impl Transport for MemoryTransport {
             inner.check_peer(&peer)?;
             let deadline = Instant::now() + inner.config.send_timeout;
             let (tx, _, _, _) = inner.route(&peer, deadline).await?;
-            tx.send(TransportEvent::Control {
+            // In memory the peers are this process's own: no credit needed.
+            if tx.send(TransportEvent::Control {
                 from: inner.party.clone(),
                 frame,
-            })
-            .map_err(|_| TransportError::PeerLost {
-                peer,
-                reason: "its inbox is closed".into(),
-            })
+            }) {
+                Ok(())
+            } else {
+                Err(TransportError::PeerLost {
+                    peer,
+                    reason: "its inbox is closed".into(),
+                })
+            }
         })
     }
 

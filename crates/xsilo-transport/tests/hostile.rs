@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use tokio::time::Instant;
 use xsilo_transport::{Transport, TransportConfig};
 use xsilo_wire::codec::encode_to_vec;
-use xsilo_wire::{HelloReply, ObjectHeader, ObjectId};
+use xsilo_wire::{ControlFrame, HelloReply, ObjectHeader, ObjectId};
 
 /// bob (holding his real certificate) dials alice for `job_name` by hand.
 async fn bob_dials_alice(cluster: &Cluster, job_name: &str) -> (RawClient, HelloReply) {
@@ -31,6 +31,10 @@ async fn bob_dials_alice(cluster: &Cluster, job_name: &str) -> (RawClient, Hello
     .await
 }
 
+/// Tests that measure this process's resident memory run one at a time:
+/// tests of one file share the process.
+static MEASURES_RSS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -43,6 +47,7 @@ fn rss_bytes() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_announcing_large_objects_and_stalling_holds_no_more_than_its_budget() {
     init_tracing();
+    let _alone = MEASURES_RSS.lock().await;
     const MAX: u64 = 32 << 20;
     let mut config = TransportConfig::default();
     config.max_message_size = MAX; // budgets: 32 MiB per peer, 64 MiB in all
@@ -232,6 +237,7 @@ fn any_bytes_on_any_stream_leave_the_endpoint_serving_within_its_cap() {
         (cluster, alice, carol, taken)
     });
     let (cap, _) = config.inbound_limits();
+    let _alone = MEASURES_RSS.blocking_lock();
     let before = rss_bytes();
     let id = std::cell::Cell::new(0u64);
     let taken = tokio::sync::Mutex::new(taken);
@@ -304,4 +310,91 @@ async fn a_peer_gets_at_most_eight_live_connections() {
     }
     alice.close().await;
     carol.close().await;
+}
+
+/// RFC 0001, "Events": a holder of a party certificate floods its control
+/// stream with frames while the victim's runtime takes no events. The
+/// victim decodes at most its credits' worth, QUIC flow control then holds
+/// the flooder, and once the runtime takes events the flood moves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_control_frames_is_held_by_flow_control_not_memory() {
+    init_tracing();
+    let _alone = MEASURES_RSS.lock().await;
+    let cluster = Cluster::new(&["alice", "bob"], TransportConfig::default());
+    let alice = cluster.join("alice", "flood");
+    // alice's runtime is stuck: nobody takes her events during the flood.
+    let mut inbox = Inbox::of(&alice);
+    let (raw, reply) = bob_dials_alice(&cluster, "flood").await;
+    assert!(matches!(reply, HelloReply::Accepted { .. }), "{reply:?}");
+    let (mut control, _control_recv) = raw.control;
+    let mut one = Vec::new();
+    xsilo_wire::codec::encode_frame(&ControlFrame::Heartbeat { seq: 7 }, &mut one).unwrap();
+    let batch = Bytes::from(one.repeat(4096));
+    let before = rss_bytes();
+
+    // Write until a write blocks for a second: flow control holds bob.
+    let cap: u64 = 1 << 30;
+    let mut written = 0u64;
+    let mut pos = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        assert!(
+            written < cap,
+            "bob wrote {} MiB of control frames and was never held",
+            written >> 20
+        );
+        assert!(
+            Instant::now() < deadline,
+            "bob's flood was neither held nor refused within 60 s ({} MiB written)",
+            written >> 20
+        );
+        // `write` takes nothing when it is cancelled while waiting, and the
+        // batch is whole frames, so frames stay whole across the wrap.
+        match tokio::time::timeout(Duration::from_secs(1), control.write(&batch[pos..])).await {
+            Ok(Ok(n)) => {
+                written += n as u64;
+                pos = (pos + n) % batch.len();
+            }
+            Ok(Err(e)) => panic!("the control stream failed during the flood: {e}"),
+            Err(_) => break written,
+        }
+    };
+    let queued = inbox.rx.len();
+    let grew = rss_bytes().saturating_sub(before);
+    let window = TransportConfig::default().stream_receive_window;
+    assert!(
+        queued <= xsilo_transport::CONTROL_CREDITS + 4,
+        "alice queued {queued} events, over bob's {} control credits",
+        xsilo_transport::CONTROL_CREDITS
+    );
+    assert!(
+        held <= window + (4 << 20),
+        "bob wrote {held} bytes before he was held; the stream window is {window}"
+    );
+    assert!(
+        grew <= 64 << 20,
+        "alice's resident memory grew by {} MiB during the flood",
+        grew >> 20
+    );
+
+    // The runtime takes events again: credits come back, the flood moves.
+    let mut heartbeats = 0;
+    while heartbeats < xsilo_transport::CONTROL_CREDITS {
+        if let xsilo_transport::TransportEvent::Control { frame, .. } = inbox.next().await {
+            assert_eq!(frame, ControlFrame::Heartbeat { seq: 7 });
+            heartbeats += 1;
+        }
+    }
+    let taker = tokio::spawn(async move { while inbox.rx.recv().await.is_some() {} });
+    let n = within(
+        Duration::from_secs(10),
+        "bob's next write once alice takes events again",
+        control.write(&batch[pos..]),
+    )
+    .await
+    .unwrap();
+    assert!(n > 0);
+    raw.conn.close(0u32.into(), b"done");
+    alice.close().await;
+    taker.abort();
 }

@@ -295,10 +295,9 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<u64>, Vec<T>), ArrayError
     if announced != Some(elements as u64) {
         return Err(ArrayError::ShapeMismatch { shape, elements });
     }
-    let mut out = vec![T::default(); elements];
-    for (x, b) in out.iter_mut().zip(data.chunks_exact(size)) {
-        *x = T::read_le(b);
-    }
+    // One pass, no zeroing first: the length is known, the loop copies.
+    let mut out = Vec::with_capacity(elements);
+    out.extend(data.chunks_exact(size).map(T::read_le));
     Ok((shape, out))
 }
 

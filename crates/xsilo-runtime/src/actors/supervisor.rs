@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use xsilo_transport::{EventReceiver, Transport, TransportError, TransportEvent};
 use xsilo_wire::{ControlFrame, PartyName};
 
@@ -79,7 +78,7 @@ impl Supervisor {
                     (p.clone(), link.start())
                 })
                 .collect();
-            ctx.add_stream(UnboundedReceiverStream::new(events));
+            ctx.add_stream(events);
             wired = Some(objects.clone());
             let life = Lifecycle::new(
                 me.clone(),

@@ -407,10 +407,7 @@ async fn read_control(
                     if frame == ControlFrame::Goodbye {
                         job.said_goodbye(&peer);
                     }
-                    job.emit(TransportEvent::Control {
-                        from: peer.clone(),
-                        frame,
-                    });
+                    job.emit_control(&peer, frame).await;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -535,13 +532,13 @@ async fn receive_object(
                 job.inbound.touch();
                 let done = header.payload_len - payload.remaining();
                 if steps.as_mut().is_some_and(|s| s.reached(done)) {
-                    job.emit(TransportEvent::Progress(TransferProgress {
+                    job.emit_progress(TransferProgress {
                         peer: peer.clone(),
                         object: header.object,
                         direction: Direction::Receiving,
                         done,
                         total: header.payload_len,
-                    }));
+                    });
                 }
             }
             Ok(None) => break,

@@ -17,16 +17,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xsilo_wire::{ControlFrame, JobName, PartyName};
 
 use crate::api::{
-    AddressBook, BoxFuture, Delivery, EventReceiver, OutboundObject, PeerDownReason, Transport,
-    TransportEvent,
+    AddressBook, BoxFuture, Delivery, OutboundObject, PeerDownReason, Transport, TransportEvent,
 };
 use crate::config::TransportConfig;
 use crate::error::{SetupError, TransportError};
+use crate::events::EventReceiver;
 use crate::tls::TlsIdentity;
 
 pub use probe::{ProbeError, ProbeReport, Prober, Transfer};
@@ -126,7 +125,7 @@ impl QuicEndpoint {
         if jobs.get(&job).and_then(Weak::upgrade).is_some() {
             return Err(SetupError::JobTaken(job));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::events::channel();
         let peers = book
             .keys()
             .filter(|p| **p != party)
@@ -137,6 +136,7 @@ impl QuicEndpoint {
                         outbound: Default::default(),
                         live: Default::default(),
                         inbound: budget::Budget::new(self.shared.config.inbound_limits().1),
+                        control: crate::events::control_credits(),
                     },
                 )
             })
@@ -190,6 +190,8 @@ pub(crate) const MAX_INBOUND_PER_PEER: usize = 8;
 struct PeerSlot {
     /// Bytes of this peer's inbound objects not yet taken.
     inbound: budget::Budget,
+    /// This peer's control frames decoded and not yet taken (events.rs).
+    control: Arc<tokio::sync::Semaphore>,
     /// The connection we dialled, with its control stream. The async mutex
     /// makes dialling single-flight: concurrent senders wait for one dial.
     outbound: tokio::sync::Mutex<Option<outbound::Outbound>>,
@@ -214,7 +216,7 @@ struct JobShared {
     book: AddressBook,
     endpoint: quinn::Endpoint,
     config: TransportConfig,
-    events: mpsc::UnboundedSender<TransportEvent>,
+    events: crate::events::EventSender,
     events_rx: Mutex<Option<EventReceiver>>,
     peers: HashMap<PartyName, PeerSlot>,
     closed: CancellationToken,
@@ -239,8 +241,31 @@ impl JobShared {
     fn emit(&self, event: TransportEvent) {
         // Fails only when the receiver was dropped; the event (and an
         // object's AckHandle, which then refuses) is dropped with it. Events
-        // not yet taken wait in the channel until they are.
+        // not yet taken wait in the channel until they are; what bounds
+        // each kind is in events.rs.
         let _ = self.events.send(event);
+    }
+
+    /// Emits a control frame of `peer` once one of its credits is free:
+    /// until then its control stream is not read (events.rs).
+    async fn emit_control(&self, peer: &PartyName, frame: ControlFrame) {
+        let Some(slot) = self.peers.get(peer) else {
+            return;
+        };
+        let event = TransportEvent::Control {
+            from: peer.clone(),
+            frame,
+        };
+        tokio::select! {
+            _ = self.events.send_control(&slot.control, event) => {}
+            () = self.closed.cancelled() => {}
+        }
+    }
+
+    /// Emits a progress report, or drops it if the runtime lags.
+    fn emit_progress(&self, progress: crate::api::TransferProgress) {
+        self.events
+            .send_progress(TransportEvent::Progress(progress));
     }
 
     /// Records an inbound connection from `peer` unless it already has

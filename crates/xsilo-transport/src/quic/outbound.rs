@@ -19,9 +19,7 @@ use xsilo_wire::{
 
 use super::errors::{self, connection_error, read_exact_error, write_error};
 use super::{lock, JobShared};
-use crate::api::{
-    Delivery, Direction, OutboundObject, ProgressSteps, TransferProgress, TransportEvent,
-};
+use crate::api::{Delivery, Direction, OutboundObject, ProgressSteps, TransferProgress};
 use crate::error::TransportError;
 
 /// A connection we dialled, accepted by the peer, with its control stream.
@@ -411,13 +409,13 @@ pub(super) async fn send_object(
     let mut tries = 0u32;
     let id = object.object;
     let report = |done: u64| {
-        job.emit(TransportEvent::Progress(TransferProgress {
+        job.emit_progress(TransferProgress {
             peer: peer.clone(),
             object: id,
             direction: Direction::Sending,
             done,
             total: size,
-        }));
+        });
     };
     let ((), attempts) = with_retries(job, peer, &progress, "sending an object", |out| {
         tries += 1;
