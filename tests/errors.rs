@@ -52,6 +52,14 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
         }
         // A round, then (after GO) 20 more: a job that an intruder's dial
         // must not disturb.
+        // MISSION S1: a peer far ahead; report what this party holds.
+        "held" => {
+            println!("XSILO-READY");
+            common::wait_go().await;
+            let s = fed.stats().await;
+            println!("XSILO-HELD {} {}", s.live_objects, s.live_bytes);
+            Ok(json!(null))
+        }
         "intruded" => {
             let a = fed.party("alice").task((), |()| 1i64);
             let b = fed.party("bob").task(a, |x: i64| x + 1);
@@ -373,6 +381,132 @@ fn dial_for_another_job(job: &common::Job, as_party: &str, to: &str, job_name: &
         conn.close(0u32.into(), b"done");
         text
     })
+}
+
+/// As `as_party` (its certificate and a hello for this job), pushes `n`
+/// objects of `len` bytes to `to`, each for a call far ahead of any driver,
+/// one after the other; returns how many `to` acknowledged before one was
+/// held unanswered for 3 s.
+fn push_far_ahead(job: &common::Job, as_party: &str, to: &str, n: u64, len: usize) -> u64 {
+    let config = xsilo::Config::from_file(job.config(as_party)).unwrap();
+    let me: xsilo::PartyName = as_party.parse().unwrap();
+    let peer: xsilo::PartyName = to.parse().unwrap();
+    let tls = config.tls_identity().unwrap();
+    let addr = config.address_book(&me)[&peer].addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let endpoint = xsilo_transport::setup::quinn_endpoint(
+            &me,
+            "127.0.0.1:0".parse().unwrap(),
+            &tls,
+            &config.transport_config_for(&me),
+        )
+        .unwrap();
+        let conn =
+            tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, to).unwrap())
+                .await
+                .expect("the handshake timed out")
+                .unwrap();
+        let (mut control, mut answer) = conn.open_bi().await.unwrap();
+        let hello = xsilo_wire::Hello {
+            version: xsilo_wire::PROTOCOL_VERSION,
+            job: config.job.clone(),
+            party: me.clone(),
+            to: peer.clone(),
+            metadata: Default::default(),
+            probe: None,
+        };
+        control
+            .write_all(&xsilo_wire::codec::encode_to_vec(&hello).unwrap())
+            .await
+            .unwrap();
+        let mut prefix = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), answer.read_exact(&mut prefix))
+            .await
+            .expect("no answer to the hello")
+            .unwrap();
+        let payload = vec![7u8; len];
+        let mut acked = 0;
+        for i in 0..n {
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let header = xsilo_wire::ObjectHeader {
+                job: config.job.clone(),
+                src: me.clone(),
+                object: xsilo_wire::ObjectId(1_000_000 + i),
+                consumer: 1_000_000 + i,
+                fingerprint: 1,
+                payload_len: len as u64,
+                resend: false,
+            };
+            send.write_all(&xsilo_wire::codec::encode_to_vec(&header).unwrap())
+                .await
+                .unwrap();
+            send.write_all(&payload).await.unwrap();
+            let _ = send.finish();
+            let reply = async {
+                let mut prefix = [0u8; 4];
+                recv.read_exact(&mut prefix)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let len = xsilo_wire::codec::parse_length(prefix, 1 << 16).unwrap();
+                let mut body = vec![0; len];
+                recv.read_exact(&mut body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(body)
+            };
+            match tokio::time::timeout(Duration::from_secs(3), reply).await {
+                Ok(Ok(body)) => {
+                    let reply: xsilo_wire::DataReply =
+                        xsilo_wire::codec::decode_body(&body, "data reply").unwrap();
+                    assert_eq!(reply, xsilo_wire::DataReply::Ack, "object {i}");
+                    acked += 1;
+                }
+                Ok(Err(e)) => panic!("no reply to object {i}: {e}"),
+                Err(_) => break,
+            }
+        }
+        conn.close(0u32.into(), b"done");
+        acked
+    })
+}
+
+/// MISSION S1 (RFC 0002, "Object lifetime"): a party keeps what a peer
+/// sends before its driver made it, but only up to its per-peer inbound
+/// budget; past that, objects wait unanswered and the transport's budget
+/// holds the sender.
+#[test]
+fn objects_sent_far_ahead_of_the_driver_are_held_back_within_the_budget() {
+    let job = job(&["alice", "bob"], |_, c| {
+        c.comm.barrier_on_initializing = false;
+        c.comm.max_message_size = 4 << 20; // budget per peer: 4 MiB
+        c.comm.send_timeout = Duration::from_secs(5);
+    });
+    let mut run = job.start("held", &["alice"]);
+    run.wait_line("alice", "XSILO-READY");
+    // 1 MiB each: 4 fit in alice's 4 MiB bound for bob; the fifth waits
+    // unanswered (and holds bob's transport budget).
+    let acked = push_far_ahead(&job, "bob", "alice", 32, 1 << 20);
+    assert_eq!(acked, 4, "alice acknowledged {acked} objects sent ahead");
+    run.go("alice");
+    let held = run.wait_line("alice", "XSILO-HELD");
+    let held = held.trim().trim_start_matches("XSILO-HELD").trim();
+    let (objects, bytes) = held.split_once(' ').unwrap();
+    assert_eq!(objects, "4", "alice holds {held}");
+    let bytes: u64 = bytes.parse().unwrap();
+    assert!(
+        bytes <= 4 << 20,
+        "alice holds {bytes} bytes of bob's objects"
+    );
+    let out = run.finish();
+    assert!(
+        out["alice"].elapsed < Duration::from_secs(30),
+        "alice took {:?}",
+        out["alice"].elapsed
+    );
 }
 
 /// RFC 0003, "Who can abort a job" (issue: 135 of 149 round trips failed

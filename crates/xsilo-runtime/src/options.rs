@@ -58,6 +58,12 @@ pub struct RuntimeOptions {
     /// times, live objects and bytes) are set. Default none: not sampled
     /// (counters are kept regardless); `xsilo::init` sets 1 s.
     pub metrics_interval: Option<Duration>,
+    /// Bytes of values one peer may send before this party's driver made
+    /// them (a peer whose driver runs ahead); more wait unanswered in the
+    /// transport, whose budget then holds the sender (MISSION S1). At most
+    /// `MAX_EARLY_OBJECTS` objects per peer in any case. Default 500 MiB;
+    /// `xsilo::init` sets the per-peer inbound budget.
+    pub early_bytes_per_peer: u64,
 }
 
 impl std::fmt::Debug for RuntimeOptions {
@@ -77,6 +83,7 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("exit_process", &self.exit_process)
             .field("progress", &self.progress.is_some())
             .field("metrics_interval", &self.metrics_interval)
+            .field("early_bytes_per_peer", &self.early_bytes_per_peer)
             .finish()
     }
 }
@@ -95,6 +102,7 @@ impl Default for RuntimeOptions {
             exit_process: false,
             progress: None,
             metrics_interval: None,
+            early_bytes_per_peer: 500 << 20,
         }
     }
 }

@@ -369,7 +369,9 @@ pub struct CommConfig {
     /// budget.
     pub inbound_budget: Option<u64>,
     /// The same per peer. `None` (default): `max_message_size`. At least
-    /// `max_message_size`.
+    /// `max_message_size`. Also bounds the bytes of values a peer may send
+    /// before this party's driver made them (a driver running ahead); past
+    /// that they wait unanswered and hold the sender (RFC 0002).
     pub inbound_budget_per_peer: Option<u64>,
     /// Objects one peer may have in flight towards this party at once (one
     /// QUIC stream each); more wait for a free stream. Default 16. Each

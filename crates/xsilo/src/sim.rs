@@ -251,5 +251,6 @@ pub(crate) fn runtime_options(comm: &CommConfig) -> RuntimeOptions {
         comm.continue_waiting_for_data_sending_on_error;
     options.drain_timeout = comm.send_timeout + std::time::Duration::from_secs(5);
     options.metrics_interval = Some(std::time::Duration::from_secs(1));
+    options.early_bytes_per_peer = comm.transport_config().inbound_limits().1;
     options
 }

@@ -6,13 +6,14 @@
 //! report pushes, needs and divergences up to the supervisor.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use xsilo_transport::InboundObject;
 use xsilo_wire::{FinishedFrame, ObjectId, PartyName};
 
 use crate::call::{AsyncMethodFn, AsyncTaskFn, CtorFn, MethodFn, TaskFn, Work};
@@ -137,6 +138,10 @@ pub(crate) struct Objects {
     diverged: Option<RuntimeError>,
     /// When to hand freed memory back to the operating system.
     trim: TrimPolicy,
+    /// Objects sent ahead of our driver past the table's early bound, in
+    /// arrival order per peer, not yet answered (MISSION S1): the
+    /// transport's budget and the peer's streams bound them.
+    deferred: HashMap<PartyName, VecDeque<InboundObject>>,
 }
 
 impl Objects {
@@ -144,11 +149,14 @@ impl Objects {
         me: PartyName,
         peers: Vec<PartyName>,
         expose_error_trace: bool,
+        early_bytes_per_peer: u64,
         pool: Pool,
         report: Recipient<Report>,
     ) -> Self {
+        let mut table = ObjectTable::new(me.clone(), peers, expose_error_trace);
+        table.limit_early_bytes(early_bytes_per_peer);
         Self {
-            table: ObjectTable::new(me.clone(), peers, expose_error_trace),
+            table,
             me,
             report,
             pool,
@@ -158,11 +166,67 @@ impl Objects {
             flush_waiters: Vec::new(),
             diverged: None,
             trim: TrimPolicy::new(),
+            deferred: HashMap::new(),
         }
+    }
+
+    /// Takes an arrived object: acknowledges it and gives it to the table,
+    /// or, if it is ahead of our driver past the early bound, holds it
+    /// unanswered until the driver catches up.
+    fn take(&mut self, obj: InboundObject) {
+        let queue = self.deferred.entry(obj.from.clone()).or_default();
+        let room = self
+            .table
+            .early_room(&obj.from, obj.header.object, obj.payload.len() as u64);
+        if !queue.is_empty() || !room {
+            tracing::debug!(party = %self.me, from = %obj.from, object = %obj.header.object,
+                "held unanswered: its sender is far ahead of this party's driver");
+            queue.push_back(obj);
+            return;
+        }
+        self.accept(obj);
+    }
+
+    fn accept(&mut self, obj: InboundObject) {
+        let (from, header, payload) = (obj.from, obj.header, obj.payload);
+        // Taken by the runtime (kept or discarded): acknowledge (C3).
+        obj.ack.accept();
+        self.table.arrived(
+            &from,
+            header.object,
+            header.fingerprint,
+            header.consumer,
+            header.resend,
+            payload,
+        );
+    }
+
+    /// Offers held objects again, oldest first per peer.
+    fn take_deferred(&mut self) {
+        if self.deferred.values().all(VecDeque::is_empty) {
+            return;
+        }
+        let peers: Vec<PartyName> = self.deferred.keys().cloned().collect();
+        for peer in peers {
+            while let Some(obj) = self.deferred.get_mut(&peer).and_then(VecDeque::pop_front) {
+                let room =
+                    self.table
+                        .early_room(&obj.from, obj.header.object, obj.payload.len() as u64);
+                if !room {
+                    if let Some(q) = self.deferred.get_mut(&peer) {
+                        q.push_front(obj);
+                    }
+                    break;
+                }
+                self.accept(obj);
+            }
+        }
+        self.deferred.retain(|_, q| !q.is_empty());
     }
 
     /// Carries out every action the table queued.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.take_deferred();
         while let Some(action) = self.table.poll_action() {
             match action {
                 Action::Run {
@@ -458,17 +522,7 @@ impl Handler<ReleaseActor> for Objects {
 impl Handler<Arrived> for Objects {
     type Result = ();
     fn handle(&mut self, Arrived(obj): Arrived, ctx: &mut Self::Context) {
-        let (from, header, payload) = (obj.from, obj.header, obj.payload);
-        // Taken by the runtime (kept or discarded): acknowledge (C3).
-        obj.ack.accept();
-        self.table.arrived(
-            &from,
-            header.object,
-            header.fingerprint,
-            header.consumer,
-            header.resend,
-            payload,
-        );
+        self.take(obj);
         self.pump(ctx);
     }
 }

@@ -62,6 +62,7 @@ impl Supervisor {
                 me.clone(),
                 peers.clone(),
                 options.expose_error_trace,
+                options.early_bytes_per_peer,
                 pool,
                 report.clone(),
             )

@@ -276,10 +276,25 @@ pub struct ObjectTable<W> {
     finished: bool,
     /// Peers whose drivers finished, and where.
     peers_finished: HashMap<PartyName, FinishedFrame>,
+    /// What each peer sent ahead of this party's driver (MISSION S1).
+    early: HashMap<PartyName, EarlyHeld>,
+    /// Bytes of early values kept per peer; see [`ObjectTable::early_room`].
+    early_bytes_cap: u64,
     bytes_held: u64,
     /// Value bytes freed since the start (for returning memory, RFC 0002).
     bytes_freed: u64,
     actions: VecDeque<Action<W>>,
+}
+
+/// Objects (values and failures) one peer may have sent ahead of this
+/// party's driver and kept here (MISSION S1).
+pub const MAX_EARLY_OBJECTS: u64 = 4096;
+
+/// Objects and bytes a peer sent before this party's driver made them.
+#[derive(Debug, Default, Clone, Copy)]
+struct EarlyHeld {
+    objects: u64,
+    bytes: u64,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -311,6 +326,8 @@ impl<W> ObjectTable<W> {
             saw_error: false,
             finished: false,
             peers_finished: HashMap::new(),
+            early: HashMap::new(),
+            early_bytes_cap: u64::MAX,
             bytes_held: 0,
             bytes_freed: 0,
             actions: VecDeque::new(),
@@ -320,6 +337,45 @@ impl<W> ObjectTable<W> {
     /// The next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action<W>> {
         self.actions.pop_front()
+    }
+
+    /// Bounds the bytes of values one peer may send ahead of this party's
+    /// driver (default: no bound but [`MAX_EARLY_OBJECTS`]).
+    pub fn limit_early_bytes(&mut self, per_peer: u64) {
+        self.early_bytes_cap = per_peer;
+    }
+
+    /// Whether an object of `len` bytes from `src` may be taken now. An
+    /// object this party's driver has not made yet is kept until it does;
+    /// one peer's such objects are bounded by [`MAX_EARLY_OBJECTS`] and by
+    /// the bytes of [`ObjectTable::limit_early_bytes`] (one object always
+    /// fits when none is kept). When this is false the caller holds the
+    /// object unanswered, so the transport's budget and QUIC flow control
+    /// hold its sender, and offers it again after the driver advanced.
+    pub fn early_room(&self, src: &PartyName, id: ObjectId, len: u64) -> bool {
+        if id.0 <= self.position || self.entries.contains_key(&id) || self.failed.is_some() {
+            return true;
+        }
+        let held = self.early.get(src).copied().unwrap_or_default();
+        held.objects == 0
+            || (held.objects < MAX_EARLY_OBJECTS
+                && held.bytes.saturating_add(len) <= self.early_bytes_cap)
+    }
+
+    fn early_kept(&mut self, src: &PartyName, bytes: u64) {
+        let held = self.early.entry(src.clone()).or_default();
+        held.objects += 1;
+        held.bytes = held.bytes.saturating_add(bytes);
+    }
+
+    fn early_claimed(&mut self, src: &PartyName, bytes: u64) {
+        if let Some(held) = self.early.get_mut(src) {
+            held.objects = held.objects.saturating_sub(1);
+            held.bytes = held.bytes.saturating_sub(bytes);
+            if held.objects == 0 {
+                self.early.remove(src);
+            }
+        }
     }
 
     /// Value bytes this table has freed since it was made.
@@ -657,6 +713,7 @@ impl<W> ObjectTable<W> {
                 }
                 if id.0 > self.position {
                     // Before our driver made it: kept, checked when it does.
+                    self.early_kept(src, payload.len() as u64);
                     self.bytes_held += payload.len() as u64;
                     let mut e = Entry::new(src.clone(), fingerprint, State::Ready(payload), false);
                     e.pushed_for_call = consumer != 0;
@@ -702,6 +759,24 @@ impl<W> ObjectTable<W> {
                     return;
                 }
                 if id.0 > self.position {
+                    let held = self.early.get(src).map_or(0, |h| h.objects);
+                    if held >= MAX_EARLY_OBJECTS {
+                        // A failure cannot be held back as a value can: a
+                        // peer this far ahead with failures is not running
+                        // our program (or is hostile).
+                        self.diverged(RuntimeError::Diverged {
+                            here: self.me.clone(),
+                            from: src.clone(),
+                            object: id,
+                            what: format!(
+                                "it announced the failure of object {id} while {held} objects it \
+                                 sent are still ahead of this party's driver (at most \
+                                 {MAX_EARLY_OBJECTS} are kept)"
+                            ),
+                        });
+                        return;
+                    }
+                    self.early_kept(src, 0);
                     let e = Entry::new(
                         src.clone(),
                         frame.fingerprint.unwrap_or(0),
@@ -935,6 +1010,16 @@ impl<W> ObjectTable<W> {
                         what,
                     };
                     self.diverged(error);
+                }
+                let kept = self.entries.get(&out.id).map(|e| {
+                    let bytes = match &e.state {
+                        State::Ready(v) => v.len() as u64,
+                        _ => 0,
+                    };
+                    (e.owner.clone(), bytes)
+                });
+                if let Some((owner, bytes)) = kept {
+                    self.early_claimed(&owner, bytes);
                 }
                 if let Some(e) = self.entries.get_mut(&out.id) {
                     e.known = true;

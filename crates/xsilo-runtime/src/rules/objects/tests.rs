@@ -658,3 +658,60 @@ fn every_object_expected_from_a_lost_peer_names_that_peer() {
         assert!(e.contains("object #3"), "{e}");
     }
 }
+
+#[test]
+fn what_a_peer_sends_ahead_of_the_driver_is_bounded_and_freed_as_the_driver_catches_up() {
+    let mut t = table("bob");
+    t.limit_early_bytes(10);
+    let alice = p("alice");
+    // One object always fits when none is kept, however large.
+    assert!(t.early_room(&alice, ObjectId(1), 1_000));
+    t.arrived(&alice, ObjectId(1), 1001, 2, false, v("0123456"));
+    // 7 bytes kept: 4 more would pass the 10-byte bound; 3 do not.
+    assert!(!t.early_room(&alice, ObjectId(2), 4));
+    assert!(t.early_room(&alice, ObjectId(2), 3));
+    // Other peers have bounds of their own.
+    assert!(t.early_room(&p("carol"), ObjectId(3), 8));
+    // The driver makes #1: its bytes are no longer ahead.
+    t.submit(task("alice", vec![], r(1, "alice"), "a"));
+    assert!(t.early_room(&alice, ObjectId(2), 10));
+    // Objects the driver has made already are never held back.
+    assert!(t.early_room(&alice, ObjectId(1), 1_000));
+    assert_eq!(diverged(&actions(&mut t)), None);
+}
+
+#[test]
+fn at_most_max_early_objects_per_peer_are_kept_and_a_failure_past_them_fails_the_job() {
+    let mut t = table("bob");
+    let alice = p("alice");
+    for id in 1..=MAX_EARLY_OBJECTS {
+        assert!(t.early_room(&alice, ObjectId(id), 1), "object {id}");
+        t.arrived(&alice, ObjectId(id), 1000 + id, 2, false, v("x"));
+    }
+    let next = ObjectId(MAX_EARLY_OBJECTS + 1);
+    assert!(
+        !t.early_room(&alice, next, 1),
+        "a value past the bound waits"
+    );
+    assert_eq!(diverged(&actions(&mut t)), None);
+    // A failure cannot wait unanswered: past the bound it fails the job,
+    // naming both parties and what happened.
+    let frame = RemoteErrorFrame {
+        origin: alice.clone(),
+        object: next,
+        origin_object: next,
+        kind: "Boom".into(),
+        message: None,
+        causes: vec![],
+        fingerprint: Some(1000 + next.0),
+        name: None,
+    };
+    t.arrived_error(&alice, &frame);
+    let why = diverged(&actions(&mut t)).expect("a divergence");
+    assert!(
+        why.contains("'bob'")
+            && why.contains("'alice'")
+            && why.contains("ahead of this party's driver"),
+        "{why}"
+    );
+}
