@@ -45,15 +45,21 @@ pub fn write_local_job(
     let ca = DevCa::new().map_err(other)?;
     std::fs::write(dir.join("ca.pem"), ca.ca_pem())?;
     let mut book = Vec::new();
+    // Ports free now; each party binds its own when it starts. The sockets
+    // stay open until every port is chosen, so that no two parties of the
+    // job get the same one (a party dialling a peer's port would otherwise
+    // reach itself).
+    let mut held = Vec::new();
     for p in parties {
         let party: PartyName = p.parse().map_err(other)?;
         let cert = ca.issue(&party).map_err(other)?;
         std::fs::write(dir.join(format!("{p}.pem")), &cert.cert_pem)?;
         std::fs::write(dir.join(format!("{p}.key")), &cert.key_pem)?;
-        // A port free now; the party binds it when it starts.
-        let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-        book.push((party, addr));
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        book.push((party, socket.local_addr()?));
+        held.push(socket);
     }
+    drop(held);
     let mut paths = BTreeMap::new();
     for p in parties {
         let mut config = Config::new(job.parse().map_err(other)?, book.clone()).map_err(other)?;
