@@ -334,43 +334,64 @@ fn a_wrong_job_name_ends_both_parties_with_the_refusal() {
     }
 }
 
-/// Dials `to` with `as_party`'s certificate and a hello naming `job_name`;
-/// returns the refusal's text.
-fn dial_for_another_job(job: &common::Job, as_party: &str, to: &str, job_name: &str) -> String {
+/// A hand-made dial, as `as_party` (its certificate), to `to`, with a hello
+/// naming `job_name` (this job's when `None`): the endpoint, the connection
+/// and the control stream. Must run in a tokio runtime.
+async fn raw_dial(
+    job: &common::Job,
+    as_party: &str,
+    to: &str,
+    job_name: Option<&str>,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
     let config = xsilo::Config::from_file(job.config(as_party)).unwrap();
     let me: xsilo::PartyName = as_party.parse().unwrap();
     let peer: xsilo::PartyName = to.parse().unwrap();
     let tls = config.tls_identity().unwrap();
     let addr = config.address_book(&me)[&peer].addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let endpoint = xsilo_transport::setup::quinn_endpoint(
+        &me,
+        "127.0.0.1:0".parse().unwrap(),
+        &tls,
+        &config.transport_config_for(&me),
+    )
+    .unwrap();
+    let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, to).unwrap())
+        .await
+        .expect("the hand-made dial's handshake timed out")
+        .unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let hello = xsilo_wire::Hello {
+        version: xsilo_wire::PROTOCOL_VERSION,
+        job: job_name.map_or(config.job.clone(), |j| j.parse().unwrap()),
+        party: me,
+        to: peer,
+        metadata: Default::default(),
+        probe: None,
+    };
+    send.write_all(&xsilo_wire::codec::encode_to_vec(&hello).unwrap())
+        .await
+        .unwrap();
+    (endpoint, conn, send, recv)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let endpoint = xsilo_transport::setup::quinn_endpoint(
-            &me,
-            "127.0.0.1:0".parse().unwrap(),
-            &tls,
-            &config.transport_config_for(&me),
-        )
-        .unwrap();
-        let conn =
-            tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, to).unwrap())
-                .await
-                .expect("the intruder's handshake timed out")
-                .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let hello = xsilo_wire::Hello {
-            version: xsilo_wire::PROTOCOL_VERSION,
-            job: job_name.parse().unwrap(),
-            party: me.clone(),
-            to: peer.clone(),
-            metadata: Default::default(),
-            probe: None,
-        };
-        send.write_all(&xsilo_wire::codec::encode_to_vec(&hello).unwrap())
-            .await
-            .unwrap();
+        .unwrap()
+        .block_on(f)
+}
+
+/// Dials `to` with `as_party`'s certificate and a hello naming `job_name`;
+/// returns the refusal's text.
+fn dial_for_another_job(job: &common::Job, as_party: &str, to: &str, job_name: &str) -> String {
+    block_on(async {
+        let (_endpoint, conn, _send, mut recv) = raw_dial(job, as_party, to, Some(job_name)).await;
         let reply = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 16))
             .await
             .expect("no answer to the intruder's hello");
@@ -390,39 +411,8 @@ fn dial_for_another_job(job: &common::Job, as_party: &str, to: &str, job_name: &
 fn push_far_ahead(job: &common::Job, as_party: &str, to: &str, n: u64, len: usize) -> u64 {
     let config = xsilo::Config::from_file(job.config(as_party)).unwrap();
     let me: xsilo::PartyName = as_party.parse().unwrap();
-    let peer: xsilo::PartyName = to.parse().unwrap();
-    let tls = config.tls_identity().unwrap();
-    let addr = config.address_book(&me)[&peer].addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let endpoint = xsilo_transport::setup::quinn_endpoint(
-            &me,
-            "127.0.0.1:0".parse().unwrap(),
-            &tls,
-            &config.transport_config_for(&me),
-        )
-        .unwrap();
-        let conn =
-            tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, to).unwrap())
-                .await
-                .expect("the handshake timed out")
-                .unwrap();
-        let (mut control, mut answer) = conn.open_bi().await.unwrap();
-        let hello = xsilo_wire::Hello {
-            version: xsilo_wire::PROTOCOL_VERSION,
-            job: config.job.clone(),
-            party: me.clone(),
-            to: peer.clone(),
-            metadata: Default::default(),
-            probe: None,
-        };
-        control
-            .write_all(&xsilo_wire::codec::encode_to_vec(&hello).unwrap())
-            .await
-            .unwrap();
+    block_on(async {
+        let (_endpoint, conn, _control, mut answer) = raw_dial(job, as_party, to, None).await;
         let mut prefix = [0u8; 4];
         tokio::time::timeout(Duration::from_secs(10), answer.read_exact(&mut prefix))
             .await
