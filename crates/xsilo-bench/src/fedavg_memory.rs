@@ -6,9 +6,11 @@
 //! global model (a 1M-element `Vec<f32>`, 4 MB), the aggregator (alice)
 //! averages the three, and every party gets a checksum of the new model.
 //! The loop overwrites its handles, as a training loop does. Each party
-//! reports its resident memory at round 10, at the end, and its peak. The
-//! targets: the end within 10% of round 10, the peak at most 8 x the model
-//! size + 30 MiB.
+//! reads its resident memory after every round (after the round's get and
+//! a `stats()` call) and reports the median of rounds 1-20 ("round 10"),
+//! the median of the last 20 ("the end"), and its peak. The targets: the
+//! end within 10% of round 10, the peak at most 8 x the model size +
+//! 30 MiB.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
