@@ -404,13 +404,7 @@ fn plot(path: &Path, history: &[Point], central: f64) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_logging("off");
     let args = Args::parse();
     let result = match (&args.party, &args.config) {
         (Some(party), Some(config)) => run_party(party, config, &args),

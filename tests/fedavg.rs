@@ -7,7 +7,8 @@
 //! target directory it was built into.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -50,13 +51,7 @@ fn run(args: &[&str]) -> (ExitStatus, Vec<String>, u128) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = common::lines_of(child.stdout.take().unwrap());
     let deadline = Instant::now() + BOUND;
     let mut lines = Vec::new();
     // Reading until the pipe closes, then reaping: the pipe closes when the

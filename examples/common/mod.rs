@@ -7,6 +7,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+/// Logs to stderr as `RUST_LOG` asks, else at `default` (a filter such as
+/// `"off"` or `"warn"`), so that each party's stdout carries only its
+/// result.
+pub(crate) fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// How long the parties together may run.
 const BOUND: Duration = Duration::from_secs(60);
 

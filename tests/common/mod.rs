@@ -97,6 +97,20 @@ pub fn child_main(scenario: Scenario) {
     }
 }
 
+/// The lines a child prints, as they come, read on a thread of their own;
+/// the channel closes when the child's stdout does.
+pub fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// In a child: waits (bounded) until the test says go ([`Running::go`]):
 /// a test makes its fault happen, then lets the driver on, instead of
 /// hoping that a sleep is long enough.
@@ -272,15 +286,7 @@ impl Job {
                 .stderr(Stdio::inherit())
                 .spawn()
                 .unwrap();
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
+            let rx = lines_of(child.stdout.take().unwrap());
             procs.insert(
                 p.clone(),
                 Proc {

@@ -87,12 +87,8 @@ enum Command {
     /// Internal: one party of `errors`, started by it.
     #[command(hide = true)]
     ErrorsParty {
-        /// The configuration file.
-        #[arg(long)]
-        config: std::path::PathBuf,
-        /// This party.
-        #[arg(long)]
-        party: String,
+        #[command(flatten)]
+        at: PartyAt,
         /// `propagation` or `loss`.
         #[arg(long)]
         scenario: String,
@@ -111,12 +107,8 @@ enum Command {
     /// Internal: one party of `fedavg-memory`, started by it.
     #[command(hide = true)]
     FedavgMemoryParty {
-        /// The configuration file.
-        #[arg(long)]
-        config: std::path::PathBuf,
-        /// This party.
-        #[arg(long)]
-        party: String,
+        #[command(flatten)]
+        at: PartyAt,
         /// Rounds.
         #[arg(long)]
         rounds: usize,
@@ -132,12 +124,8 @@ enum Command {
     /// Internal: one party of `workload`, started by it.
     #[command(hide = true)]
     WorkloadParty {
-        /// The configuration file.
-        #[arg(long)]
-        config: std::path::PathBuf,
-        /// This party.
-        #[arg(long)]
-        party: String,
+        #[command(flatten)]
+        at: PartyAt,
         /// Trials of (b).
         #[arg(long)]
         trials: usize,
@@ -167,12 +155,8 @@ enum Command {
     /// Internal: one party of `fedavg`, started by it.
     #[command(hide = true)]
     FedavgParty {
-        /// The configuration file.
-        #[arg(long)]
-        config: std::path::PathBuf,
-        /// This party.
-        #[arg(long)]
-        party: String,
+        #[command(flatten)]
+        at: PartyAt,
         /// Measured rounds.
         #[arg(long)]
         rounds: usize,
@@ -192,6 +176,17 @@ enum Command {
     },
 }
 
+/// Which party a hidden `*-party` subcommand runs, and from which file.
+#[derive(Debug, clap::Args)]
+struct PartyAt {
+    /// The configuration file.
+    #[arg(long)]
+    config: std::path::PathBuf,
+    /// This party.
+    #[arg(long)]
+    party: String,
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Transport { quick } => transport::run(quick),
@@ -201,33 +196,28 @@ fn main() -> Result<()> {
         Command::TinyTasks { quick } => tiny_tasks::run(quick),
         Command::Errors { quick } => errors::run(quick),
         Command::ErrorsParty {
-            config,
-            party,
+            at,
             scenario,
             trials,
-        } => errors::party(&config, &party, &scenario, trials),
+        } => errors::party(&at.config, &at.party, &scenario, trials),
         Command::TinyTasksParty { config, rounds } => tiny_tasks::bob(&config, rounds),
         Command::FedavgMemory { quick } => fedavg_memory::run(quick),
         Command::Workload { quick } => workload::run(quick),
         Command::Codec { quick } => codec::run(quick),
         Command::Fedavg { quick } => fedavg::run(quick),
         Command::FedavgParty {
-            config,
-            party,
+            at,
             rounds,
             train_ms,
-        } => fedavg::party(&config, &party, rounds, train_ms),
+        } => fedavg::party(&at.config, &at.party, rounds, train_ms),
         Command::WorkloadParty {
-            config,
-            party,
+            at,
             trials,
             long_s,
             phases,
-        } => workload::party(&config, &party, trials, long_s, &phases),
-        Command::FedavgMemoryParty {
-            config,
-            party,
-            rounds,
-        } => fedavg_memory::party(&config, &party, rounds),
+        } => workload::party(&at.config, &at.party, trials, long_s, &phases),
+        Command::FedavgMemoryParty { at, rounds } => {
+            fedavg_memory::party(&at.config, &at.party, rounds)
+        }
     }
 }
