@@ -36,4 +36,19 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = p.finish();
     }
+    // The whole input as one payload, cut as the first byte says: what is
+    // assembled (typed or not) holds the input's bytes and takes as an
+    // array exactly as the decoder decodes it.
+    if let Ok(mut p) = PayloadAssembler::new(rest.len() as u64, 1 << 20) {
+        for chunk in rest.chunks(usize::from(cut).max(1)) {
+            if p.push(chunk).is_err() {
+                return;
+            }
+        }
+        if let Ok(payload) = p.finish() {
+            assert_eq!(&payload.to_bytes()[..], rest);
+            assert_eq!(payload.clone().into_vec::<f32>(), array::decode_vec::<f32>(rest));
+            assert_eq!(payload.into_vec::<u32>(), array::decode_vec::<u32>(rest));
+        }
+    }
 });

@@ -82,7 +82,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
                     object: ObjectId(seq),
                     consumer: seq,
                     fingerprint: 0,
-                    payload,
+                    payload: payload.into(),
                 },
             )
         };

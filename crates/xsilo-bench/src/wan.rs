@@ -371,7 +371,7 @@ impl XsiloSender {
                     object: ObjectId(seq),
                     consumer: seq,
                     fingerprint: 0,
-                    payload,
+                    payload: payload.into(),
                 },
             )
             .await?;

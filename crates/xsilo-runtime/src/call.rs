@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{ObjectId, PartyName};
 
 use crate::errors::{RuntimeError, TaskError};
@@ -24,24 +24,24 @@ pub struct ObjRef {
 }
 
 /// A task body: takes the inputs' encoded values, returns the outputs'.
-pub type TaskFn = Box<dyn FnOnce(Vec<Bytes>) -> Result<Vec<Bytes>, TaskError> + Send>;
+pub type TaskFn = Box<dyn FnOnce(Vec<Payload>) -> Result<Vec<Payload>, TaskError> + Send>;
 /// An actor constructor.
 pub type CtorFn = Box<dyn FnOnce() -> Result<Box<dyn Any + Send>, TaskError> + Send>;
 /// An actor method body.
 pub type MethodFn =
-    Box<dyn FnOnce(&mut (dyn Any + Send), Vec<Bytes>) -> Result<Vec<Bytes>, TaskError> + Send>;
+    Box<dyn FnOnce(&mut (dyn Any + Send), Vec<Payload>) -> Result<Vec<Payload>, TaskError> + Send>;
 /// A boxed future that may borrow for `'a`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An async task body: the future it returns runs on the party's async
 /// executor, not on a worker.
 pub type AsyncTaskFn =
-    Box<dyn FnOnce(Vec<Bytes>) -> BoxFuture<'static, Result<Vec<Bytes>, TaskError>> + Send>;
+    Box<dyn FnOnce(Vec<Payload>) -> BoxFuture<'static, Result<Vec<Payload>, TaskError>> + Send>;
 /// An async actor method body; its future borrows the actor's state.
 pub type AsyncMethodFn = Box<
     dyn for<'a> FnOnce(
             &'a mut (dyn Any + Send),
-            Vec<Bytes>,
-        ) -> BoxFuture<'a, Result<Vec<Bytes>, TaskError>>
+            Vec<Payload>,
+        ) -> BoxFuture<'a, Result<Vec<Payload>, TaskError>>
         + Send,
 >;
 

@@ -40,9 +40,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use xsilo_transport::Transport;
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{JobName, ObjectId, PartyName};
 
 use actors::objects::Objects;
@@ -246,7 +246,7 @@ impl Runtime {
     }
 
     /// The encoded values of `refs`, in order.
-    pub async fn get(&self, refs: Vec<ObjRef>) -> Result<Vec<Bytes>, RuntimeError> {
+    pub async fn get(&self, refs: Vec<ObjRef>) -> Result<Vec<Payload>, RuntimeError> {
         let (reply, rx) = oneshot::channel();
         self.objects.do_send(messages::Get { refs, reply });
         rx.await.unwrap_or(Err(RuntimeError::ActorGone("objects")))

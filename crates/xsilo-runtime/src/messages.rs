@@ -9,9 +9,9 @@
 //!   transport events and reports to `Objects` and the links.
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use xsilo_transport::{InboundObject, TransportError};
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{ControlFrame, FinishedFrame, ObjectId, PartyName, RemoteErrorFrame};
 
 use crate::call::{Call, ObjRef};
@@ -31,7 +31,7 @@ pub(crate) enum Report {
         object: ObjectId,
         consumer: u64,
         fingerprint: u64,
-        payload: Bytes,
+        payload: Payload,
     },
     /// Objects: send this error frame to `dest` in place of a value.
     PushError {
@@ -76,7 +76,7 @@ pub(crate) struct Submit(pub(crate) Call);
 #[rtype(result = "()")]
 pub(crate) struct Get {
     pub(crate) refs: Vec<ObjRef>,
-    pub(crate) reply: oneshot::Sender<Result<Vec<Bytes>, RuntimeError>>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<Payload>, RuntimeError>>,
 }
 
 /// The driver dropped its last handle on an object.
@@ -154,7 +154,7 @@ pub(crate) struct SendObject {
     pub(crate) object: ObjectId,
     pub(crate) consumer: u64,
     pub(crate) fingerprint: u64,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Payload,
 }
 
 /// Send a control frame to the link's peer. `object` is set for a

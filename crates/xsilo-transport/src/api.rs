@@ -6,8 +6,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{
     ControlFrame, DataReply, JobName, ObjectHeader, ObjectId, PartyName, Refusal, RefusalCode,
 };
@@ -49,9 +49,10 @@ pub struct OutboundObject {
     pub consumer: u64,
     /// Call-site fingerprint (MISSION M8).
     pub fingerprint: u64,
-    /// The bytes. Cloning `Bytes` does not copy them, so a retry resends the
-    /// same buffer.
-    pub payload: Bytes,
+    /// The value's bytes (raw, or a typed array written as its header and
+    /// elements). Cloning a `Payload` does not copy it, so a retry resends
+    /// the same buffer.
+    pub payload: Payload,
 }
 
 /// What a successful send reports.
@@ -75,8 +76,9 @@ pub struct InboundObject {
     /// The header as received (already checked against the connection's job
     /// and identity and the size limit).
     pub header: ObjectHeader,
-    /// The payload, exactly `header.payload_len` bytes.
-    pub payload: Bytes,
+    /// The payload, exactly `header.payload_len` bytes (a numeric array
+    /// received into a typed vector, see [`Payload`]).
+    pub payload: Payload,
     /// Answers the sender.
     pub ack: AckHandle,
 }

@@ -21,7 +21,7 @@
 //! tokio::spawn(async move {
 //!     while let Some(event) = inbox.recv().await {
 //!         if let TransportEvent::Object(obj) = event {
-//!             assert_eq!(&obj.payload[..], b"hi");
+//!             assert_eq!(&obj.payload.to_bytes()[..], b"hi");
 //!             obj.ack.accept();
 //!         }
 //!     }

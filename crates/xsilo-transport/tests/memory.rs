@@ -42,7 +42,11 @@ async fn objects_are_acknowledged_by_the_receiving_runtime() {
     });
     let obj = inbox.next_object().await;
     assert_eq!(
-        (obj.from.as_str(), obj.header.object, &obj.payload[..]),
+        (
+            obj.from.as_str(),
+            obj.header.object,
+            &obj.payload.to_bytes()[..]
+        ),
         ("alice", ObjectId(3), &b"payload"[..])
     );
     assert!(!sending.is_finished());

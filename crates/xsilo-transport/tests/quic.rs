@@ -40,7 +40,7 @@ async fn object_is_delivered_and_the_send_completes_only_after_the_receiver_acks
     assert_eq!(obj.header.consumer, 1005);
     assert_eq!(obj.header.fingerprint, 35);
     assert_eq!(obj.header.job, job("demo"));
-    assert_eq!(&obj.payload[..], b"hello bob");
+    assert_eq!(&obj.payload.to_bytes()[..], b"hello bob");
     // The object is in bob's hands but not yet taken: alice must still wait
     // (MISSION C3: acknowledged by the receiving runtime, not the transport).
     assert!(

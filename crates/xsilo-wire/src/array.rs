@@ -183,17 +183,42 @@ pub enum ArrayError {
 
 /// A number that crosses as an array element. Sealed: implemented for
 /// `f32`, `f64`, `i32`, `i64`, `u32` and `u64`.
-pub trait Element: Copy + Default + Send + 'static + private::Sealed {
+pub trait Element: bytemuck::Pod + Default + Send + Sync + 'static + private::Sealed {
     /// The element type in the header.
     const TYPE: ElemType;
     /// Writes the element's little-endian bytes into `out` (exactly its size).
     fn write_le(self, out: &mut [u8]);
     /// Reads an element from its little-endian bytes (exactly its size).
     fn read_le(bytes: &[u8]) -> Self;
+    /// Wraps a vector of this type.
+    fn into_elements(v: Vec<Self>) -> Elements;
+    /// Unwraps a vector of this type, or gives `e` back.
+    fn from_elements(e: Elements) -> Result<Vec<Self>, Elements>;
+    /// The elements, if they are of this type.
+    fn slice_of(e: &Elements) -> Option<&[Self]>;
 }
 
 mod private {
     pub trait Sealed {}
+}
+
+/// The elements of a numeric array, kept as the typed vector they were made
+/// from (or received into): see [`crate::payload::Payload`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Elements {
+    /// `f32` elements.
+    F32(Vec<f32>),
+    /// `f64` elements.
+    F64(Vec<f64>),
+    /// `i32` elements.
+    I32(Vec<i32>),
+    /// `i64` elements.
+    I64(Vec<i64>),
+    /// `u32` elements.
+    U32(Vec<u32>),
+    /// `u64` elements.
+    U64(Vec<u64>),
 }
 
 macro_rules! element {
@@ -211,10 +236,102 @@ macro_rules! element {
                 b.copy_from_slice(bytes);
                 <$t>::from_le_bytes(b)
             }
+            fn into_elements(v: Vec<Self>) -> Elements {
+                Elements::$e(v)
+            }
+            fn from_elements(e: Elements) -> Result<Vec<Self>, Elements> {
+                match e {
+                    Elements::$e(v) => Ok(v),
+                    other => Err(other),
+                }
+            }
+            fn slice_of(e: &Elements) -> Option<&[Self]> {
+                match e {
+                    Elements::$e(v) => Some(v),
+                    _ => None,
+                }
+            }
         }
     )+};
 }
 element!(f32 => F32, f64 => F64, i32 => I32, i64 => I64, u32 => U32, u64 => U64);
+
+/// Applies `$body` to the typed vector inside an [`Elements`].
+macro_rules! each_elements {
+    ($e:expr, $v:ident => $body:expr) => {
+        match $e {
+            Elements::F32($v) => $body,
+            Elements::F64($v) => $body,
+            Elements::I32($v) => $body,
+            Elements::I64($v) => $body,
+            Elements::U32($v) => $body,
+            Elements::U64($v) => $body,
+        }
+    };
+}
+
+impl Elements {
+    /// A zeroed vector of `n` elements of type `elem`, with room reserved
+    /// for `reserve` elements (at least `n`).
+    pub(crate) fn with_capacity(elem: ElemType, reserve: usize) -> Self {
+        match elem {
+            ElemType::F32 => Self::F32(Vec::with_capacity(reserve)),
+            ElemType::F64 => Self::F64(Vec::with_capacity(reserve)),
+            ElemType::I32 => Self::I32(Vec::with_capacity(reserve)),
+            ElemType::I64 => Self::I64(Vec::with_capacity(reserve)),
+            ElemType::U32 => Self::U32(Vec::with_capacity(reserve)),
+            ElemType::U64 => Self::U64(Vec::with_capacity(reserve)),
+        }
+    }
+
+    /// The element type.
+    pub fn elem_type(&self) -> ElemType {
+        match self {
+            Self::F32(_) => ElemType::F32,
+            Self::F64(_) => ElemType::F64,
+            Self::I32(_) => ElemType::I32,
+            Self::I64(_) => ElemType::I64,
+            Self::U32(_) => ElemType::U32,
+            Self::U64(_) => ElemType::U64,
+        }
+    }
+
+    /// How many elements.
+    pub fn len(&self) -> usize {
+        each_elements!(self, v => v.len())
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements' bytes as they lie in memory: their little-endian
+    /// encoding on a little-endian machine (the only kind on which the
+    /// payload keeps arrays typed, see [`crate::payload::Payload`]).
+    pub fn native_bytes(&self) -> &[u8] {
+        each_elements!(self, v => bytemuck::cast_slice(v.as_slice()))
+    }
+
+    /// Writes `chunk` at byte offset `at` of the elements, first growing
+    /// them (zeroed) to cover it; room for `total` elements is reserved in
+    /// one step when the first reservation runs out.
+    pub(crate) fn write_at(&mut self, at: usize, chunk: &[u8], total: usize) {
+        fn write<E: Element>(v: &mut Vec<E>, at: usize, chunk: &[u8], total: usize) {
+            let end = at + chunk.len();
+            let need = end.div_ceil(std::mem::size_of::<E>());
+            if v.len() < need {
+                if v.capacity() < need {
+                    v.reserve_exact(total.max(need) - v.len());
+                }
+                v.resize(need, E::default());
+            }
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(v.as_mut_slice());
+            bytes[at..end].copy_from_slice(chunk);
+        }
+        each_elements!(self, v => write(v, at, chunk, total))
+    }
+}
 
 /// The header length for a rank.
 pub fn header_len(rank: usize) -> usize {
@@ -246,23 +363,43 @@ pub fn encode_vec<T: Element>(data: &[T]) -> Vec<u8> {
     encode_shaped(&[data.len() as u64], data)
 }
 
-/// Decodes an array of `T` of any rank up to [`MAX_RANK`]: its shape and
-/// its elements in row-major order. Every check of the module's
-/// documentation applies.
-pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<u64>, Vec<T>), ArrayError> {
-    let needed = FIXED;
-    let (fixed, _) = bytes.split_at_checked(FIXED).ok_or(ArrayError::TooShort {
-        len: bytes.len(),
-        needed,
-    })?;
+/// What a checked array header announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The element type.
+    pub elem: ElemType,
+    /// The dimensions, row-major.
+    pub shape: Vec<u64>,
+    /// The header's length in bytes (where the elements begin).
+    pub len: usize,
+    /// The element count (the product of the dimensions).
+    pub elements: usize,
+}
+
+/// Checks the header at the start of `bytes` for a payload of `total`
+/// bytes (`bytes` may hold only the header's part of it), in the order of
+/// the module's documentation. With `expected`, an element type other than
+/// it is [`ArrayError::WrongElemType`].
+pub fn parse_header(
+    bytes: &[u8],
+    total: usize,
+    expected: Option<ElemType>,
+) -> Result<Header, ArrayError> {
+    let have = bytes.len().min(total);
+    let (fixed, _) = bytes[..have]
+        .split_at_checked(FIXED)
+        .ok_or(ArrayError::TooShort {
+            len: have,
+            needed: FIXED,
+        })?;
     let found = [fixed[0], fixed[1], fixed[2], fixed[3]];
     if found != MAGIC {
         return Err(ArrayError::BadMagic { found });
     }
     let elem = ElemType::from_code(fixed[4]).ok_or(ArrayError::UnknownElemType(fixed[4]))?;
-    if elem != T::TYPE {
+    if let Some(expected) = expected.filter(|t| *t != elem) {
         return Err(ArrayError::WrongElemType {
-            expected: T::TYPE,
+            expected,
             found: elem,
         });
     }
@@ -277,28 +414,47 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<u64>, Vec<T>), ArrayError
         return Err(ArrayError::Reserved([fixed[6], fixed[7]]));
     }
     let head = header_len(rank);
-    let (header, data) = bytes.split_at_checked(head).ok_or(ArrayError::TooShort {
-        len: bytes.len(),
-        needed: head,
-    })?;
+    let header =
+        bytes[..have]
+            .get(..head)
+            .filter(|_| total >= head)
+            .ok_or(ArrayError::TooShort {
+                len: have,
+                needed: head,
+            })?;
     let shape: Vec<u64> = header[FIXED..].chunks_exact(8).map(u64::read_le).collect();
     let size = elem.size();
-    if data.len() % size != 0 {
+    let data = total - head;
+    if data % size != 0 {
         return Err(ArrayError::Ragged {
-            len: data.len(),
+            len: data,
             size,
             elem,
         });
     }
-    let elements = data.len() / size;
+    let elements = data / size;
     let announced = shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d));
     if announced != Some(elements as u64) {
         return Err(ArrayError::ShapeMismatch { shape, elements });
     }
+    Ok(Header {
+        elem,
+        shape,
+        len: head,
+        elements,
+    })
+}
+
+/// Decodes an array of `T` of any rank up to [`MAX_RANK`]: its shape and
+/// its elements in row-major order. Every check of the module's
+/// documentation applies.
+pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<u64>, Vec<T>), ArrayError> {
+    let header = parse_header(bytes, bytes.len(), Some(T::TYPE))?;
+    let data = &bytes[header.len..];
     // One pass, no zeroing first: the length is known, the loop copies.
-    let mut out = Vec::with_capacity(elements);
-    out.extend(data.chunks_exact(size).map(T::read_le));
-    Ok((shape, out))
+    let mut out = Vec::with_capacity(header.elements);
+    out.extend(data.chunks_exact(T::TYPE.size()).map(T::read_le));
+    Ok((header.shape, out))
 }
 
 /// Decodes a one-dimensional array (rank 1).

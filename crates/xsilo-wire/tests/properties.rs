@@ -150,7 +150,7 @@ proptest! {
         if extra > 0 {
             prop_assert!(overrun);
         } else {
-            prop_assert_eq!(&p.finish().unwrap()[..], &data[..]);
+            prop_assert_eq!(&p.finish().unwrap().to_bytes()[..], &data[..]);
         }
     }
 }

@@ -5,13 +5,13 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use xsilo_runtime::{
     BoxFuture, Call, ObjRef, Releaser, Runtime, RuntimeError, Stats, TaskError, Work,
 };
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{ObjectId, PartyName};
 
-use crate::args::FedArgs;
+use crate::args::{ArgShape, FedArgs};
 use crate::error::Error;
 use crate::object::{encode_one, fingerprint, FedObject, Returns};
 use crate::value::Value;
@@ -207,8 +207,9 @@ impl Fed {
     pub async fn get<A: FedArgs>(&self, args: A) -> Result<A::Value, Error> {
         let mut refs = Vec::new();
         args.refs(&mut refs);
+        let shape = args.shape();
         let values = self.inner.rt.get(refs).await?;
-        Ok(args.resolve(&mut values.into_iter())?)
+        Ok(shape.resolve(&mut values.into_iter())?)
     }
 
     /// Intended shutdown (MISSION E8): waits until every value this party
@@ -295,14 +296,15 @@ impl Party<'_> {
         let site = Location::caller();
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
+        let shape = args.shape();
         let outputs = self
             .fed
             .submit(&self.name, &self.label, inputs, 1, site, |_| {
-                Work::AsyncTask(Box::new(move |values: Vec<Bytes>| {
-                    let v = args.resolve(&mut values.into_iter()).map_err(decode_error);
+                Work::AsyncTask(Box::new(move |values: Vec<Payload>| {
+                    let v = shape.resolve(&mut values.into_iter()).map_err(decode_error);
                     Box::pin(async move {
                         let r = f(v?).await.map_err(|e| TaskError::from_error(&e))?;
-                        Ok(vec![encode_one(&r)?])
+                        Ok(vec![encode_one(r)?])
                     })
                 }))
             });
@@ -335,15 +337,16 @@ impl Party<'_> {
         let site = Location::caller();
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
+        let shape = args.shape();
         let outputs = self
             .fed
             .submit(&self.name, &self.label, inputs, 1, site, |_| {
-                Work::Task(Box::new(move |values: Vec<Bytes>| {
-                    let v = args
+                Work::Task(Box::new(move |values: Vec<Payload>| {
+                    let v = shape
                         .resolve(&mut values.into_iter())
                         .map_err(decode_error)?;
                     let r = f(v).map_err(|e| TaskError::from_error(&e))?;
-                    Ok(vec![encode_one(&r)?])
+                    Ok(vec![encode_one(r)?])
                 }))
             });
         self.fed.handle(&outputs[0])
@@ -361,11 +364,12 @@ impl Party<'_> {
         let site = Location::caller();
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
+        let shape = args.shape();
         let outputs = self
             .fed
             .submit(&self.name, &self.label, inputs, R::COUNT, site, |_| {
-                Work::Task(Box::new(move |values: Vec<Bytes>| {
-                    let v = args
+                Work::Task(Box::new(move |values: Vec<Payload>| {
+                    let v = shape
                         .resolve(&mut values.into_iter())
                         .map_err(decode_error)?;
                     f(v).encode_all()
@@ -490,7 +494,7 @@ impl<T: Send + 'static> Actor<T> {
     {
         let outputs = self.method(args, 1, Location::caller(), move |state, v| {
             let r = f(state, v).map_err(|e| TaskError::from_error(&e))?;
-            Ok(vec![encode_one(&r)?])
+            Ok(vec![encode_one(r)?])
         });
         self.inner.fed.handle(&outputs[0])
     }
@@ -545,6 +549,7 @@ impl<T: Send + 'static> Actor<T> {
         let site = Location::caller();
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
+        let shape = args.shape();
         let actor = self.inner.id;
         let outputs =
             self.inner
@@ -557,7 +562,7 @@ impl<T: Send + 'static> Actor<T> {
                                 let e = type_mismatch::<T>(actor);
                                 return Box::pin(async move { Err(e) });
                             };
-                            let v = match args.resolve(&mut values.into_iter()) {
+                            let v = match shape.resolve(&mut values.into_iter()) {
                                 Ok(v) => v,
                                 Err(e) => {
                                     let e = decode_error(e);
@@ -567,7 +572,7 @@ impl<T: Send + 'static> Actor<T> {
                             let fut = f(state, v);
                             Box::pin(async move {
                                 let r = fut.await;
-                                Ok(vec![encode_one(&r)?])
+                                Ok(vec![encode_one(r)?])
                             })
                         }),
                     }
@@ -578,10 +583,11 @@ impl<T: Send + 'static> Actor<T> {
     fn method<A, F>(&self, args: A, count: usize, site: &Location<'_>, f: F) -> Vec<ObjRef>
     where
         A: FedArgs + Send + 'static,
-        F: FnOnce(&mut T, A::Value) -> Result<Vec<Bytes>, TaskError> + Send + 'static,
+        F: FnOnce(&mut T, A::Value) -> Result<Vec<Payload>, TaskError> + Send + 'static,
     {
         let mut inputs = Vec::new();
         args.refs(&mut inputs);
+        let shape = args.shape();
         let actor = self.inner.id;
         self.inner.fed.submit(
             &self.inner.owner,
@@ -595,7 +601,7 @@ impl<T: Send + 'static> Actor<T> {
                     let Some(state) = state.downcast_mut::<T>() else {
                         return Err(type_mismatch::<T>(actor));
                     };
-                    let v = args
+                    let v = shape
                         .resolve(&mut values.into_iter())
                         .map_err(decode_error)?;
                     f(state, v)

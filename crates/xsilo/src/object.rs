@@ -6,8 +6,8 @@ use std::marker::PhantomData;
 use std::panic::Location;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use xsilo_runtime::{ObjRef, Releaser, TaskError};
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{ObjectId, PartyName};
 
 use crate::value::{encode, Value};
@@ -117,13 +117,13 @@ pub trait Returns: Send + 'static {
     const COUNT: usize;
     /// Encodes each value.
     #[doc(hidden)]
-    fn encode_all(self) -> Result<Vec<Bytes>, TaskError>;
+    fn encode_all(self) -> Result<Vec<Payload>, TaskError>;
     /// Builds the handles from the output refs.
     #[doc(hidden)]
     fn handles(refs: &[ObjRef], release: &Releaser) -> Self::Handles;
 }
 
-pub(crate) fn encode_one<T: Value>(value: &T) -> Result<Bytes, TaskError> {
+pub(crate) fn encode_one<T: Value>(value: T) -> Result<Payload, TaskError> {
     encode(value).map_err(|message| TaskError {
         kind: "EncodeError".into(),
         message: format!("cannot encode a {}: {message}", std::any::type_name::<T>()),
@@ -136,8 +136,8 @@ macro_rules! returns {
         impl<$($name: Value),+> Returns for ($($name,)+) {
             type Handles = ($(FedObject<$name>,)+);
             const COUNT: usize = $n;
-            fn encode_all(self) -> Result<Vec<Bytes>, TaskError> {
-                Ok(vec![$(encode_one(&self.$idx)?),+])
+            fn encode_all(self) -> Result<Vec<Payload>, TaskError> {
+                Ok(vec![$(encode_one(self.$idx)?),+])
             }
             fn handles(refs: &[ObjRef], release: &Releaser) -> Self::Handles {
                 ($(FedObject::new(&refs[$idx], release),)+)

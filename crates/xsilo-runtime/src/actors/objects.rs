@@ -11,9 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use xsilo_transport::InboundObject;
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{FinishedFrame, ObjectId, PartyName};
 
 use crate::call::{AsyncMethodFn, AsyncTaskFn, CtorFn, MethodFn, TaskFn, Work};
@@ -69,7 +69,7 @@ fn run_catching<T>(f: impl FnOnce() -> Result<T, TaskError>) -> Result<T, TaskEr
 #[rtype(result = "()")]
 pub(crate) struct Completed {
     call: CallId,
-    result: Result<Vec<Bytes>, TaskError>,
+    result: Result<Vec<Payload>, TaskError>,
     first: ObjectId,
     name: Option<Arc<str>>,
     /// The actor and its state, handed back after a method.
@@ -130,7 +130,7 @@ pub(crate) struct Objects {
     table: ObjectTable<Job>,
     report: Recipient<Report>,
     pool: Pool,
-    gets: HashMap<GetId, oneshot::Sender<Result<Vec<Bytes>, RuntimeError>>>,
+    gets: HashMap<GetId, oneshot::Sender<Result<Vec<Payload>, RuntimeError>>>,
     next_get: GetId,
     states: HashMap<ObjectId, State>,
     flush_waiters: Vec<oneshot::Sender<()>>,
@@ -290,7 +290,7 @@ impl Objects {
         ctx: &mut Context<Self>,
         call: CallId,
         job: Job,
-        inputs: Vec<Bytes>,
+        inputs: Vec<Payload>,
         actor: Option<ObjectId>,
         first: ObjectId,
     ) {

@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use bytes::Bytes;
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{FinishedFrame, ObjectId, PartyName, RemoteErrorFrame};
 
 use crate::call::ObjRef;
@@ -82,7 +82,7 @@ pub enum Action<W> {
         /// The body.
         work: W,
         /// The inputs' encoded values, in argument order.
-        inputs: Vec<Bytes>,
+        inputs: Vec<Payload>,
         /// The actor whose state the body takes, for a method call.
         actor: Option<ObjectId>,
         /// How many values the body must return.
@@ -112,7 +112,7 @@ pub enum Action<W> {
         /// Its call-site fingerprint.
         fingerprint: u64,
         /// The encoded value.
-        payload: Bytes,
+        payload: Payload,
     },
     /// Send a failed object's error to a peer in place of its value; report
     /// [`ObjectTable::push_done`] too.
@@ -127,7 +127,7 @@ pub enum Action<W> {
         /// The get.
         get: GetId,
         /// The values in order, or the first error.
-        result: Result<Vec<Bytes>, RuntimeError>,
+        result: Result<Vec<Payload>, RuntimeError>,
     },
     /// A wait depends on this peer: make sure it is (or gets) connected, and
     /// report [`ObjectTable::peer_gone`] if it is gone.
@@ -142,7 +142,7 @@ pub enum Action<W> {
 enum State {
     Expected,
     Pending,
-    Ready(Bytes),
+    Ready(Payload),
     Failed(RuntimeError),
 }
 
@@ -603,14 +603,14 @@ impl<W> ObjectTable<W> {
     // ----- the shell's reports ---------------------------------------------
 
     /// A body finished: its encoded outputs, or why it failed.
-    pub fn completed(&mut self, call: CallId, result: Result<Vec<Bytes>, RuntimeError>) {
+    pub fn completed(&mut self, call: CallId, result: Result<Vec<Payload>, RuntimeError>) {
         self.finish_call(call, result, true);
     }
 
     fn finish_call(
         &mut self,
         call: CallId,
-        result: Result<Vec<Bytes>, RuntimeError>,
+        result: Result<Vec<Payload>, RuntimeError>,
         origin: bool,
     ) {
         let Some(pending) = self.calls.remove(&call) else {
@@ -674,7 +674,7 @@ impl<W> ObjectTable<W> {
         fingerprint: u64,
         consumer: u64,
         resend: bool,
-        payload: Bytes,
+        payload: Payload,
     ) {
         let ours = self.entries.get(&id).map(|e| (e.known, e.settled()));
         match ours {
@@ -1164,7 +1164,7 @@ impl<W> ObjectTable<W> {
         Some(call)
     }
 
-    fn values(&self, ids: &[ObjectId]) -> Result<Vec<Bytes>, RuntimeError> {
+    fn values(&self, ids: &[ObjectId]) -> Result<Vec<Payload>, RuntimeError> {
         ids.iter()
             .map(|id| match self.entries.get(id).map(|e| &e.state) {
                 Some(State::Ready(v)) => Ok(v.clone()),
@@ -1298,7 +1298,7 @@ impl<W> ObjectTable<W> {
         }
     }
 
-    fn settle_all(&mut self, ids: &[ObjectId], value: Result<Bytes, RuntimeError>, origin: bool) {
+    fn settle_all(&mut self, ids: &[ObjectId], value: Result<Payload, RuntimeError>, origin: bool) {
         for id in ids {
             self.settle(*id, value.clone(), origin);
         }
@@ -1308,7 +1308,7 @@ impl<W> ObjectTable<W> {
     /// pushes, broadcast a failure that begins here (`origin`: not derived
     /// from a failed input, which every party derives alike), fail its
     /// dependents.
-    fn settle(&mut self, id: ObjectId, value: Result<Bytes, RuntimeError>, origin: bool) {
+    fn settle(&mut self, id: ObjectId, value: Result<Payload, RuntimeError>, origin: bool) {
         let Some(e) = self.entries.get_mut(&id) else {
             return;
         };
@@ -1355,7 +1355,7 @@ impl<W> ObjectTable<W> {
         self.maybe_free(id);
     }
 
-    fn input_settled(&mut self, call: CallId, value: &Result<Bytes, RuntimeError>) {
+    fn input_settled(&mut self, call: CallId, value: &Result<Payload, RuntimeError>) {
         if let Err(error) = value {
             let queued_on = self.calls.get(&call).and_then(|c| c.actor);
             self.fail_call(call, error.clone(), false);
@@ -1380,7 +1380,7 @@ impl<W> ObjectTable<W> {
         }
     }
 
-    fn get_input_settled(&mut self, get: GetId, value: &Result<Bytes, RuntimeError>) {
+    fn get_input_settled(&mut self, get: GetId, value: &Result<Payload, RuntimeError>) {
         let Some(pending) = self.gets.get_mut(&get) else {
             return;
         };
@@ -1438,7 +1438,7 @@ impl<W> ObjectTable<W> {
         fingerprint: u64,
         dest: &PartyName,
         consumer: u64,
-        value: &Result<Bytes, RuntimeError>,
+        value: &Result<Payload, RuntimeError>,
     ) {
         match value {
             Ok(payload) => self.actions.push_back(Action::Push {

@@ -470,7 +470,7 @@ async fn receive_object(
     job: &JobShared,
     peer: &PartyName,
     recv: &mut RecvStream,
-) -> Result<(ObjectHeader, bytes::Bytes, budget::Admitted), Refusal> {
+) -> Result<(ObjectHeader, xsilo_wire::payload::Payload, budget::Admitted), Refusal> {
     // Progress, not a stopwatch: each read waits at most send_timeout, so a
     // large object on a slow link arrives while its bytes keep coming, and
     // a stream that stalls is refused (RFC 0001).

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use xsilo_wire::codec::{decode_body, encode_to_vec, parse_length};
 use xsilo_wire::handshake::check_hello_reply;
 use xsilo_wire::limits::{LENGTH_PREFIX, MAX_CONTROL_FRAME, MAX_REPLY_FRAME};
+use xsilo_wire::payload::Payload;
 use xsilo_wire::{
     payload, ControlFrame, DataReply, Hello, HelloReply, ObjectHeader, PartyName, PROTOCOL_VERSION,
 };
@@ -444,7 +445,7 @@ async fn send_on(
     out: Outbound,
     peer: &PartyName,
     header: Bytes,
-    payload: Bytes,
+    payload: Payload,
     progress: &Progress,
     report: &(dyn Fn(u64) + Sync),
 ) -> Result<(), TransportError> {
@@ -457,18 +458,23 @@ async fn send_on(
     let transfer = async {
         let written = async {
             send.write_chunk(header).await?;
-            // Slices of one buffer: no copy. Each piece QUIC takes is
-            // progress; the user's progress reports come at coarser steps.
+            // Slices of the payload's one or two buffers: no copy. Each
+            // piece QUIC takes is progress; the user's progress reports come
+            // at coarser steps.
             let mut steps = ProgressSteps::new(payload.len() as u64);
-            let mut at = 0;
-            while at < payload.len() {
-                let end = (at + PIECE).min(payload.len());
-                send.write_chunk(payload.slice(at..end)).await?;
-                progress.mark();
-                if steps.as_mut().is_some_and(|s| s.reached(end as u64)) {
-                    report(end as u64);
+            let mut done = 0u64;
+            for part in payload.parts() {
+                let mut at = 0;
+                while at < part.len() {
+                    let end = (at + PIECE).min(part.len());
+                    send.write_chunk(part.slice(at..end)).await?;
+                    done += (end - at) as u64;
+                    progress.mark();
+                    if steps.as_mut().is_some_and(|s| s.reached(done)) {
+                        report(done);
+                    }
+                    at = end;
                 }
-                at = end;
             }
             Ok::<(), quinn::WriteError>(())
         }

@@ -52,7 +52,7 @@ pub fn object(id: u64, payload: impl Into<Bytes>) -> OutboundObject {
         object: ObjectId(id),
         consumer: id + 1000,
         fingerprint: id * 7,
-        payload: payload.into(),
+        payload: payload.into().into(),
     }
 }
 
@@ -143,7 +143,7 @@ impl Inbox {
         tokio::spawn(async move {
             while let Some(event) = self.rx.recv().await {
                 if let TransportEvent::Object(o) = event {
-                    let _ = tx.send((o.header.object, o.payload.clone()));
+                    let _ = tx.send((o.header.object, o.payload.to_bytes()));
                     o.ack.accept();
                 }
             }

@@ -75,7 +75,7 @@ fn call_of(acts: &[Action<&'static str>], body: &str) -> CallId {
         .expect("the body was run")
 }
 
-fn answer(acts: &[Action<&'static str>], get: GetId) -> Result<Vec<Bytes>, RuntimeError> {
+fn answer(acts: &[Action<&'static str>], get: GetId) -> Result<Vec<Payload>, RuntimeError> {
     acts.iter()
         .find_map(|a| match a {
             Action::Answer { get: g, result } if *g == get => Some(result.clone()),
@@ -102,8 +102,8 @@ fn ack_all(t: &mut ObjectTable<&'static str>, acts: &[Action<&'static str>]) {
     }
 }
 
-fn v(s: &'static str) -> Bytes {
-    Bytes::from_static(s.as_bytes())
+fn v(s: &'static str) -> Payload {
+    Payload::from(s.as_bytes())
 }
 
 #[test]
@@ -557,7 +557,7 @@ fn many_rounds_keep_the_table_flat() {
         let update = r(id, "bob");
         a.submit(task("alice", vec![], model.clone(), "model"));
         let call = call_of(&actions(&mut a), "model");
-        a.completed(call, Ok(vec![Bytes::from(vec![0u8; 1024])]));
+        a.completed(call, Ok(vec![Payload::from(vec![0u8; 1024])]));
         a.submit(task("bob", vec![model.clone()], update.clone(), "train"));
         a.get(id, std::slice::from_ref(&update));
         for act in actions(&mut a) {
