@@ -1,7 +1,7 @@
 //! How values cross silos: msgpack (rmp-serde) for typed values, raw bytes
-//! for `bytes::Bytes` and `Vec<u8>` values (no re-encoding), and raw
-//! little-endian arrays behind a checked header for numeric vectors
-//! (`xsilo_wire::array`, MISSION L2).
+//! for `bytes::Bytes` and `Vec<u8>` values (no re-encoding), and typed
+//! numeric vectors, sent as raw little-endian arrays behind a checked
+//! header (`xsilo_wire::array`, `xsilo_wire::payload`, MISSION L2).
 
 use std::any::{Any, TypeId};
 
@@ -19,7 +19,7 @@ use xsilo_wire::payload::Payload;
 /// | type | on the wire |
 /// |---|---|
 /// | `bytes::Bytes`, `Vec<u8>` | its raw bytes |
-/// | `Vec<f32>`, `Vec<f64>`, `Vec<i32>`, `Vec<i64>`, `Vec<u32>`, `Vec<u64>` | a numeric array: a 16-byte header (element type, length) and the elements as little-endian bytes, copied without per-element encoding ([`xsilo_wire::array`]) |
+/// | `Vec<f32>`, `Vec<f64>`, `Vec<i32>`, `Vec<i64>`, `Vec<u32>`, `Vec<u64>` | a numeric array: a 16-byte header (element type, length) and the elements as little-endian bytes ([`xsilo_wire::array`]); the vector itself is what the party keeps and sends, a received one arrives straight into a vector, and a call given the last handle on it receives it without a copy ([`xsilo_wire::payload::Payload`]) |
 /// | anything else | msgpack, structs as maps |
 ///
 /// Only the top-level type counts: a `(Vec<f32>, u64)`, a `Vec<Vec<f32>>`
