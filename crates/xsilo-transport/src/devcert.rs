@@ -73,6 +73,54 @@ impl DevCa {
         Ok(Self { issuer })
     }
 
+    /// A CA whose key is derived from `secret` (SHA-256, as an Ed25519
+    /// key) and whose name and validity are fixed: processes that know the
+    /// same secret make the same CA, so each can issue its own party's
+    /// certificate and trust the others'. For a development job started as
+    /// separate processes with nothing prepared (the Python package uses the
+    /// job's name when no `tls_config` is given). Anyone who knows the
+    /// secret can join as any party: never for production.
+    ///
+    /// ```
+    /// use xsilo_transport::devcert::DevCa;
+    /// let a = DevCa::from_secret(b"job demo").unwrap();
+    /// let b = DevCa::from_secret(b"job demo").unwrap();
+    /// assert_eq!(a.public_key_der(), b.public_key_der());
+    /// assert_ne!(a.public_key_der(), DevCa::from_secret(b"job other").unwrap().public_key_der());
+    /// ```
+    pub fn from_secret(secret: &[u8]) -> Result<Self, DevCertError> {
+        use sha2::Digest;
+        let seed = sha2::Sha256::new()
+            .chain_update(b"xsilo development CA from a shared secret, v1\0")
+            .chain_update(secret)
+            .finalize();
+        // PKCS#8 v1 of an Ed25519 key: the fixed prefix, then the seed.
+        let mut pkcs8 = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        pkcs8.extend_from_slice(&seed);
+        let key = KeyPair::try_from(pkcs8.as_slice()).map_err(gen_err)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            "xsilo development CA from a shared secret (not for production)",
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = OffsetDateTime::UNIX_EPOCH + Duration::days(365 * 50);
+        params.not_after = OffsetDateTime::UNIX_EPOCH + Duration::days(365 * 130);
+        let issuer = CertifiedIssuer::self_signed(params, key).map_err(gen_err)?;
+        Ok(Self { issuer })
+    }
+
+    /// The CA's public key (DER, SubjectPublicKeyInfo contents).
+    pub fn public_key_der(&self) -> Vec<u8> {
+        rcgen::PublicKeyData::der_bytes(self.issuer.key()).to_vec()
+    }
+
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> String {
         self.issuer.pem()

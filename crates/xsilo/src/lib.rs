@@ -109,6 +109,10 @@ pub struct InitOptions {
     /// Exit the process after an unintended shutdown: status 1 after a
     /// sending failure, 128 + the signal number after a signal. Default true.
     pub exit_process: bool,
+    /// The TLS identity to use instead of the files of the configuration's
+    /// `[tls]` section (for language bindings and tests that make their
+    /// certificates in memory). Default none.
+    pub tls: Option<xsilo_transport::TlsIdentity>,
 }
 
 impl Default for InitOptions {
@@ -117,6 +121,7 @@ impl Default for InitOptions {
             sending_failure_handler: None,
             handle_signals: true,
             exit_process: true,
+            tls: None,
         }
     }
 }
@@ -141,6 +146,7 @@ impl std::fmt::Debug for InitOptions {
             )
             .field("handle_signals", &self.handle_signals)
             .field("exit_process", &self.exit_process)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -167,7 +173,10 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
     if let Some(addr) = config.observability.prometheus {
         observability::serve_prometheus(addr)?;
     }
-    let tls = config.tls_identity()?;
+    let tls = match init.tls {
+        Some(tls) => tls,
+        None => config.tls_identity()?,
+    };
     let transport_config = config.transport_config_for(&party);
     let mut options = sim::runtime_options(&config.comm);
     options.drain_timeout = transport_config.send_timeout + std::time::Duration::from_secs(5);

@@ -1,0 +1,541 @@
+"""xsilo: RayFed's API on the xsilo runtime, without Ray and without pickle.
+
+    import xsilo as fed
+
+    @fed.remote
+    def add(a, b):
+        return a + b
+
+    fed.init(addresses={"alice": "127.0.0.1:11012", "bob": "127.0.0.1:11011"}, party="alice")
+    x = add.party("alice").remote(1, 2)
+    y = add.party("bob").remote(x, 10)
+    print(fed.get(y))          # 13, in every party
+    fed.shutdown()
+
+Every party runs the same driver. A call returns at once with a FedObject;
+its body runs in the party it is pinned to, on the runtime's worker
+threads; values are pushed over QUIC with mutual TLS to the parties that
+consume them. A failure anywhere reaches every party that waits on it as a
+FedRemoteError naming the party where it began.
+
+Values cross as msgpack (None, bool, int, float, str, bytes, list, tuple,
+dict) and numpy arrays as raw buffers with their dtype and shape; anything
+else only through a codec registered on both sides (register_codec).
+Decoding a peer's value never runs code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+from . import _xsilo
+
+__all__ = [
+    "init",
+    "remote",
+    "get",
+    "kill",
+    "shutdown",
+    "stats",
+    "register_codec",
+    "FedObject",
+    "FedRemoteError",
+    "TaskError",
+    "XsiloError",
+]
+
+FedObject = _xsilo.FedObject
+
+
+class XsiloError(Exception):
+    """A failure of the federated job other than a task's (a party lost, a
+    divergence, an abort); its text says what and where."""
+
+
+class FedRemoteError(XsiloError):
+    """A task failed in another party (RayFed's FedRemoteError).
+
+    ``src_party`` is the party where the failure began. ``cause`` is a
+    :class:`RemoteCause` with the error's class name, message and traceback
+    when that party set ``expose_error_trace``, and otherwise None.
+    """
+
+    def __init__(self, src_party: str, cause: Optional["RemoteCause"], text: str):
+        super().__init__(text)
+        self.src_party = src_party
+        self.cause = cause
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+
+class RemoteCause(Exception):
+    """What a remote task raised, as far as its party exposes it."""
+
+    def __init__(self, kind: str, message: Optional[str], trace: Optional[str]):
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+        self.message = message
+        self.trace = trace
+
+
+class TaskError(XsiloError):
+    """A task of this party failed: ``kind`` is the class name of what it
+    raised, ``message`` its text, ``trace`` its traceback."""
+
+    def __init__(self, party: str, kind: str, message: str, trace: Optional[str], text: str):
+        super().__init__(text)
+        self.party = party
+        self.kind = kind
+        self.message = message
+        self.trace = trace
+
+
+def _translate(e: "_xsilo.RuntimeFailure") -> Exception:
+    variant, text, origin, kind, message, causes = e.args
+    trace = causes[0] if causes else None
+    if variant == "remote":
+        cause = RemoteCause(kind, message, trace) if message is not None else None
+        return FedRemoteError(origin, cause, text)
+    if variant == "task":
+        return TaskError(origin, kind, message, trace, text)
+    return XsiloError(text)
+
+
+# ----- values -----------------------------------------------------------------
+
+_codecs_by_name: Dict[str, tuple] = {}
+_codecs_by_type: Dict[type, tuple] = {}
+
+
+def register_codec(cls: type, name: str, encode: Callable[[Any], bytes], decode: Callable[[bytes], Any]) -> None:
+    """Lets values of ``cls`` cross silos: ``encode(value) -> bytes`` where
+    the value is made, ``decode(bytes) -> value`` where it is used. Every
+    party registers the same name for the same class. Decoding runs only
+    codecs this party registered."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("a codec needs a non-empty name")
+    _codecs_by_name[name] = (cls, encode, decode)
+    _codecs_by_type[cls] = (name, encode, decode)
+
+
+def _encode_hook(obj: Any):
+    entry = _codecs_by_type.get(type(obj))
+    if entry is None:
+        for cls, e in _codecs_by_type.items():
+            if isinstance(obj, cls):
+                entry = e
+                break
+    if entry is None:
+        return None
+    name, encode, _ = entry
+    data = encode(obj)
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"codec {name!r} must encode to bytes, not {type(data).__name__}")
+    return (name, bytes(data))
+
+
+def _decode_hook(name: str, data: bytes):
+    entry = _codecs_by_name.get(name)
+    if entry is None:
+        raise ValueError(f"xsilo: a value of codec {name!r} arrived, but this party registered no such codec")
+    return entry[2](data)
+
+
+# ----- calls --------------------------------------------------------------------
+
+
+class _Slot:
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def _extract(obj: Any, inputs: List[FedObject]) -> Any:
+    """The argument with each FedObject (in lists, tuples and dicts too)
+    replaced by a slot numbering it in ``inputs``."""
+    if isinstance(obj, FedObject):
+        inputs.append(obj)
+        return _Slot(len(inputs) - 1)
+    if isinstance(obj, list):
+        return [_extract(x, inputs) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_extract(x, inputs) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _extract(v, inputs) for k, v in obj.items()}
+    return obj
+
+
+def _fill(obj: Any, values: list) -> Any:
+    if isinstance(obj, _Slot):
+        return values[obj.index]
+    if isinstance(obj, list):
+        return [_fill(x, values) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_fill(x, values) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _fill(v, values) for k, v in obj.items()}
+    return obj
+
+
+def _run(func, args, kwargs, values, num_returns):
+    """Runs on a worker thread of the party the call is pinned to."""
+    result = func(*_fill(args, values), **_fill(kwargs, values))
+    if num_returns > 1:
+        return list(result)
+    return result
+
+
+def _site(depth: int = 2):
+    frame = sys._getframe(depth)
+    return os.path.basename(frame.f_code.co_filename), frame.f_lineno
+
+
+_node = None
+_lock = threading.Lock()
+
+
+def _require():
+    if _node is None:
+        raise XsiloError("xsilo is not initialised in this process: call fed.init(...) first")
+    return _node
+
+
+def _outputs(handles: list, num_returns: int):
+    return handles[0] if num_returns == 1 else handles
+
+
+class _RemoteFunction:
+    def __init__(self, func, party=None, num_returns=1):
+        self._func = func
+        self._party = party
+        self._num_returns = num_returns
+        self.__name__ = getattr(func, "__name__", "task")
+        self.__doc__ = getattr(func, "__doc__", None)
+
+    def party(self, party: str) -> "_RemoteFunction":
+        return _RemoteFunction(self._func, party, self._num_returns)
+
+    def options(self, num_returns: int = 1, **unknown) -> "_RemoteFunction":
+        _no_unknown("options", unknown)
+        return _RemoteFunction(self._func, self._party, int(num_returns))
+
+    def remote(self, *args, **kwargs):
+        if self._party is None:
+            raise XsiloError(f"{self.__name__}.remote(): pin the call first: {self.__name__}.party('alice').remote(...)")
+        node = _require()
+        inputs: List[FedObject] = []
+        a = _extract(args, inputs)
+        k = _extract(kwargs, inputs)
+        file, line = _site()
+        name = getattr(self._func, "__qualname__", self.__name__)
+        return _outputs(node.task(self._party, file, line, name, self._func, a, k, inputs, self._num_returns), self._num_returns)
+
+    def __call__(self, *args, **kwargs):
+        return self._func(*args, **kwargs)
+
+
+class _ActorMethod:
+    def __init__(self, actor: "_ActorHandle", method: str, num_returns: int = 1):
+        self._actor = actor
+        self._method = method
+        self._num_returns = num_returns
+
+    def options(self, num_returns: int = 1, **unknown) -> "_ActorMethod":
+        _no_unknown("options", unknown)
+        return _ActorMethod(self._actor, self._method, int(num_returns))
+
+    def remote(self, *args, **kwargs):
+        node = _require()
+        inputs: List[FedObject] = []
+        a = _extract(args, inputs)
+        k = _extract(kwargs, inputs)
+        file, line = _site()
+        name = f"{self._actor._cls_name}.{self._method}"
+        handles = node.method(self._actor._ref, file, line, name, self._method, a, k, inputs, self._num_returns)
+        return _outputs(handles, self._num_returns)
+
+
+class _ActorHandle:
+    def __init__(self, ref, cls_name: str, methods: set):
+        self._ref = ref
+        self._cls_name = cls_name
+        self._methods = methods
+
+    def __getattr__(self, name: str) -> _ActorMethod:
+        if name.startswith("__") or name not in self._methods:
+            raise AttributeError(f"actor class {self._cls_name} has no method {name!r}")
+        return _ActorMethod(self, name)
+
+    def __repr__(self) -> str:
+        return f"<actor {self._cls_name} {self._ref!r}>"
+
+
+class _RemoteClass:
+    def __init__(self, cls, party=None):
+        self._cls = cls
+        self._party = party
+        self.__name__ = cls.__name__
+
+    def party(self, party: str) -> "_RemoteClass":
+        return _RemoteClass(self._cls, party)
+
+    def options(self, **unknown) -> "_RemoteClass":
+        _no_unknown("options", unknown)
+        return self
+
+    def remote(self, *args, **kwargs) -> _ActorHandle:
+        if self._party is None:
+            raise XsiloError(f"{self.__name__}.remote(): pin the actor first: {self.__name__}.party('alice').remote(...)")
+        node = _require()
+        inputs: List[FedObject] = []
+        a = _extract(args, inputs)
+        k = _extract(kwargs, inputs)
+        if inputs:
+            raise TypeError(
+                f"{self.__name__}.remote(): an actor's constructor takes plain values; "
+                "pass FedObjects to its methods instead"
+            )
+        file, line = _site()
+        ref = node.actor(self._party, file, line, self._cls.__qualname__, self._cls, a, k)
+        methods = {m for m in dir(self._cls) if callable(getattr(self._cls, m, None)) and not m.startswith("__")}
+        return _ActorHandle(ref, self._cls.__name__, methods)
+
+
+def remote(obj=None, **options):
+    """Decorates a function or a class to run in a party:
+    ``f.party("alice").remote(*args, **kwargs)``; ``.options(num_returns=n)``
+    for several outputs."""
+    if obj is None:
+        return lambda o: remote(o, **options)
+    if isinstance(obj, type):
+        if options:
+            _no_unknown("remote", options)
+        return _RemoteClass(obj)
+    n = options.pop("num_returns", 1)
+    _no_unknown("remote", options)
+    return _RemoteFunction(obj, None, int(n))
+
+
+def get(objs):
+    """The values of a FedObject or of a list of them, in every party alike
+    (the owner pushes each value to every party that has not had it)."""
+    node = _require()
+    single = isinstance(objs, FedObject)
+    items = [objs] if single else list(objs)
+    for o in items:
+        if not isinstance(o, FedObject):
+            raise TypeError(f"fed.get() takes FedObjects, not {type(o).__name__}")
+    try:
+        values = node.get(items)
+    except _xsilo.RuntimeFailure as e:
+        _fail(e)
+    return values[0] if single else values
+
+
+def kill(actor: _ActorHandle, *, no_restart: bool = True) -> None:
+    """Stops an actor after the calls made before; later calls fail."""
+    _require().kill(actor._ref)
+
+
+def shutdown() -> None:
+    """Waits until every value this party sent is acknowledged, says goodbye
+    and stops (MISSION E8)."""
+    global _node
+    with _lock:
+        node = _node
+    if node is None:
+        return
+    try:
+        node.shutdown()
+    except _xsilo.RuntimeFailure as e:
+        _fail(e)
+
+
+def stats() -> dict:
+    """Objects and bytes this party holds now and has moved."""
+    return _require().stats()
+
+
+# ----- init -----------------------------------------------------------------------
+
+# RayFed's cross-silo options and where they go in xsilo's configuration.
+_COMM_KEYS = {
+    "messages_max_size_in_bytes": "max_message_size",
+    "timeout_in_ms": "send_timeout",
+    "exit_on_sending_failure": "exit_on_sending_failure",
+    "expose_error_trace": "expose_error_trace",
+    "continue_waiting_for_data_sending_on_error": "continue_waiting_for_data_sending_on_error",
+}
+_NO_MEANING = {
+    "serializing_allowed_list": "values never cross as pickle here, so there is nothing to allow",
+    "send_resource_label": "xsilo has no Ray resources",
+    "recv_resource_label": "xsilo has no Ray resources",
+    "proxy_max_restarts": "xsilo has no proxy actors",
+    "grpc_retry_policy": "xsilo speaks QUIC, not gRPC (see [communication.retry] in an xsilo TOML)",
+    "grpc_channel_options": "xsilo speaks QUIC, not gRPC",
+    "use_global_proxy": "xsilo has no proxy actors",
+}
+
+
+def _no_unknown(where: str, unknown: dict) -> None:
+    if unknown:
+        key = sorted(unknown)[0]
+        raise TypeError(f"{where}(): unknown option {key!r}")
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    return _toml_str(str(v))
+
+
+def _rayfed_toml(addresses, job_name, config, tls_config) -> str:
+    if not isinstance(addresses, dict) or not addresses:
+        raise ValueError("fed.init(): addresses must be a dict of party name to 'host:port'")
+    lines = [f"job = {_toml_str(job_name)}", "", "[parties]"]
+    for p, a in addresses.items():
+        lines.append(f"{p} = {_toml_str(str(a))}")
+    if tls_config:
+        unknown = set(tls_config) - {"ca_cert", "cert", "key"}
+        if unknown:
+            raise ValueError(f"fed.init(): unknown tls_config key {sorted(unknown)[0]!r} (known: ca_cert, cert, key)")
+        missing = {"ca_cert", "cert", "key"} - set(tls_config)
+        if missing:
+            raise ValueError(f"fed.init(): tls_config needs {sorted(missing)[0]!r}")
+        lines += ["", "[tls]",
+                  f"ca = {_toml_str(os.path.abspath(tls_config['ca_cert']))}",
+                  f"cert = {_toml_str(os.path.abspath(tls_config['cert']))}",
+                  f"key = {_toml_str(os.path.abspath(tls_config['key']))}"]
+    comm = {}
+    config = dict(config or {})
+    for key, value in config.items():
+        if key == "cross_silo_comm":
+            if not isinstance(value, dict):
+                raise ValueError("fed.init(): config['cross_silo_comm'] must be a dict")
+            for k, v in value.items():
+                if k in _COMM_KEYS:
+                    if k == "timeout_in_ms":
+                        v = f"{int(v)}ms"
+                    comm[_COMM_KEYS[k]] = v
+                elif k in _NO_MEANING:
+                    raise ValueError(f"fed.init(): config['cross_silo_comm'][{k!r}] has no meaning in xsilo: {_NO_MEANING[k]}")
+                else:
+                    raise ValueError(
+                        f"fed.init(): unknown config key 'cross_silo_comm.{k}' "
+                        f"(known: {', '.join(sorted(_COMM_KEYS))})"
+                    )
+        elif key == "barrier_on_initializing":
+            comm["barrier_on_initializing"] = bool(value)
+        else:
+            raise ValueError(
+                f"fed.init(): unknown config key {key!r} (known: cross_silo_comm, barrier_on_initializing)"
+            )
+    if comm:
+        lines += ["", "[communication]"] + [f"{k} = {_toml_value(v)}" for k, v in comm.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _leave_sigint_to_the_runtime() -> None:
+    """Ctrl-C behaves as for a Rust driver (MISSION E9): the runtime tells
+    the peers, runs the sending-failure handler and exits with status 130.
+    Python's own KeyboardInterrupt would otherwise end the driver first,
+    before the peers are told. The no-op Python handler is installed before
+    the runtime starts, so that the runtime's handler chains to it rather
+    than being replaced by it."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: _interrupted.set())
+    except ValueError:
+        pass  # not the main thread: the driver's own handling stays
+
+
+_interrupted = threading.Event()
+
+
+def _fail(e: "_xsilo.RuntimeFailure"):
+    """Raises the error of a failed wait; after Ctrl-C, waits instead for
+    the runtime to finish telling the peers and exit the process with 130
+    (bounded), so that the driver does not end first with another status."""
+    if _interrupted.is_set():
+        import time
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        os._exit(130)
+    raise _translate(e) from None
+
+
+def init(
+    addresses: Optional[Dict[str, str]] = None,
+    party: Optional[str] = None,
+    config: Any = None,
+    tls_config: Optional[Dict[str, str]] = None,
+    logging_level: Optional[str] = None,
+    job_name: Optional[str] = None,
+    sending_failure_handler: Optional[Callable[[Exception], None]] = None,
+    **unknown,
+) -> None:
+    """Starts this party of the job.
+
+    RayFed's form: ``init(addresses={...}, party="alice", config={...},
+    tls_config={"ca_cert": ..., "cert": ..., "key": ...}, job_name=...,
+    sending_failure_handler=...)``. Without ``tls_config`` the parties use
+    development certificates derived from the job's name (every party
+    derives the same CA; anyone who knows the name can join): pass
+    ``tls_config`` for anything but development.
+
+    xsilo's form: ``init(config="alice.toml", party="alice")`` with an
+    xsilo TOML configuration (paths relative to the file).
+
+    Unknown arguments and configuration keys are errors naming the key.
+    """
+    global _node
+    _no_unknown("init", unknown)
+    if party is None:
+        raise ValueError("fed.init(): party is required")
+    if logging_level is not None and "XSILO_LOG" not in os.environ:
+        os.environ["XSILO_LOG"] = str(logging_level).lower()
+    dev_secret = None
+    if isinstance(config, (str, os.PathLike)):
+        if addresses is not None or tls_config is not None or job_name is not None:
+            raise ValueError("fed.init(): with an xsilo TOML file, addresses, tls_config and job_name come from the file")
+        path = os.path.abspath(os.fspath(config))
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        base = os.path.dirname(path)
+    else:
+        job = job_name or "Anonymous_job"
+        text = _rayfed_toml(addresses, job, config, tls_config)
+        base = os.getcwd()
+        if not tls_config:
+            dev_secret = "xsilo-python-dev-job:" + job
+            sys.stderr.write(
+                f"xsilo: no tls_config: party '{party}' uses development certificates derived from "
+                f"the job name {job!r}; anyone who knows it can join. Pass tls_config for production.\n"
+            )
+    handler = None
+    if sending_failure_handler is not None:
+        def handler(text):
+            sending_failure_handler(XsiloError(text) if text else None)
+    _leave_sigint_to_the_runtime()
+    with _lock:
+        if _node is not None:
+            raise XsiloError("fed.init() was already called in this process")
+        try:
+            _node = _xsilo.start(text, base, party, dev_secret, handler, _encode_hook, _decode_hook, _run)
+        except _xsilo.RuntimeFailure as e:
+            raise _translate(e) from None

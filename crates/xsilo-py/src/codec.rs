@@ -1,0 +1,544 @@
+//! Python values across silos without pickle (issue 12, point 2).
+//!
+//! * `None`, `bool`, `int` (64 bits), `float`, `str`, `bytes` (and
+//!   `bytearray`, which arrives as `bytes`), `list`, `tuple` and `dict` are
+//!   msgpack; a tuple is the extension type 1 around a msgpack array, so it
+//!   comes back a tuple.
+//! * A numpy array at the top level whose element type is one of `float32`,
+//!   `float64`, `int32`, `int64`, `uint32`, `uint64` (little-endian) crosses
+//!   as an `xsilo_wire::array` payload: a checked header (element type,
+//!   shape) and the raw bytes, which a Rust party reads as a `Vec<f32>` and
+//!   kin. Any other numeric array, and arrays inside containers, are the
+//!   extension type 2: `[dtype, shape, raw bytes]`, for an allow-listed
+//!   numeric dtype only. numpy scalars cross as the Python number they hold.
+//! * Anything else crosses only through a codec the user registered on both
+//!   sides (`xsilo.register_codec`): the extension type 3, `[name, bytes]`.
+//!
+//! Decoding a peer's bytes never runs code other than a codec registered by
+//! this party's own driver: every length is checked against the bytes left
+//! before anything is allocated, nesting is bounded, and a numpy dtype must
+//! be on the allow-list (never `object`).
+
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
+use rmp::encode as enc;
+use rmp::Marker;
+use xsilo_wire::array::{self, ElemType};
+
+const EXT_TUPLE: i8 = 1;
+const EXT_NDARRAY: i8 = 2;
+const EXT_CODEC: i8 = 3;
+/// Containers nested deeper than this are refused both ways.
+const MAX_DEPTH: usize = 64;
+/// Dimensions of an ndarray extension.
+const MAX_NDIM: usize = 32;
+/// numpy dtypes that may cross (their `dtype.str`); never `object`.
+const DTYPES: &[&str] = &[
+    "|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8", "<c8",
+    "<c16",
+];
+
+/// The user's codecs: `encode(obj) -> (name, bytes) | None` and
+/// `decode(name, bytes) -> obj`, both Python callables of the driver.
+pub(crate) struct Hooks {
+    pub(crate) encode: Py<PyAny>,
+    pub(crate) decode: Py<PyAny>,
+}
+
+fn numpy_type(obj: &Bound<'_, PyAny>) -> Option<String> {
+    let ty = obj.get_type();
+    let module = ty.module().ok()?;
+    let module = module.to_cow().ok()?;
+    if module == "numpy" || module.starts_with("numpy.") {
+        Some(ty.name().ok()?.to_cow().ok()?.into_owned())
+    } else {
+        None
+    }
+}
+
+fn elem_of_dtype(dtype: &str) -> Option<ElemType> {
+    Some(match dtype {
+        "<f4" => ElemType::F32,
+        "<f8" => ElemType::F64,
+        "<i4" => ElemType::I32,
+        "<i8" => ElemType::I64,
+        "<u4" => ElemType::U32,
+        "<u8" => ElemType::U64,
+        _ => return None,
+    })
+}
+
+fn dtype_of_elem(elem: ElemType) -> &'static str {
+    match elem {
+        ElemType::F32 => "<f4",
+        ElemType::F64 => "<f8",
+        ElemType::I32 => "<i4",
+        ElemType::I64 => "<i8",
+        ElemType::U32 => "<u4",
+        _ => "<u8",
+    }
+}
+
+/// A numpy array's dtype string, shape and C-order bytes.
+fn ndarray_parts(obj: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u64>, Vec<u8>)> {
+    let dtype: String = obj.getattr("dtype")?.getattr("str")?.extract()?;
+    let shape: Vec<u64> = obj.getattr("shape")?.extract()?;
+    let data = obj.call_method0("tobytes")?;
+    let data = data.cast::<PyBytes>()?.as_bytes().to_vec();
+    Ok((dtype, shape, data))
+}
+
+/// Encodes a value for a payload.
+pub(crate) fn encode(obj: &Bound<'_, PyAny>, hooks: &Hooks) -> PyResult<Vec<u8>> {
+    if numpy_type(obj).as_deref() == Some("ndarray") {
+        let (dtype, shape, data) = ndarray_parts(obj)?;
+        if let Some(elem) = elem_of_dtype(&dtype).filter(|_| shape.len() <= array::MAX_RANK) {
+            let head = array::header_len(shape.len());
+            let mut out = Vec::with_capacity(head + data.len());
+            out.extend_from_slice(&array::MAGIC);
+            out.extend_from_slice(&[elem.code(), shape.len() as u8, 0, 0]);
+            for d in &shape {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&data);
+            return Ok(out);
+        }
+    }
+    let mut out = Vec::new();
+    write(obj, hooks, &mut out, 0)?;
+    Ok(out)
+}
+
+fn io(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("xsilo: cannot encode: {e}"))
+}
+
+fn len32(n: usize, what: &str) -> PyResult<u32> {
+    u32::try_from(n).map_err(|_| PyOverflowError::new_err(format!("xsilo: {what} too long")))
+}
+
+fn write(obj: &Bound<'_, PyAny>, hooks: &Hooks, out: &mut Vec<u8>, depth: usize) -> PyResult<()> {
+    if depth > MAX_DEPTH {
+        return Err(PyValueError::new_err(format!(
+            "xsilo: cannot encode containers nested deeper than {MAX_DEPTH}"
+        )));
+    }
+    if obj.is_none() {
+        enc::write_nil(out).map_err(io)?;
+    } else if let Ok(b) = obj.cast::<PyBool>() {
+        enc::write_bool(out, b.is_true()).map_err(io)?;
+    } else if obj.is_instance_of::<PyInt>() {
+        if let Ok(v) = obj.extract::<i64>() {
+            enc::write_sint(out, v).map_err(io)?;
+        } else if let Ok(v) = obj.extract::<u64>() {
+            enc::write_uint(out, v).map_err(io)?;
+        } else {
+            return Err(PyOverflowError::new_err(
+                "xsilo: an int crosses silos in 64 bits; this one does not fit (send it as str)",
+            ));
+        }
+    } else if let Ok(f) = obj.cast::<PyFloat>() {
+        enc::write_f64(out, f.value()).map_err(io)?;
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        enc::write_str(out, &s.to_cow()?).map_err(io)?;
+    } else if let Ok(b) = obj.cast::<PyBytes>() {
+        enc::write_bin(out, b.as_bytes()).map_err(io)?;
+    } else if let Ok(b) = obj.cast::<PyByteArray>() {
+        enc::write_bin(out, &b.to_vec()).map_err(io)?;
+    } else if let Ok(list) = obj.cast::<PyList>() {
+        enc::write_array_len(out, len32(list.len(), "list")?).map_err(io)?;
+        for item in list.iter() {
+            write(&item, hooks, out, depth + 1)?;
+        }
+    } else if let Ok(tuple) = obj.cast::<PyTuple>() {
+        let mut inner = Vec::new();
+        enc::write_array_len(&mut inner, len32(tuple.len(), "tuple")?).map_err(io)?;
+        for item in tuple.iter() {
+            write(&item, hooks, &mut inner, depth + 1)?;
+        }
+        enc::write_ext_meta(out, len32(inner.len(), "tuple")?, EXT_TUPLE).map_err(io)?;
+        out.extend_from_slice(&inner);
+    } else if let Ok(dict) = obj.cast::<PyDict>() {
+        enc::write_map_len(out, len32(dict.len(), "dict")?).map_err(io)?;
+        for (k, v) in dict.iter() {
+            write(&k, hooks, out, depth + 1)?;
+            write(&v, hooks, out, depth + 1)?;
+        }
+    } else if let Some(kind) = numpy_type(obj) {
+        if kind == "ndarray" {
+            let (dtype, shape, data) = ndarray_parts(obj)?;
+            if !DTYPES.contains(&dtype.as_str()) {
+                return Err(PyTypeError::new_err(format!(
+                    "xsilo: numpy arrays of dtype {dtype} do not cross silos (numeric dtypes only)"
+                )));
+            }
+            let mut inner = Vec::new();
+            enc::write_array_len(&mut inner, 3).map_err(io)?;
+            enc::write_str(&mut inner, &dtype).map_err(io)?;
+            enc::write_array_len(&mut inner, len32(shape.len(), "shape")?).map_err(io)?;
+            for d in &shape {
+                enc::write_uint(&mut inner, *d).map_err(io)?;
+            }
+            enc::write_bin(&mut inner, &data).map_err(io)?;
+            enc::write_ext_meta(out, len32(inner.len(), "array")?, EXT_NDARRAY).map_err(io)?;
+            out.extend_from_slice(&inner);
+        } else {
+            // A numpy scalar: the Python number it holds.
+            let item = obj.call_method0("item")?;
+            if item.get_type().is(obj.get_type()) {
+                return Err(PyTypeError::new_err(format!(
+                    "xsilo: cannot send a numpy {kind} across silos"
+                )));
+            }
+            write(&item, hooks, out, depth + 1)?;
+        }
+    } else {
+        let py = obj.py();
+        let found = hooks.encode.bind(py).call1((obj,))?;
+        if found.is_none() {
+            let ty = obj.get_type();
+            return Err(PyTypeError::new_err(format!(
+                "xsilo: cannot send a {}.{} across silos: values cross as msgpack (None, bool, \
+                 int, float, str, bytes, list, tuple, dict, numpy arrays), and anything else \
+                 only through a codec registered on both sides with xsilo.register_codec",
+                ty.module()?,
+                ty.qualname()?
+            )));
+        }
+        let (name, bytes): (String, Vec<u8>) = found.extract()?;
+        let mut inner = Vec::new();
+        enc::write_array_len(&mut inner, 2).map_err(io)?;
+        enc::write_str(&mut inner, &name).map_err(io)?;
+        enc::write_bin(&mut inner, &bytes).map_err(io)?;
+        enc::write_ext_meta(out, len32(inner.len(), "codec value")?, EXT_CODEC).map_err(io)?;
+        out.extend_from_slice(&inner);
+    }
+    Ok(())
+}
+
+/// Why a peer's bytes are not a value.
+fn bad(reason: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("xsilo: malformed value: {reason}"))
+}
+
+/// A cursor over a peer's bytes; every read is checked.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> PyResult<&'a [u8]> {
+        if n > self.rest.len() {
+            return Err(bad(format!(
+                "{n} bytes announced, {} left",
+                self.rest.len()
+            )));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn be<const N: usize>(&mut self) -> PyResult<[u8; N]> {
+        let b = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(b);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> PyResult<u8> {
+        Ok(self.be::<1>()?[0])
+    }
+    fn u16(&mut self) -> PyResult<usize> {
+        Ok(usize::from(u16::from_be_bytes(self.be()?)))
+    }
+    fn u32(&mut self) -> PyResult<usize> {
+        usize::try_from(u32::from_be_bytes(self.be()?)).map_err(bad)
+    }
+
+    /// A count of items each at least one byte long: bounded by what is left.
+    fn count(&self, n: usize) -> PyResult<usize> {
+        if n > self.rest.len() {
+            return Err(bad(format!(
+                "{n} items announced, {} bytes left",
+                self.rest.len()
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// Decodes a payload from party `from` (named in errors).
+pub(crate) fn decode<'py>(
+    py: Python<'py>,
+    bytes: &[u8],
+    hooks: &Hooks,
+) -> PyResult<Bound<'py, PyAny>> {
+    if bytes.starts_with(&array::MAGIC) {
+        let header = array::parse_header(bytes, bytes.len(), None).map_err(bad)?;
+        return ndarray(
+            py,
+            dtype_of_elem(header.elem),
+            &header.shape,
+            &bytes[header.len..],
+        );
+    }
+    let mut r = Reader { rest: bytes };
+    let value = read(py, &mut r, hooks, 0)?;
+    if !r.rest.is_empty() {
+        return Err(bad(format!("{} bytes after the value", r.rest.len())));
+    }
+    Ok(value)
+}
+
+fn ndarray<'py>(
+    py: Python<'py>,
+    dtype: &str,
+    shape: &[u64],
+    data: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    let np = py.import("numpy")?;
+    let dtype = np.getattr("dtype")?.call1((dtype,))?;
+    let size: usize = dtype.getattr("itemsize")?.extract()?;
+    let count = shape
+        .iter()
+        .try_fold(1u64, |n, d| n.checked_mul(*d))
+        .and_then(|n| usize::try_from(n).ok())
+        .and_then(|n| n.checked_mul(size));
+    if count != Some(data.len()) {
+        return Err(bad(format!(
+            "an array of shape {shape:?} does not fit its {} bytes",
+            data.len()
+        )));
+    }
+    // One copy, into memory the array owns and may write.
+    let buffer = PyByteArray::new(py, data);
+    np.getattr("frombuffer")?
+        .call1((buffer, dtype))?
+        .call_method1("reshape", (PyTuple::new(py, shape)?,))
+}
+
+fn read<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    hooks: &Hooks,
+    depth: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    if depth > MAX_DEPTH {
+        return Err(bad(format!("nested deeper than {MAX_DEPTH}")));
+    }
+    let marker = Marker::from_u8(r.u8()?);
+    let int = |v: i128| -> PyResult<Bound<'py, PyAny>> { Ok(v.into_pyobject(py)?.into_any()) };
+    Ok(match marker {
+        Marker::Null => py.None().into_bound(py),
+        Marker::True => PyBool::new(py, true).to_owned().into_any(),
+        Marker::False => PyBool::new(py, false).to_owned().into_any(),
+        Marker::FixPos(v) => int(i128::from(v))?,
+        Marker::FixNeg(v) => int(i128::from(v))?,
+        Marker::U8 => int(i128::from(r.u8()?))?,
+        Marker::U16 => int(i128::from(u16::from_be_bytes(r.be()?)))?,
+        Marker::U32 => int(i128::from(u32::from_be_bytes(r.be()?)))?,
+        Marker::U64 => int(i128::from(u64::from_be_bytes(r.be()?)))?,
+        Marker::I8 => int(i128::from(i8::from_be_bytes(r.be()?)))?,
+        Marker::I16 => int(i128::from(i16::from_be_bytes(r.be()?)))?,
+        Marker::I32 => int(i128::from(i32::from_be_bytes(r.be()?)))?,
+        Marker::I64 => int(i128::from(i64::from_be_bytes(r.be()?)))?,
+        Marker::F32 => PyFloat::new(py, f64::from(f32::from_be_bytes(r.be()?))).into_any(),
+        Marker::F64 => PyFloat::new(py, f64::from_be_bytes(r.be()?)).into_any(),
+        Marker::FixStr(n) => str_of(py, r, usize::from(n))?,
+        Marker::Str8 => {
+            let n = usize::from(r.u8()?);
+            str_of(py, r, n)?
+        }
+        Marker::Str16 => {
+            let n = r.u16()?;
+            str_of(py, r, n)?
+        }
+        Marker::Str32 => {
+            let n = r.u32()?;
+            str_of(py, r, n)?
+        }
+        Marker::Bin8 => {
+            let n = usize::from(r.u8()?);
+            PyBytes::new(py, r.take(n)?).into_any()
+        }
+        Marker::Bin16 => {
+            let n = r.u16()?;
+            PyBytes::new(py, r.take(n)?).into_any()
+        }
+        Marker::Bin32 => {
+            let n = r.u32()?;
+            PyBytes::new(py, r.take(n)?).into_any()
+        }
+        Marker::FixArray(n) => list_of(py, r, hooks, depth, usize::from(n))?,
+        Marker::Array16 => {
+            let n = r.u16()?;
+            list_of(py, r, hooks, depth, n)?
+        }
+        Marker::Array32 => {
+            let n = r.u32()?;
+            list_of(py, r, hooks, depth, n)?
+        }
+        Marker::FixMap(n) => map_of(py, r, hooks, depth, usize::from(n))?,
+        Marker::Map16 => {
+            let n = r.u16()?;
+            map_of(py, r, hooks, depth, n)?
+        }
+        Marker::Map32 => {
+            let n = r.u32()?;
+            map_of(py, r, hooks, depth, n)?
+        }
+        Marker::FixExt1 => ext(py, r, hooks, depth, 1)?,
+        Marker::FixExt2 => ext(py, r, hooks, depth, 2)?,
+        Marker::FixExt4 => ext(py, r, hooks, depth, 4)?,
+        Marker::FixExt8 => ext(py, r, hooks, depth, 8)?,
+        Marker::FixExt16 => ext(py, r, hooks, depth, 16)?,
+        Marker::Ext8 => {
+            let n = usize::from(r.u8()?);
+            ext(py, r, hooks, depth, n)?
+        }
+        Marker::Ext16 => {
+            let n = r.u16()?;
+            ext(py, r, hooks, depth, n)?
+        }
+        Marker::Ext32 => {
+            let n = r.u32()?;
+            ext(py, r, hooks, depth, n)?
+        }
+        Marker::Reserved => return Err(bad("the reserved msgpack marker 0xc1")),
+    })
+}
+
+/// `[name: str, data: bytes]`.
+fn pair<'py>(v: &Bound<'py, PyAny>) -> Option<(String, Bound<'py, PyBytes>)> {
+    let list = v.cast::<PyList>().ok()?;
+    if list.len() != 2 {
+        return None;
+    }
+    let name = list
+        .get_item(0)
+        .ok()?
+        .cast::<PyString>()
+        .ok()?
+        .to_cow()
+        .ok()?
+        .into_owned();
+    let data = list.get_item(1).ok()?.cast_into::<PyBytes>().ok()?;
+    Some((name, data))
+}
+
+/// `[dtype: str, shape: [int], data: bytes]`.
+fn triple(v: &Bound<'_, PyAny>) -> Option<(String, Vec<u64>, Vec<u8>)> {
+    let list = v.cast::<PyList>().ok()?;
+    if list.len() != 3 {
+        return None;
+    }
+    let dtype = list
+        .get_item(0)
+        .ok()?
+        .cast::<PyString>()
+        .ok()?
+        .to_cow()
+        .ok()?
+        .into_owned();
+    let shape: Vec<u64> = list
+        .get_item(1)
+        .ok()?
+        .cast::<PyList>()
+        .ok()?
+        .iter()
+        .map(|d| d.extract::<u64>().ok())
+        .collect::<Option<_>>()?;
+    let data = list
+        .get_item(2)
+        .ok()?
+        .cast::<PyBytes>()
+        .ok()?
+        .as_bytes()
+        .to_vec();
+    Some((dtype, shape, data))
+}
+
+fn str_of<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+    let s = std::str::from_utf8(r.take(n)?).map_err(bad)?;
+    Ok(PyString::new(py, s).into_any())
+}
+
+fn list_of<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    hooks: &Hooks,
+    depth: usize,
+    n: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let n = r.count(n)?;
+    let list = PyList::empty(py);
+    for _ in 0..n {
+        list.append(read(py, r, hooks, depth + 1)?)?;
+    }
+    Ok(list.into_any())
+}
+
+fn map_of<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    hooks: &Hooks,
+    depth: usize,
+    n: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let n = r.count(n)?;
+    let dict = PyDict::new(py);
+    for _ in 0..n {
+        let k = read(py, r, hooks, depth + 1)?;
+        let v = read(py, r, hooks, depth + 1)?;
+        dict.set_item(k, v)?;
+    }
+    Ok(dict.into_any())
+}
+
+fn ext<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    hooks: &Hooks,
+    depth: usize,
+    n: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kind = i8::from_be_bytes(r.be()?);
+    let body = r.take(n)?;
+    let mut inner = Reader { rest: body };
+    let value = match kind {
+        EXT_TUPLE => {
+            let list = read(py, &mut inner, hooks, depth + 1)?;
+            let list = list
+                .cast::<PyList>()
+                .map_err(|_| bad("a tuple extension that holds no array"))?;
+            list.to_tuple().into_any()
+        }
+        EXT_NDARRAY => {
+            let parts = read(py, &mut inner, hooks, depth + 1)?;
+            let (dtype, shape, data) = triple(&parts)
+                .ok_or_else(|| bad("an array extension that is not [dtype, shape, bytes]"))?;
+            if !DTYPES.contains(&dtype.as_str()) || shape.len() > MAX_NDIM {
+                return Err(bad(format!(
+                    "an array of dtype {dtype:?} and {} dimensions",
+                    shape.len()
+                )));
+            }
+            ndarray(py, &dtype, &shape, &data)?
+        }
+        EXT_CODEC => {
+            let parts = read(py, &mut inner, hooks, depth + 1)?;
+            let (name, data) =
+                pair(&parts).ok_or_else(|| bad("a codec extension that is not [name, bytes]"))?;
+            hooks.decode.bind(py).call1((name, data))?
+        }
+        other => return Err(bad(format!("unknown extension type {other}"))),
+    };
+    if !inner.rest.is_empty() {
+        return Err(bad("bytes left inside an extension"));
+    }
+    Ok(value)
+}

@@ -1,0 +1,680 @@
+//! One party's runtime seen from Python: calls, handles, `get`, shutdown.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use xsilo_runtime::{Call, ObjRef, Releaser, RuntimeError, TaskError, Work};
+use xsilo_wire::payload::Payload;
+use xsilo_wire::{ObjectId, PartyName};
+
+use crate::codec::{self, Hooks};
+
+create_exception!(
+    _xsilo,
+    RuntimeFailure,
+    PyException,
+    "A failure of the runtime, with args (variant, text, origin, kind, message, causes); the \
+     package turns it into FedRemoteError, TaskError or XsiloError."
+);
+
+/// A handle on a federated object; when the last Python reference to it
+/// goes, this party frees its copy once nothing it owes needs it.
+#[pyclass(frozen, module = "xsilo._xsilo", name = "FedObject")]
+pub(crate) struct FedObject {
+    id: ObjectId,
+    owner: PartyName,
+    fingerprint: u64,
+    release: Releaser,
+}
+
+impl Drop for FedObject {
+    fn drop(&mut self) {
+        self.release.object(self.id);
+    }
+}
+
+#[pymethods]
+impl FedObject {
+    /// The party that produces the value.
+    fn get_party(&self) -> String {
+        self.owner.to_string()
+    }
+
+    /// The object's id (its sequence number in the driver program).
+    fn get_fed_task_id(&self) -> u64 {
+        self.id.0
+    }
+
+    fn __repr__(&self) -> String {
+        format!("FedObject({} of '{}')", self.id, self.owner)
+    }
+}
+
+impl FedObject {
+    fn obj_ref(&self) -> ObjRef {
+        ObjRef {
+            id: self.id,
+            owner: self.owner.clone(),
+            fingerprint: self.fingerprint,
+        }
+    }
+}
+
+/// A handle on an actor; when the last Python reference to it goes (in
+/// every party alike), the actor's party frees it.
+#[pyclass(frozen, module = "xsilo._xsilo", name = "ActorRef")]
+pub(crate) struct ActorRef {
+    id: ObjectId,
+    owner: PartyName,
+    release: Releaser,
+}
+
+impl Drop for ActorRef {
+    fn drop(&mut self) {
+        self.release.actor(self.id);
+    }
+}
+
+#[pymethods]
+impl ActorRef {
+    /// The party the actor lives in.
+    fn get_party(&self) -> String {
+        self.owner.to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ActorRef({} in '{}')", self.id, self.owner)
+    }
+}
+
+/// One party of a job.
+#[pyclass(frozen, module = "xsilo._xsilo")]
+pub(crate) struct Node {
+    fed: xsilo::Fed,
+    release: Releaser,
+    seq: AtomicU64,
+    tokio: tokio::runtime::Runtime,
+    hooks: Arc<Hooks>,
+    /// `xsilo._api._run(func, args, kwargs, values, num_returns)`: fills the
+    /// argument template and calls.
+    runner: Arc<Py<PyAny>>,
+}
+
+fn value_error(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// The exception for a runtime failure: its variant, its text, and for a
+/// failed task where it began and what it was.
+fn failure(e: &RuntimeError) -> PyErr {
+    let text = e.to_string();
+    let (variant, origin, kind, message, causes) = match e {
+        RuntimeError::Remote {
+            origin,
+            kind,
+            message,
+            causes,
+            ..
+        } => (
+            "remote",
+            Some(origin.to_string()),
+            Some(kind.clone()),
+            message.clone(),
+            causes.clone(),
+        ),
+        RuntimeError::Task { party, error, .. } => (
+            "task",
+            Some(party.to_string()),
+            Some(error.kind.clone()),
+            Some(error.message.clone()),
+            error.causes.clone(),
+        ),
+        RuntimeError::PeerLost { .. } => ("peer_lost", None, None, None, Vec::new()),
+        RuntimeError::Diverged { .. } => ("diverged", None, None, None, Vec::new()),
+        RuntimeError::Aborted { .. } => ("aborted", None, None, None, Vec::new()),
+        RuntimeError::ActorUnavailable { .. } => {
+            ("actor_unavailable", None, None, None, Vec::new())
+        }
+        RuntimeError::ShutDown { .. } => ("shut_down", None, None, None, Vec::new()),
+        _ => ("runtime", None, None, None, Vec::new()),
+    };
+    RuntimeFailure::new_err((variant, text, origin, kind, message, causes))
+}
+
+/// FNV-1a of the Python call site (file name, line), the output index and
+/// the call's name: the same in every party running the same driver.
+fn fingerprint(file: &str, line: u32, index: usize, name: Option<&str>) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(b"py\0");
+    h.write(file.as_bytes());
+    h.write(&line.to_le_bytes());
+    h.write(&(index as u64).to_le_bytes());
+    if let Some(name) = name {
+        h.write(&(name.len() as u64).to_le_bytes());
+        h.write(name.as_bytes());
+    }
+    h.finish()
+}
+
+/// A Python exception as the error of an object: its class name is the
+/// kind that crosses the silo boundary; the message and the traceback cross
+/// only with `expose_error_trace`.
+fn task_error(py: Python<'_>, err: &PyErr) -> TaskError {
+    let kind = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let message = err
+        .value(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let trace = py
+        .import("traceback")
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (err.get_type(py), err.value(py), err.traceback(py)),
+            )
+        })
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|lines| lines.concat())
+        .unwrap_or_default();
+    TaskError {
+        kind,
+        message,
+        causes: if trace.is_empty() {
+            Vec::new()
+        } else {
+            vec![trace]
+        },
+    }
+}
+
+/// What a body does with the GIL held: decode the inputs, call, encode the
+/// results.
+fn run_body(
+    hooks: &Hooks,
+    target: impl FnOnce(Python<'_>, Bound<'_, PyList>) -> PyResult<Py<PyAny>>,
+    values: Vec<Payload>,
+    count: usize,
+) -> Result<Vec<Payload>, TaskError> {
+    Python::attach(|py| {
+        let decoded = PyList::empty(py);
+        for v in values {
+            let bytes = v.to_bytes();
+            let value = codec::decode(py, &bytes, hooks).map_err(|e| TaskError {
+                kind: "DecodeError".into(),
+                message: e.to_string(),
+                causes: Vec::new(),
+            })?;
+            decoded.append(value).map_err(|e| task_error(py, &e))?;
+        }
+        let out = target(py, decoded).map_err(|e| task_error(py, &e))?;
+        let out = out.bind(py);
+        let results: Vec<Bound<'_, PyAny>> = if count == 1 {
+            vec![out.clone()]
+        } else {
+            let items: Vec<Bound<'_, PyAny>> = out.extract().map_err(|e| task_error(py, &e))?;
+            if items.len() != count {
+                return Err(TaskError {
+                    kind: "ValueError".into(),
+                    message: format!(
+                        "the call has num_returns={count} but returned {} values",
+                        items.len()
+                    ),
+                    causes: Vec::new(),
+                });
+            }
+            items
+        };
+        results
+            .iter()
+            .map(|r| {
+                codec::encode(r, hooks)
+                    .map(Payload::from)
+                    .map_err(|e| task_error(py, &e))
+            })
+            .collect()
+    })
+}
+
+impl Node {
+    fn next_id(&self) -> ObjectId {
+        ObjectId(self.seq.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn party_of(&self, name: &str) -> PyResult<PartyName> {
+        let known = name
+            .parse::<PartyName>()
+            .ok()
+            .filter(|p| p == self.fed.me() || self.fed.peers().contains(p));
+        known.ok_or_else(|| {
+            let all: Vec<&str> = std::iter::once(self.fed.me())
+                .chain(self.fed.peers())
+                .map(PartyName::as_str)
+                .collect();
+            value_error(format!(
+                "party '{name}' is not a party of this job (known: {})",
+                all.join(", ")
+            ))
+        })
+    }
+
+    fn handles(&self, outputs: &[ObjRef]) -> Vec<FedObject> {
+        outputs
+            .iter()
+            .map(|r| FedObject {
+                id: r.id,
+                owner: r.owner.clone(),
+                fingerprint: r.fingerprint,
+                release: self.release.clone(),
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &self,
+        party: PartyName,
+        site: (&str, u32),
+        name: Option<String>,
+        inputs: &[PyRef<'_, FedObject>],
+        count: usize,
+        work: impl FnOnce(&[ObjRef]) -> Work,
+        consumer: Option<ObjectId>,
+    ) -> Vec<ObjRef> {
+        let outputs: Vec<ObjRef> = (0..count)
+            .map(|i| ObjRef {
+                id: self.next_id(),
+                owner: party.clone(),
+                fingerprint: fingerprint(site.0, site.1, i, name.as_deref()),
+            })
+            .collect();
+        let work = work(&outputs);
+        self.fed.runtime().submit(Call {
+            party,
+            inputs: inputs.iter().map(|o| o.obj_ref()).collect(),
+            consumer: consumer.map_or_else(|| outputs.first().map_or(0, |o| o.id.0), |c| c.0),
+            outputs: outputs.clone(),
+            work,
+            name: name.map(Arc::from),
+        });
+        outputs
+    }
+}
+
+#[pymethods]
+impl Node {
+    /// This party's name.
+    #[getter]
+    fn party(&self) -> String {
+        self.fed.me().to_string()
+    }
+
+    /// The other parties.
+    #[getter]
+    fn peers(&self) -> Vec<String> {
+        self.fed.peers().iter().map(ToString::to_string).collect()
+    }
+
+    /// A task on `party`: `func(*args, **kwargs)` with the inputs' values
+    /// in place of the markers; `num_returns` outputs.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (party, file, line, name, func, args, kwargs, inputs, num_returns))]
+    fn task(
+        &self,
+        party: &str,
+        file: &str,
+        line: u32,
+        name: Option<String>,
+        func: Py<PyAny>,
+        args: Py<PyAny>,
+        kwargs: Py<PyAny>,
+        inputs: Vec<PyRef<'_, FedObject>>,
+        num_returns: usize,
+    ) -> PyResult<Vec<FedObject>> {
+        if num_returns == 0 {
+            return Err(value_error("num_returns must be at least 1"));
+        }
+        let owner = self.party_of(party)?;
+        let (hooks, runner) = (self.hooks.clone(), self.runner.clone());
+        let outputs = self.submit(
+            owner,
+            (file, line),
+            name,
+            &inputs,
+            num_returns,
+            |_| {
+                Work::Task(Box::new(move |values| {
+                    run_body(
+                        &hooks,
+                        |py, vals| runner.call1(py, (func, args, kwargs, vals, num_returns)),
+                        values,
+                        num_returns,
+                    )
+                }))
+            },
+            None,
+        );
+        Ok(self.handles(&outputs))
+    }
+
+    /// Creates an instance of `cls(*args, **kwargs)` living in `party`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (party, file, line, name, cls, args, kwargs))]
+    fn actor(
+        &self,
+        party: &str,
+        file: &str,
+        line: u32,
+        name: Option<String>,
+        cls: Py<PyAny>,
+        args: Py<PyAny>,
+        kwargs: Py<PyAny>,
+    ) -> PyResult<ActorRef> {
+        let _ = (file, line);
+        let owner = self.party_of(party)?;
+        let id = self.next_id();
+        let work = Work::NewActor {
+            actor: id,
+            ctor: Box::new(move || {
+                Python::attach(|py| {
+                    let args = args
+                        .bind(py)
+                        .cast::<PyTuple>()
+                        .map_err(|e| task_error(py, &e.into()))?;
+                    let kwargs = kwargs.bind(py).cast::<PyDict>().ok();
+                    let obj = cls.call(py, args, kwargs).map_err(|e| task_error(py, &e))?;
+                    Ok(Box::new(obj) as Box<dyn std::any::Any + Send>)
+                })
+            }),
+        };
+        self.fed.runtime().submit(Call {
+            party: owner.clone(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            consumer: id.0,
+            work,
+            name: name.map(Arc::from),
+        });
+        Ok(ActorRef {
+            id,
+            owner,
+            release: self.release.clone(),
+        })
+    }
+
+    /// Calls `method` of an actor, after its earlier calls.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (actor, file, line, name, method, args, kwargs, inputs, num_returns))]
+    fn method(
+        &self,
+        actor: PyRef<'_, ActorRef>,
+        file: &str,
+        line: u32,
+        name: Option<String>,
+        method: String,
+        args: Py<PyAny>,
+        kwargs: Py<PyAny>,
+        inputs: Vec<PyRef<'_, FedObject>>,
+        num_returns: usize,
+    ) -> PyResult<Vec<FedObject>> {
+        if num_returns == 0 {
+            return Err(value_error("num_returns must be at least 1"));
+        }
+        let (hooks, runner) = (self.hooks.clone(), self.runner.clone());
+        let id = actor.id;
+        let outputs = self.submit(
+            actor.owner.clone(),
+            (file, line),
+            name.or_else(|| Some(method.clone())),
+            &inputs,
+            num_returns,
+            |_| Work::Method {
+                actor: id,
+                f: Box::new(move |state, values| {
+                    let Some(obj) = state.downcast_ref::<Py<PyAny>>() else {
+                        return Err(TaskError {
+                            kind: "ActorTypeMismatch".into(),
+                            message: format!("actor {id} is not a Python object"),
+                            causes: Vec::new(),
+                        });
+                    };
+                    run_body(
+                        &hooks,
+                        |py, vals| {
+                            let bound = obj.bind(py).getattr(method.as_str())?;
+                            runner.call1(py, (bound, args, kwargs, vals, num_returns))
+                        },
+                        values,
+                        num_returns,
+                    )
+                }),
+            },
+            None,
+        );
+        Ok(self.handles(&outputs))
+    }
+
+    /// Stops an actor after the calls made before (MISSION M6).
+    fn kill(&self, actor: PyRef<'_, ActorRef>) {
+        self.fed.runtime().submit(Call {
+            party: actor.owner.clone(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            consumer: actor.id.0,
+            work: Work::Kill { actor: actor.id },
+            name: None,
+        });
+    }
+
+    /// The values of `objs`, waiting with the GIL released.
+    fn get(&self, py: Python<'_>, objs: Vec<PyRef<'_, FedObject>>) -> PyResult<Vec<Py<PyAny>>> {
+        let refs: Vec<ObjRef> = objs.iter().map(|o| o.obj_ref()).collect();
+        let rt = self.fed.runtime().clone();
+        let got = py.detach(|| self.tokio.block_on(rt.get(refs)));
+        let payloads = got.map_err(|e| failure(&e))?;
+        payloads
+            .into_iter()
+            .map(|p| codec::decode(py, &p.to_bytes(), &self.hooks).map(Bound::unbind))
+            .collect()
+    }
+
+    /// Intended shutdown (MISSION E8), with the GIL released.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        let fed = self.fed.clone();
+        py.detach(|| self.tokio.block_on(fed.shutdown()))
+            .map_err(|e| match e {
+                xsilo::Error::Runtime(r) => failure(&r),
+                other => RuntimeFailure::new_err((
+                    "runtime",
+                    other.to_string(),
+                    None::<String>,
+                    None::<String>,
+                    None::<String>,
+                    Vec::<String>::new(),
+                )),
+            })
+    }
+
+    /// Objects and bytes held and moved, as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fed = self.fed.clone();
+        let s = py.detach(|| self.tokio.block_on(fed.stats()));
+        let d = PyDict::new(py);
+        d.set_item("live_objects", s.live_objects)?;
+        d.set_item("live_bytes", s.live_bytes)?;
+        d.set_item("live_actors", s.live_actors)?;
+        let sent = PyDict::new(py);
+        for (p, c) in &s.sent {
+            sent.set_item(p.as_str(), (c.objects, c.bytes))?;
+        }
+        let received = PyDict::new(py);
+        for (p, c) in &s.received {
+            received.set_item(p.as_str(), (c.objects, c.bytes))?;
+        }
+        d.set_item("sent", sent)?;
+        d.set_item("received", received)?;
+        Ok(d)
+    }
+}
+
+/// Starts party `party` of the job in `config_toml` (paths relative to
+/// `base_dir`). With `dev_secret`, the TLS identity is a development one
+/// derived from it (every party of the job derives the same CA).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (config_toml, base_dir, party, dev_secret, failure_handler, encode_hook, decode_hook, runner))]
+pub(crate) fn start(
+    py: Python<'_>,
+    config_toml: &str,
+    base_dir: &str,
+    party: &str,
+    dev_secret: Option<String>,
+    failure_handler: Option<Py<PyAny>>,
+    encode_hook: Py<PyAny>,
+    decode_hook: Py<PyAny>,
+    runner: Py<PyAny>,
+) -> PyResult<Node> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XSILO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config =
+        xsilo::Config::from_toml_str(config_toml, Path::new(base_dir)).map_err(value_error)?;
+    let name: PartyName = party.parse().map_err(value_error)?;
+    let mut options = xsilo::InitOptions::default();
+    if let Some(secret) = dev_secret {
+        let ca =
+            xsilo_transport::devcert::DevCa::from_secret(secret.as_bytes()).map_err(value_error)?;
+        options.tls = Some(ca.identity(&name).map_err(value_error)?);
+    }
+    if let Some(handler) = failure_handler {
+        options = options.on_sending_failure(move |e| {
+            let text = e.map(ToString::to_string);
+            Python::attach(|py| {
+                if let Err(err) = handler.call1(py, (text,)) {
+                    err.print(py);
+                }
+            });
+        });
+    }
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(value_error)?;
+    let party = party.to_owned();
+    let fed = py
+        .detach(|| tokio.block_on(xsilo::init_with(config, &party, options)))
+        .map_err(|e| match e {
+            xsilo::Error::Runtime(r) => failure(&r),
+            other => value_error(other),
+        })?;
+    Ok(Node {
+        release: fed.runtime().releaser(),
+        fed,
+        seq: AtomicU64::new(0),
+        tokio,
+        hooks: Arc::new(Hooks {
+            encode: encode_hook,
+            decode: decode_hook,
+        }),
+        runner: Arc::new(runner),
+    })
+}
+
+/// Encodes a value as it would cross (for tests and tools).
+#[pyfunction]
+pub(crate) fn encode_value(
+    py: Python<'_>,
+    value: &Bound<'_, PyAny>,
+    encode_hook: Py<PyAny>,
+    decode_hook: Py<PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let hooks = Hooks {
+        encode: encode_hook,
+        decode: decode_hook,
+    };
+    let bytes = codec::encode(value, &hooks)?;
+    Ok(pyo3::types::PyBytes::new(py, &bytes).into_any().unbind())
+}
+
+/// Decodes bytes as a value from a peer (for tests and tools).
+#[pyfunction]
+pub(crate) fn decode_value(
+    py: Python<'_>,
+    data: &[u8],
+    encode_hook: Py<PyAny>,
+    decode_hook: Py<PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let hooks = Hooks {
+        encode: encode_hook,
+        decode: decode_hook,
+    };
+    codec::decode(py, data, &hooks).map(Bound::unbind)
+}
+
+/// Writes a development job into `dir` (a CA, each party's certificate
+/// and key, one TOML configuration per party on free ports of 127.0.0.1)
+/// and returns each party's configuration path. `communication` holds
+/// extra `[communication]` settings as TOML text lines.
+#[pyfunction]
+#[pyo3(signature = (dir, job, parties, communication=None))]
+pub(crate) fn write_local_job(
+    dir: &str,
+    job: &str,
+    parties: Vec<String>,
+    communication: Option<Vec<(String, String)>>,
+) -> PyResult<std::collections::BTreeMap<String, String>> {
+    let names: Vec<&str> = parties.iter().map(String::as_str).collect();
+    let paths =
+        xsilo::dev::write_local_job(Path::new(dir), job, &names, |_, _| {}).map_err(value_error)?;
+    let mut out = std::collections::BTreeMap::new();
+    for (party, path) in paths {
+        if let Some(extra) = &communication {
+            let text = std::fs::read_to_string(&path).map_err(value_error)?;
+            let mut doc: toml::Table = toml::from_str(&text).map_err(value_error)?;
+            let comm = doc
+                .entry("communication")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(comm) = comm else {
+                return Err(value_error("[communication] is not a table"));
+            };
+            for (k, v) in extra {
+                let parsed: toml::Table =
+                    toml::from_str(&format!("v = {v}")).map_err(value_error)?;
+                if let Some(value) = parsed.get("v") {
+                    comm.insert(k.clone(), value.clone());
+                }
+            }
+            std::fs::write(&path, toml::to_string(&doc).map_err(value_error)?)
+                .map_err(value_error)?;
+        }
+        out.insert(party, path.to_string_lossy().into_owned());
+    }
+    Ok(out)
+}
+
+#[pymodule]
+fn _xsilo(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Node>()?;
+    m.add_class::<FedObject>()?;
+    m.add_class::<ActorRef>()?;
+    m.add("RuntimeFailure", m.py().get_type::<RuntimeFailure>())?;
+    m.add_function(wrap_pyfunction!(start, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_value, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_value, m)?)?;
+    m.add_function(wrap_pyfunction!(write_local_job, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+"""The driver programs of the cross-process tests: one scenario, one party.
+
+    python parties.py SCENARIO PARTY ADDRESSES_JSON [JOB]
+
+Each prints lines the tests read (RESULT ..., ERROR ..., HANDLER ...).
+"""
+
+import json
+import os
+import sys
+import time
+
+import xsilo as fed
+
+
+@fed.remote
+def value(x):
+    return x
+
+
+@fed.remote
+def fail(msg):
+    raise ValueError(msg)
+
+
+@fed.remote
+def add(a, b):
+    return a + b
+
+
+@fed.remote
+def slow(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@fed.remote
+class Counter:
+    def __init__(self, start):
+        self.n = start
+
+    def inc(self, by):
+        self.n += by
+        return self.n
+
+
+def report_error(e):
+    src = getattr(e, "src_party", None) or getattr(e, "party", None)
+    cause = getattr(e, "cause", None)
+    cause_text = None
+    if cause is not None:
+        cause_text = f"{cause.kind}|{cause.message}|{'Traceback' in (cause.trace or '')}"
+    print("ERROR", json.dumps({"type": type(e).__name__, "src": src, "cause": cause_text, "text": str(e)}), flush=True)
+
+
+@fed.remote
+def busy(seconds):
+    # Pure Python, holding the GIL between switches: no sleep.
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return seconds
+
+
+@fed.remote
+def pair(x):
+    return x, x * 2
+
+
+def main_toml(scenario, party, config):
+    def handler(err):
+        print("HANDLER", type(err).__name__ if err is not None else "None", flush=True)
+
+    fed.init(config=config, party=party, sending_failure_handler=handler)
+    if scenario == "long":
+        x = busy.party("alice").remote(8)
+        a, b = pair.options(num_returns=2).party("bob").remote(x)
+        print("RESULT", json.dumps(fed.get([a, b])), flush=True)
+    elif scenario == "sigint":
+        x = slow.party("bob").remote(30)
+        print("WAITING", flush=True)
+        try:
+            fed.get(x)
+            print("RESULT", flush=True)
+        except Exception as e:  # noqa: BLE001
+            report_error(e)
+            os._exit(0)
+    fed.shutdown()
+    print("DONE", flush=True)
+
+
+def main():
+    if sys.argv[3].endswith(".toml"):
+        return main_toml(sys.argv[1], sys.argv[2], sys.argv[3])
+    scenario, party, addresses = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    job = sys.argv[4] if len(sys.argv) > 4 else "pytest-" + scenario
+    comm = {}
+    if scenario == "expose":
+        comm["expose_error_trace"] = True
+    if scenario == "sending_failure":
+        comm.update({"exit_on_sending_failure": True, "timeout_in_ms": 1500})
+
+    def handler(err):
+        print("HANDLER", type(err).__name__ if err is not None else "None", flush=True)
+
+    config = {"cross_silo_comm": comm} if comm else {}
+    if scenario not in ("sending_failure",):
+        config["barrier_on_initializing"] = True
+    fed.init(addresses=addresses, party=party, job_name=job, config=config,
+             sending_failure_handler=handler)
+
+    if scenario in ("fail", "expose"):
+        bad = fail.party("alice").remote("boom in alice")
+        dep = add.party("bob").remote(bad, 1)
+        try:
+            print("RESULT", fed.get(dep), flush=True)
+        except Exception as e:  # noqa: BLE001 - the test reads what it was
+            report_error(e)
+        try:
+            print("RESULT", fed.get(bad), flush=True)
+        except Exception as e:  # noqa: BLE001
+            report_error(e)
+    elif scenario == "chain":
+        bad = fail.party("alice").remote("chain broke")
+        mid = add.party("bob").remote(bad, 1)
+        end = add.party("carol").remote(mid, 1)
+        try:
+            print("RESULT", fed.get(end), flush=True)
+        except Exception as e:  # noqa: BLE001
+            report_error(e)
+    elif scenario == "ok":
+        c = Counter.party("alice").remote(10)
+        a = c.inc.remote(1)
+        b = value.party("bob").remote({"k": (1, 2.5, b"x", None, [True])})
+        s = add.party("bob").remote(a, 5)
+        print("RESULT", json.dumps([fed.get(s), repr(fed.get(b))]), flush=True)
+        fed.kill(c)
+        late = c.inc.remote(1)
+        try:
+            fed.get(late)
+        except Exception as e:  # noqa: BLE001
+            report_error(e)
+    elif scenario == "killed":
+        x = slow.party("bob").remote(60)
+        print("WAITING", flush=True)
+        t = time.monotonic()
+        try:
+            fed.get(x)
+        except Exception as e:  # noqa: BLE001
+            report_error(e)
+            print("AFTER", round(time.monotonic() - t, 1), flush=True)
+        os._exit(0)
+    elif scenario == "sending_failure":
+        # bob never starts: alice's push of x to bob fails after the timeout.
+        x = value.party("alice").remote(1)
+        y = add.party("bob").remote(x, 1)
+        time.sleep(30)
+        print("NOT-EXITED", flush=True)
+    fed.shutdown()
+    print("DONE", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Values cross without pickle: what round-trips, and what a peer's bytes
+cannot do (no code runs, no crash, a clear error)."""
+
+import random
+
+import numpy as np
+import pytest
+
+import xsilo
+from xsilo import _xsilo
+
+
+def enc(v):
+    return _xsilo.encode_value(v, xsilo._encode_hook, xsilo._decode_hook)
+
+
+def dec(b):
+    return _xsilo.decode_value(b, xsilo._encode_hook, xsilo._decode_hook)
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 1.5, float("inf"), "", "héllo",
+    b"", b"\x00\xff", [], [1, [2, [3]]], (), (1, "a", (2.0,)), {"a": 1, 2: [None]},
+    {"nested": {"t": (1, 2), "l": [b"x"]}},
+])
+def test_plain_values_round_trip_with_their_types(value):
+    back = dec(enc(value))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_numpy_arrays_cross_as_raw_buffers():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = enc(a)
+    assert b[:4] == b"XSA\x01" and len(b) == 8 + 16 + 48
+    back = dec(b)
+    assert back.dtype == np.float32 and back.shape == (3, 4) and (back == a).all()
+    back[0, 0] = 7  # writable
+    inner = {"w": np.ones(3, dtype=np.int16), "b": np.array([True, False])}
+    got = dec(enc(inner))
+    assert got["w"].dtype == np.int16 and list(got["w"]) == [1, 1, 1]
+    assert got["b"].dtype == np.bool_
+    assert dec(enc(np.float64(2.5))) == 2.5
+
+
+def test_unknown_types_need_a_codec():
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    with pytest.raises(TypeError, match="register_codec"):
+        enc(Point(1))
+    with pytest.raises(TypeError, match="numeric dtypes only"):
+        enc([np.array(["a"], dtype=object)])
+    xsilo.register_codec(Point, "point", lambda p: str(p.x).encode(), lambda b: Point(int(b)))
+    assert dec(enc([Point(3)]))[0].x == 3
+
+
+def test_malformed_bytes_are_errors_not_crashes():
+    good = enc({"a": [1, 2, (3, b"x")], "n": np.zeros(4, dtype=np.float64)})
+    rng = random.Random(7)
+    for _ in range(3000):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        b = bytes(b[: rng.randint(0, len(b))])
+        try:
+            dec(b)
+        except (ValueError, TypeError):
+            pass
+    for junk in (b"\xc1", b"\xdd\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff", b"\x91" * 200,
+                 b"\xc7\x03\x02\x93\xa2|O", b"XSA\x01\x01\x01\x00\x00" + (5).to_bytes(8, "little")):
+        with pytest.raises(ValueError):
+            dec(junk)
+    # An array of dtype object never decodes: no code runs for peer bytes.
+    bad = enc([np.zeros(1)]).replace(b"<f8", b"|O8")
+    with pytest.raises(ValueError):
+        dec(bad)
