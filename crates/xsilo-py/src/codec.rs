@@ -38,7 +38,7 @@ const MAX_NDIM: usize = 32;
 /// numpy dtypes that may cross (their `dtype.str`); never `object`.
 const DTYPES: &[&str] = &[
     "|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8", "<c8",
-    "<c16",
+    "<c16", ">i2", ">u2", ">i4", ">u4", ">i8", ">u8", ">f2", ">f4", ">f8", ">c8", ">c16",
 ];
 
 /// The user's codecs: `encode(obj) -> (name, bytes) | None` and
@@ -48,15 +48,22 @@ pub(crate) struct Hooks {
     pub(crate) decode: Py<PyAny>,
 }
 
-fn numpy_type(obj: &Bound<'_, PyAny>) -> Option<String> {
+/// What a numpy value is: `Some(true)` for a plain `numpy.ndarray`,
+/// `Some(false)` for a numpy scalar (`numpy.generic`), `None` for
+/// anything else (including ndarray subclasses such as masked arrays and
+/// matrices, whose extra meaning would not cross).
+fn numpy_kind(obj: &Bound<'_, PyAny>) -> Option<bool> {
     let ty = obj.get_type();
     let module = ty.module().ok()?;
     let module = module.to_cow().ok()?;
-    if module == "numpy" || module.starts_with("numpy.") {
-        Some(ty.name().ok()?.to_cow().ok()?.into_owned())
-    } else {
-        None
+    if module != "numpy" && !module.starts_with("numpy.") {
+        return None;
     }
+    if module == "numpy" && ty.name().ok()?.to_cow().ok()? == "ndarray" {
+        return Some(true);
+    }
+    let generic = obj.py().import("numpy").ok()?.getattr("generic").ok()?;
+    obj.is_instance(&generic).ok()?.then_some(false)
 }
 
 fn elem_of_dtype(dtype: &str) -> Option<ElemType> {
@@ -93,7 +100,7 @@ fn ndarray_parts(obj: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u64>, Vec<u8>)
 
 /// Encodes a value for a payload.
 pub(crate) fn encode(obj: &Bound<'_, PyAny>, hooks: &Hooks) -> PyResult<Vec<u8>> {
-    if numpy_type(obj).as_deref() == Some("ndarray") {
+    if numpy_kind(obj) == Some(true) {
         let (dtype, shape, data) = ndarray_parts(obj)?;
         if let Some(elem) = elem_of_dtype(&dtype).filter(|_| shape.len() <= array::MAX_RANK) {
             let head = array::header_len(shape.len());
@@ -126,11 +133,13 @@ fn write(obj: &Bound<'_, PyAny>, hooks: &Hooks, out: &mut Vec<u8>, depth: usize)
             "xsilo: cannot encode containers nested deeper than {MAX_DEPTH}"
         )));
     }
+    // Exact types only: a subclass (a namedtuple, an OrderedDict, an
+    // IntEnum) would arrive as its base type, so it needs a codec.
     if obj.is_none() {
         enc::write_nil(out).map_err(io)?;
-    } else if let Ok(b) = obj.cast::<PyBool>() {
-        enc::write_bool(out, b.is_true()).map_err(io)?;
-    } else if obj.is_instance_of::<PyInt>() {
+    } else if obj.is_exact_instance_of::<PyBool>() {
+        enc::write_bool(out, obj.is_truthy()?).map_err(io)?;
+    } else if obj.is_exact_instance_of::<PyInt>() {
         if let Ok(v) = obj.extract::<i64>() {
             enc::write_sint(out, v).map_err(io)?;
         } else if let Ok(v) = obj.extract::<u64>() {
@@ -140,20 +149,24 @@ fn write(obj: &Bound<'_, PyAny>, hooks: &Hooks, out: &mut Vec<u8>, depth: usize)
                 "xsilo: an int crosses silos in 64 bits; this one does not fit (send it as str)",
             ));
         }
-    } else if let Ok(f) = obj.cast::<PyFloat>() {
-        enc::write_f64(out, f.value()).map_err(io)?;
-    } else if let Ok(s) = obj.cast::<PyString>() {
+    } else if obj.is_exact_instance_of::<PyFloat>() {
+        enc::write_f64(out, obj.extract::<f64>()?).map_err(io)?;
+    } else if obj.is_exact_instance_of::<PyString>() {
+        let s = obj.cast::<PyString>()?;
         enc::write_str(out, &s.to_cow()?).map_err(io)?;
-    } else if let Ok(b) = obj.cast::<PyBytes>() {
-        enc::write_bin(out, b.as_bytes()).map_err(io)?;
-    } else if let Ok(b) = obj.cast::<PyByteArray>() {
-        enc::write_bin(out, &b.to_vec()).map_err(io)?;
-    } else if let Ok(list) = obj.cast::<PyList>() {
-        enc::write_array_len(out, len32(list.len(), "list")?).map_err(io)?;
-        for item in list.iter() {
+    } else if obj.is_exact_instance_of::<PyBytes>() {
+        enc::write_bin(out, obj.cast::<PyBytes>()?.as_bytes()).map_err(io)?;
+    } else if obj.is_exact_instance_of::<PyByteArray>() {
+        enc::write_bin(out, &obj.cast::<PyByteArray>()?.to_vec()).map_err(io)?;
+    } else if obj.is_exact_instance_of::<PyList>() {
+        // A snapshot: a codec run below cannot change what was announced.
+        let items = obj.cast::<PyList>()?.to_tuple();
+        enc::write_array_len(out, len32(items.len(), "list")?).map_err(io)?;
+        for item in items.iter() {
             write(&item, hooks, out, depth + 1)?;
         }
-    } else if let Ok(tuple) = obj.cast::<PyTuple>() {
+    } else if obj.is_exact_instance_of::<PyTuple>() {
+        let tuple = obj.cast::<PyTuple>()?;
         let mut inner = Vec::new();
         enc::write_array_len(&mut inner, len32(tuple.len(), "tuple")?).map_err(io)?;
         for item in tuple.iter() {
@@ -161,62 +174,77 @@ fn write(obj: &Bound<'_, PyAny>, hooks: &Hooks, out: &mut Vec<u8>, depth: usize)
         }
         enc::write_ext_meta(out, len32(inner.len(), "tuple")?, EXT_TUPLE).map_err(io)?;
         out.extend_from_slice(&inner);
-    } else if let Ok(dict) = obj.cast::<PyDict>() {
-        enc::write_map_len(out, len32(dict.len(), "dict")?).map_err(io)?;
-        for (k, v) in dict.iter() {
+    } else if obj.is_exact_instance_of::<PyDict>() {
+        let items = obj.cast::<PyDict>()?.items();
+        enc::write_map_len(out, len32(items.len(), "dict")?).map_err(io)?;
+        for pair in items.iter() {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
+            if !plain_key(&k) {
+                return Err(PyTypeError::new_err(format!(
+                    "xsilo: a dict key of type {} does not cross silos (keys are str, bytes, \
+                     int, float, bool or None)",
+                    k.get_type().name()?
+                )));
+            }
             write(&k, hooks, out, depth + 1)?;
             write(&v, hooks, out, depth + 1)?;
         }
-    } else if let Some(kind) = numpy_type(obj) {
-        if kind == "ndarray" {
-            let (dtype, shape, data) = ndarray_parts(obj)?;
-            if !DTYPES.contains(&dtype.as_str()) {
-                return Err(PyTypeError::new_err(format!(
-                    "xsilo: numpy arrays of dtype {dtype} do not cross silos (numeric dtypes only)"
-                )));
-            }
-            let mut inner = Vec::new();
-            enc::write_array_len(&mut inner, 3).map_err(io)?;
-            enc::write_str(&mut inner, &dtype).map_err(io)?;
-            enc::write_array_len(&mut inner, len32(shape.len(), "shape")?).map_err(io)?;
-            for d in &shape {
-                enc::write_uint(&mut inner, *d).map_err(io)?;
-            }
-            enc::write_bin(&mut inner, &data).map_err(io)?;
-            enc::write_ext_meta(out, len32(inner.len(), "array")?, EXT_NDARRAY).map_err(io)?;
-            out.extend_from_slice(&inner);
-        } else {
-            // A numpy scalar: the Python number it holds.
-            let item = obj.call_method0("item")?;
-            if item.get_type().is(obj.get_type()) {
-                return Err(PyTypeError::new_err(format!(
-                    "xsilo: cannot send a numpy {kind} across silos"
-                )));
-            }
-            write(&item, hooks, out, depth + 1)?;
-        }
-    } else {
-        let py = obj.py();
-        let found = hooks.encode.bind(py).call1((obj,))?;
-        if found.is_none() {
-            let ty = obj.get_type();
-            return Err(PyTypeError::new_err(format!(
-                "xsilo: cannot send a {}.{} across silos: values cross as msgpack (None, bool, \
-                 int, float, str, bytes, list, tuple, dict, numpy arrays), and anything else \
-                 only through a codec registered on both sides with xsilo.register_codec",
-                ty.module()?,
-                ty.qualname()?
-            )));
-        }
-        let (name, bytes): (String, Vec<u8>) = found.extract()?;
+    } else if let Some(found) = codec_of(obj, hooks)? {
+        let (name, bytes) = found;
         let mut inner = Vec::new();
         enc::write_array_len(&mut inner, 2).map_err(io)?;
         enc::write_str(&mut inner, &name).map_err(io)?;
         enc::write_bin(&mut inner, &bytes).map_err(io)?;
         enc::write_ext_meta(out, len32(inner.len(), "codec value")?, EXT_CODEC).map_err(io)?;
         out.extend_from_slice(&inner);
+    } else if numpy_kind(obj) == Some(true) {
+        let (dtype, shape, data) = ndarray_parts(obj)?;
+        if !DTYPES.contains(&dtype.as_str()) {
+            return Err(PyTypeError::new_err(format!(
+                "xsilo: numpy arrays of dtype {dtype} do not cross silos (numeric dtypes only)"
+            )));
+        }
+        let mut inner = Vec::new();
+        enc::write_array_len(&mut inner, 3).map_err(io)?;
+        enc::write_str(&mut inner, &dtype).map_err(io)?;
+        enc::write_array_len(&mut inner, len32(shape.len(), "shape")?).map_err(io)?;
+        for d in &shape {
+            enc::write_uint(&mut inner, *d).map_err(io)?;
+        }
+        enc::write_bin(&mut inner, &data).map_err(io)?;
+        enc::write_ext_meta(out, len32(inner.len(), "array")?, EXT_NDARRAY).map_err(io)?;
+        out.extend_from_slice(&inner);
+    } else if numpy_kind(obj) == Some(false) {
+        // A numpy scalar: the Python number it holds.
+        let item = obj.call_method0("item")?;
+        if numpy_kind(&item).is_some() {
+            return Err(PyTypeError::new_err(format!(
+                "xsilo: cannot send a numpy {} across silos",
+                obj.get_type().name()?
+            )));
+        }
+        write(&item, hooks, out, depth + 1)?;
+    } else {
+        let ty = obj.get_type();
+        return Err(PyTypeError::new_err(format!(
+            "xsilo: cannot send a {}.{} across silos: values cross as msgpack (None, bool, int, \
+             float, str, bytes, list, tuple, dict, numpy arrays), and anything else (subclasses \
+             of those included) only through a codec registered on both sides with \
+             xsilo.register_codec",
+            ty.module()?,
+            ty.qualname()?
+        )));
     }
     Ok(())
+}
+
+/// The registered codec's `(name, bytes)` for `obj`, if there is one.
+fn codec_of(obj: &Bound<'_, PyAny>, hooks: &Hooks) -> PyResult<Option<(String, Vec<u8>)>> {
+    let found = hooks.encode.bind(obj.py()).call1((obj,))?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(found.extract()?))
 }
 
 /// Why a peer's bytes are not a value.
@@ -224,12 +252,34 @@ fn bad(reason: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(format!("xsilo: malformed value: {reason}"))
 }
 
-/// A cursor over a peer's bytes; every read is checked.
+/// A cursor over a peer's bytes; every read is checked, and every Python
+/// object made is charged against a budget of [`AMPLIFICATION`] times the
+/// payload's length (plus [`BUDGET_FLOOR`]): an empty container is one
+/// byte of msgpack but tens of bytes of Python objects, so without the
+/// charge a peer could make a party hold about 70 times what it sent.
 struct Reader<'a> {
     rest: &'a [u8],
+    budget: &'a std::cell::Cell<usize>,
 }
 
+/// How many bytes of Python objects a payload's byte may become.
+const AMPLIFICATION: usize = 32;
+/// Bytes of Python objects any payload may become, however short.
+const BUDGET_FLOOR: usize = 1 << 20;
+
 impl<'a> Reader<'a> {
+    /// Charges `bytes` of Python objects against the budget.
+    fn charge(&self, bytes: usize) -> PyResult<()> {
+        let left = self.budget.get();
+        if bytes > left {
+            return Err(bad(format!(
+                "decoding it would take more than {AMPLIFICATION} times its length in memory"
+            )));
+        }
+        self.budget.set(left - bytes);
+        Ok(())
+    }
+
     fn take(&mut self, n: usize) -> PyResult<&'a [u8]> {
         if n > self.rest.len() {
             return Err(bad(format!(
@@ -286,7 +336,16 @@ pub(crate) fn decode<'py>(
             &bytes[header.len..],
         );
     }
-    let mut r = Reader { rest: bytes };
+    let budget = std::cell::Cell::new(
+        bytes
+            .len()
+            .saturating_mul(AMPLIFICATION)
+            .saturating_add(BUDGET_FLOOR),
+    );
+    let mut r = Reader {
+        rest: bytes,
+        budget: &budget,
+    };
     let value = read(py, &mut r, hooks, 0)?;
     if !r.rest.is_empty() {
         return Err(bad(format!("{} bytes after the value", r.rest.len())));
@@ -331,7 +390,13 @@ fn read<'py>(
         return Err(bad(format!("nested deeper than {MAX_DEPTH}")));
     }
     let marker = Marker::from_u8(r.u8()?);
-    let int = |v: i128| -> PyResult<Bound<'py, PyAny>> { Ok(v.into_pyobject(py)?.into_any()) };
+    let budget = r.budget;
+    let int = |v: i128| -> PyResult<Bound<'py, PyAny>> {
+        if !(-5..=256).contains(&v) {
+            Reader { rest: &[], budget }.charge(32)?;
+        }
+        Ok(v.into_pyobject(py)?.into_any())
+    };
     Ok(match marker {
         Marker::Null => py.None().into_bound(py),
         Marker::True => PyBool::new(py, true).to_owned().into_any(),
@@ -346,8 +411,14 @@ fn read<'py>(
         Marker::I16 => int(i128::from(i16::from_be_bytes(r.be()?)))?,
         Marker::I32 => int(i128::from(i32::from_be_bytes(r.be()?)))?,
         Marker::I64 => int(i128::from(i64::from_be_bytes(r.be()?)))?,
-        Marker::F32 => PyFloat::new(py, f64::from(f32::from_be_bytes(r.be()?))).into_any(),
-        Marker::F64 => PyFloat::new(py, f64::from_be_bytes(r.be()?)).into_any(),
+        Marker::F32 => {
+            r.charge(24)?;
+            PyFloat::new(py, f64::from(f32::from_be_bytes(r.be()?))).into_any()
+        }
+        Marker::F64 => {
+            r.charge(24)?;
+            PyFloat::new(py, f64::from_be_bytes(r.be()?)).into_any()
+        }
         Marker::FixStr(n) => str_of(py, r, usize::from(n))?,
         Marker::Str8 => {
             let n = usize::from(r.u8()?);
@@ -363,15 +434,15 @@ fn read<'py>(
         }
         Marker::Bin8 => {
             let n = usize::from(r.u8()?);
-            PyBytes::new(py, r.take(n)?).into_any()
+            bytes_of(py, r, n)?
         }
         Marker::Bin16 => {
             let n = r.u16()?;
-            PyBytes::new(py, r.take(n)?).into_any()
+            bytes_of(py, r, n)?
         }
         Marker::Bin32 => {
             let n = r.u32()?;
-            PyBytes::new(py, r.take(n)?).into_any()
+            bytes_of(py, r, n)?
         }
         Marker::FixArray(n) => list_of(py, r, hooks, depth, usize::from(n))?,
         Marker::Array16 => {
@@ -462,7 +533,13 @@ fn triple(v: &Bound<'_, PyAny>) -> Option<(String, Vec<u64>, Vec<u8>)> {
     Some((dtype, shape, data))
 }
 
+fn bytes_of<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+    r.charge(33 + n)?;
+    Ok(PyBytes::new(py, r.take(n)?).into_any())
+}
+
 fn str_of<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+    r.charge(49 + n)?;
     let s = std::str::from_utf8(r.take(n)?).map_err(bad)?;
     Ok(PyString::new(py, s).into_any())
 }
@@ -475,6 +552,7 @@ fn list_of<'py>(
     n: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n = r.count(n)?;
+    r.charge(56 + 8 * n)?;
     let list = PyList::empty(py);
     for _ in 0..n {
         list.append(read(py, r, hooks, depth + 1)?)?;
@@ -490,13 +568,33 @@ fn map_of<'py>(
     n: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n = r.count(n)?;
+    r.charge(64 + 48 * n)?;
     let dict = PyDict::new(py);
     for _ in 0..n {
         let k = read(py, r, hooks, depth + 1)?;
+        if !plain_key(&k) {
+            return Err(bad(format!(
+                "a dict key of type {} (keys from a peer are str, bytes, int, float, bool or None)",
+                k.get_type().name()?
+            )));
+        }
         let v = read(py, r, hooks, depth + 1)?;
         dict.set_item(k, v)?;
     }
     Ok(dict.into_any())
+}
+
+/// Dict keys that may cross: those whose hashes a peer cannot make collide
+/// at will (str and bytes hashes are randomised; only a handful of 64-bit
+/// ints or floats share a hash). A tuple of ints can be chosen to collide
+/// by the hundred thousand, making every insertion scan them all.
+fn plain_key(k: &Bound<'_, PyAny>) -> bool {
+    k.is_none()
+        || k.is_exact_instance_of::<PyString>()
+        || k.is_exact_instance_of::<PyBytes>()
+        || k.is_exact_instance_of::<PyInt>()
+        || k.is_exact_instance_of::<PyFloat>()
+        || k.is_exact_instance_of::<PyBool>()
 }
 
 fn ext<'py>(
@@ -508,13 +606,17 @@ fn ext<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let kind = i8::from_be_bytes(r.be()?);
     let body = r.take(n)?;
-    let mut inner = Reader { rest: body };
+    let mut inner = Reader {
+        rest: body,
+        budget: r.budget,
+    };
     let value = match kind {
         EXT_TUPLE => {
             let list = read(py, &mut inner, hooks, depth + 1)?;
             let list = list
                 .cast::<PyList>()
                 .map_err(|_| bad("a tuple extension that holds no array"))?;
+            r.charge(40 + 8 * list.len())?;
             list.to_tuple().into_any()
         }
         EXT_NDARRAY => {
@@ -527,6 +629,7 @@ fn ext<'py>(
                     shape.len()
                 )));
             }
+            r.charge(112 + 2 * data.len())?;
             ndarray(py, &dtype, &shape, &data)?
         }
         EXT_CODEC => {

@@ -1,8 +1,11 @@
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -37,22 +40,76 @@ class Parties:
                 text=True,
             )
 
+        # Each party's stdout is read by a thread into a queue, so that every
+        # wait on a line has a bound even if the party prints nothing.
+        self.lines, self.errs, self.err_threads = {}, {}, {}
+        for p, proc in self.procs.items():
+            q = queue.Queue()
+            self.lines[p] = q
+            threading.Thread(target=self._pump, args=(proc.stdout, q), daemon=True).start()
+            self.errs[p] = []
+            t = threading.Thread(target=self._collect, args=(proc.stderr, self.errs[p]), daemon=True)
+            t.start()
+            self.err_threads[p] = t
+
+    @staticmethod
+    def _collect(stream, into):
+        for line in stream:
+            into.append(line)
+
+    @staticmethod
+    def _pump(stream, q):
+        for line in stream:
+            q.put(line.rstrip("\n"))
+        q.put(None)
+
+    def wait_for_line(self, party, prefix, bound=30):
+        """The first line of `party` starting with `prefix`, waiting at most
+        `bound` seconds (None if it exits or the bound passes first)."""
+        deadline = time.monotonic() + bound
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                line = self.lines[party].get(timeout=left)
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            if line.startswith(prefix):
+                return line
+
     def finish(self, party, timeout=60):
-        """Waits (bounded) for a party to exit: (exit code, stdout lines, stderr)."""
+        """Waits (bounded) for a party to exit: (exit code, the stdout lines
+        not yet taken, stderr)."""
         proc = self.procs[party]
         try:
-            out, err = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"party {party} did not exit within {timeout} s; stdout: {out!r}; stderr: {err[-2000:]!r}")
-        return proc.returncode, out.splitlines(), err
+            proc.wait()
+            self.err_threads[party].join(timeout=10)
+            err = "".join(self.errs[party])
+            pytest.fail(f"party {party} did not exit within {timeout} s; stderr: {err[-2000:]!r}")
+        self.err_threads[party].join(timeout=10)
+        err = "".join(self.errs[party])
+        out = []
+        while True:
+            try:
+                line = self.lines[party].get(timeout=10)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            out.append(line)
+        return proc.returncode, out, err
 
     def kill_all(self):
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -35,6 +35,16 @@ def slow(seconds):
 
 
 @fed.remote
+def total(a):
+    return float(a.sum())
+
+
+@fed.remote
+def field(p):
+    return p.y
+
+
+@fed.remote
 class Counter:
     def __init__(self, start):
         self.n = start
@@ -135,6 +145,17 @@ def main():
         b = value.party("bob").remote({"k": (1, 2.5, b"x", None, [True])})
         s = add.party("bob").remote(a, 5)
         print("RESULT", json.dumps([fed.get(s), repr(fed.get(b))]), flush=True)
+        # Arguments are taken when the call is made, as RayFed does.
+        import collections
+
+        import numpy as np
+
+        arr = np.ones(3)
+        t = total.party("alice").remote(arr)
+        arr[:] = 100
+        point = collections.namedtuple("Point", "x y")(1, 2)
+        f = field.party("alice").remote(point)
+        print("SNAPSHOT", json.dumps(fed.get([t, f])), flush=True)
         fed.kill(c)
         late = c.inc.remote(1)
         try:

@@ -15,6 +15,7 @@ def test_a_job_runs_and_values_keep_their_types(parties):
         assert code == 0, err[-3000:]
         results = [json.loads(line[len("RESULT "):]) for line in out if line.startswith("RESULT ")]
         assert results == [[16, repr({"k": (1, 2.5, b"x", None, [True])})]], out
+        assert "SNAPSHOT [3.0, 2]" in out, out
         # A call on a killed actor fails in every party alike.
         (killed,) = errors(out)
         assert ("not available" in killed["text"] and "killed" in killed["text"]) or (
@@ -74,14 +75,10 @@ def test_exit_on_sending_failure_runs_the_handler_once(parties):
 def test_a_killed_party_fails_the_waits_on_it(parties):
     job = parties("killed", ["alice", "bob"])
     bob = job.procs["bob"]
-    # Wait until both drivers made their calls (bob's own line), bounded.
-    deadline = time.monotonic() + 30
-    line = ""
-    while time.monotonic() < deadline:
-        line = bob.stdout.readline()
-        if line.startswith("WAITING") or not line:
-            break
-    assert line.startswith("WAITING"), line
+    # Both drivers are past start-up and made their calls (each says so),
+    # bounded: only then is bob killed.
+    for p in ("bob", "alice"):
+        assert job.wait_for_line(p, "WAITING") is not None, p
     bob.send_signal(signal.SIGKILL)
     bob.wait(timeout=10)
     code, out, err = job.finish("alice", timeout=60)
@@ -90,15 +87,6 @@ def test_a_killed_party_fails_the_waits_on_it(parties):
     assert "bob" in e["text"], e
     after = [float(line.split()[1]) for line in out if line.startswith("AFTER")]
     assert after and after[0] < 30, out
-
-
-def wait_for_line(proc, prefix, bound=30):
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(prefix) or not line:
-            return line
-    return ""
 
 
 def test_a_long_python_task_does_not_make_the_peers_report_the_party_lost(parties, tmp_path):
@@ -123,8 +111,8 @@ def test_ctrl_c_in_a_driver_tells_the_peers_and_exits_130(parties, tmp_path):
                                         {"barrier_on_initializing": "true"})
     job = parties("sigint", ["alice", "bob"], configs=configs)
     alice = job.procs["alice"]
-    assert wait_for_line(alice, "WAITING").startswith("WAITING")
-    assert wait_for_line(job.procs["bob"], "WAITING").startswith("WAITING")
+    assert job.wait_for_line("alice", "WAITING") is not None
+    assert job.wait_for_line("bob", "WAITING") is not None
     alice.send_signal(signal.SIGINT)
     code, out, err = job.finish("alice", timeout=60)
     assert code == 130, (code, out, err[-2000:])
@@ -144,7 +132,9 @@ def test_unknown_configuration_keys_are_errors_naming_the_key():
     with pytest.raises(ValueError, match="serializing_allowed_list.*pickle"):
         fed.init(addresses={"alice": "127.0.0.1:1"}, party="alice",
                  config={"cross_silo_comm": {"serializing_allowed_list": {}}})
-    with pytest.raises(TypeError, match="'sender_proxy_cls'"):
+    with pytest.raises(TypeError, match="'sender_proxy_cls' has no meaning"):
         fed.init(addresses={"alice": "127.0.0.1:1"}, party="alice", sender_proxy_cls=object)
+    with pytest.raises(TypeError, match="unknown argument 'adresses'"):
+        fed.init(adresses={"alice": "127.0.0.1:1"}, party="alice")
     with pytest.raises(ValueError, match="tls_config key 'ca'"):
         fed.init(addresses={"alice": "127.0.0.1:1"}, party="alice", tls_config={"ca": "x"})

@@ -76,3 +76,50 @@ def test_malformed_bytes_are_errors_not_crashes():
     bad = enc([np.zeros(1)]).replace(b"<f8", b"|O8")
     with pytest.raises(ValueError):
         dec(bad)
+
+
+def test_a_peer_cannot_flood_hashes_or_amplify_memory():
+    import time
+
+    # Tuples of ints can be made to share one hash by the hundred thousand;
+    # a dict key from a peer must be of a type whose hashes it cannot pick.
+    m = 2**61 - 1
+    keys = [(i * m, j * m) for i in range(1, 9) for j in range(1, 9)]
+    with pytest.raises(TypeError, match="dict key"):
+        enc({k: 0 for k in keys})
+    payload = b"\x81" + enc((m, 2 * m)) + b"\x00"
+    with pytest.raises(ValueError, match="dict key"):
+        dec(payload)
+    # 10 MB of empty dicts would be ~700 MB of Python objects: refused,
+    # quickly, within the budget.
+    n = 10_000_000
+    flood = b"\xdd" + n.to_bytes(4, "big") + b"\x80" * n
+    t = time.monotonic()
+    with pytest.raises(ValueError, match="times its length"):
+        dec(flood)
+    assert time.monotonic() - t < 10
+    # A legitimate list of pairs (about 29 bytes of objects per byte) decodes.
+    pairs = [[i % 100, (i * 7) % 100] for i in range(100_000)]
+    assert dec(enc(pairs)) == pairs
+
+
+def test_subclasses_need_a_codec_and_do_not_lose_their_meaning():
+    import collections
+    import enum
+
+    Point = collections.namedtuple("Point", "x y")
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    class Sub(np.ndarray):
+        pass
+
+    for v in (Point(1, 2), collections.OrderedDict(a=1), Level.LOW,
+              np.ma.array([7], mask=[True]), np.zeros(2).view(Sub)):
+        with pytest.raises(TypeError, match="register_codec|numpy"):
+            enc([v])
+    # Big-endian arrays cross with their dtype.
+    be = np.arange(3, dtype=">f4")
+    got = dec(enc([be]))[0]
+    assert got.dtype == np.dtype(">f4") and list(got) == [0.0, 1.0, 2.0]

@@ -26,6 +26,7 @@ Decoding a peer's value never runs code.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import threading
@@ -158,29 +159,69 @@ class _Slot:
 
 def _extract(obj: Any, inputs: List[FedObject]) -> Any:
     """The argument with each FedObject (in lists, tuples and dicts too)
-    replaced by a slot numbering it in ``inputs``."""
+    replaced by a slot numbering it in ``inputs``. Containers that hold no
+    FedObject are left as they are (a namedtuple stays one); those that do
+    are rebuilt with their own type where it can be."""
     if isinstance(obj, FedObject):
         inputs.append(obj)
         return _Slot(len(inputs) - 1)
-    if isinstance(obj, list):
-        return [_extract(x, inputs) for x in obj]
-    if isinstance(obj, tuple):
-        return tuple(_extract(x, inputs) for x in obj)
+    if isinstance(obj, (list, tuple)):
+        items = [_extract(x, inputs) for x in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        if type(obj) is list:
+            return items
+        if type(obj) is tuple:
+            return tuple(items)
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+            return type(obj)(*items)
+        return type(obj)(items)
     if isinstance(obj, dict):
-        return {k: _extract(v, inputs) for k, v in obj.items()}
+        values = {k: _extract(v, inputs) for k, v in obj.items()}
+        if all(values[k] is v for k, v in obj.items()):
+            return obj
+        if type(obj) is dict:
+            return values
+        out = obj.copy()
+        out.update(values)
+        return out
     return obj
 
 
 def _fill(obj: Any, values: list) -> Any:
     if isinstance(obj, _Slot):
         return values[obj.index]
-    if isinstance(obj, list):
-        return [_fill(x, values) for x in obj]
-    if isinstance(obj, tuple):
-        return tuple(_fill(x, values) for x in obj)
+    if isinstance(obj, (list, tuple)):
+        items = [_fill(x, values) for x in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        if type(obj) is list:
+            return items
+        if type(obj) is tuple:
+            return tuple(items)
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+            return type(obj)(*items)
+        return type(obj)(items)
     if isinstance(obj, dict):
-        return {k: _fill(v, values) for k, v in obj.items()}
+        filled = {k: _fill(v, values) for k, v in obj.items()}
+        if all(filled[k] is v for k, v in obj.items()):
+            return obj
+        if type(obj) is dict:
+            return filled
+        out = obj.copy()
+        out.update(filled)
+        return out
     return obj
+
+
+def _snapshot(template: Any) -> Any:
+    """The plain arguments as they are when the call is made (RayFed
+    serialises them then): a later change by the driver does not reach the
+    body. Only the party that runs the call copies."""
+    try:
+        return copy.deepcopy(template)
+    except Exception:  # noqa: BLE001 - an uncopyable argument is passed as it is
+        return template
 
 
 def _run(func, args, kwargs, values, num_returns):
@@ -234,6 +275,8 @@ class _RemoteFunction:
         k = _extract(kwargs, inputs)
         file, line = _site()
         name = getattr(self._func, "__qualname__", self.__name__)
+        if self._party == node.party:
+            a, k = _snapshot(a), _snapshot(k)
         return _outputs(node.task(self._party, file, line, name, self._func, a, k, inputs, self._num_returns), self._num_returns)
 
     def __call__(self, *args, **kwargs):
@@ -257,6 +300,8 @@ class _ActorMethod:
         k = _extract(kwargs, inputs)
         file, line = _site()
         name = f"{self._actor._cls_name}.{self._method}"
+        if self._actor._ref.get_party() == node.party:
+            a, k = _snapshot(a), _snapshot(k)
         handles = node.method(self._actor._ref, file, line, name, self._method, a, k, inputs, self._num_returns)
         return _outputs(handles, self._num_returns)
 
@@ -302,6 +347,8 @@ class _RemoteClass:
                 "pass FedObjects to its methods instead"
             )
         file, line = _site()
+        if self._party == node.party:
+            a, k = _snapshot(a), _snapshot(k)
         ref = node.actor(self._party, file, line, self._cls.__qualname__, self._cls, a, k)
         methods = {m for m in dir(self._cls) if callable(getattr(self._cls, m, None)) and not m.startswith("__")}
         return _ActorHandle(ref, self._cls.__name__, methods)
@@ -355,6 +402,9 @@ def shutdown() -> None:
         node.shutdown()
     except _xsilo.RuntimeFailure as e:
         _fail(e)
+    with _lock:
+        _node = None
+    _restore_sigint()
 
 
 def stats() -> dict:
@@ -380,6 +430,13 @@ _NO_MEANING = {
     "grpc_retry_policy": "xsilo speaks QUIC, not gRPC (see [communication.retry] in an xsilo TOML)",
     "grpc_channel_options": "xsilo speaks QUIC, not gRPC",
     "use_global_proxy": "xsilo has no proxy actors",
+    "http_header": "xsilo speaks QUIC, not HTTP/gRPC",
+    "max_concurrency": "xsilo's worker pool is set in an xsilo TOML ([execution] workers)",
+}
+_NO_MEANING_ARGS = {
+    "sender_proxy_cls": "xsilo has no proxy actors",
+    "receiver_proxy_cls": "xsilo has no proxy actors",
+    "receiver_sender_proxy_cls": "xsilo has no proxy actors",
 }
 
 
@@ -456,12 +513,29 @@ def _leave_sigint_to_the_runtime() -> None:
     than being replaced by it."""
     import signal
 
+    global _previous_sigint
     try:
-        signal.signal(signal.SIGINT, lambda signum, frame: _interrupted.set())
+        _previous_sigint = signal.signal(signal.SIGINT, lambda signum, frame: _interrupted.set())
     except ValueError:
         pass  # not the main thread: the driver's own handling stays
 
 
+def _restore_sigint() -> None:
+    """Gives SIGINT back to Python's handling (after shutdown, or when the
+    start failed)."""
+    import signal
+
+    global _previous_sigint
+    if _previous_sigint is None:
+        return
+    try:
+        signal.signal(signal.SIGINT, _previous_sigint)
+    except ValueError:
+        return
+    _previous_sigint = None
+
+
+_previous_sigint = None
 _interrupted = threading.Event()
 
 
@@ -504,7 +578,12 @@ def init(
     Unknown arguments and configuration keys are errors naming the key.
     """
     global _node
-    _no_unknown("init", unknown)
+    for key in sorted(unknown):
+        if key in _NO_MEANING_ARGS and unknown[key] is None:
+            continue
+        if key in _NO_MEANING_ARGS:
+            raise TypeError(f"init(): {key!r} has no meaning in xsilo: {_NO_MEANING_ARGS[key]}")
+        raise TypeError(f"init(): unknown argument {key!r}")
     if party is None:
         raise ValueError("fed.init(): party is required")
     if logging_level is not None and "XSILO_LOG" not in os.environ:
@@ -531,11 +610,15 @@ def init(
     if sending_failure_handler is not None:
         def handler(text):
             sending_failure_handler(XsiloError(text) if text else None)
-    _leave_sigint_to_the_runtime()
     with _lock:
         if _node is not None:
-            raise XsiloError("fed.init() was already called in this process")
+            raise XsiloError("fed.init() was already called in this process (call fed.shutdown() first)")
+        _leave_sigint_to_the_runtime()
         try:
             _node = _xsilo.start(text, base, party, dev_secret, handler, _encode_hook, _decode_hook, _run)
         except _xsilo.RuntimeFailure as e:
+            _restore_sigint()
             raise _translate(e) from None
+        except BaseException:
+            _restore_sigint()
+            raise
