@@ -480,7 +480,7 @@ impl Node {
     fn get(&self, py: Python<'_>, objs: Vec<PyRef<'_, FedObject>>) -> PyResult<Vec<Py<PyAny>>> {
         let refs: Vec<ObjRef> = objs.iter().map(|o| o.obj_ref()).collect();
         let rt = self.fed.runtime().clone();
-        let got = py.detach(|| self.tokio.block_on(rt.get(refs)));
+        let got = py.detach(|| pollster::block_on(rt.get(refs)));
         let payloads = got.map_err(|e| failure(&e))?;
         payloads
             .into_iter()
@@ -508,7 +508,7 @@ impl Node {
     /// Objects and bytes held and moved, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let fed = self.fed.clone();
-        let s = py.detach(|| self.tokio.block_on(fed.stats()));
+        let s = py.detach(|| pollster::block_on(fed.stats()));
         let d = PyDict::new(py);
         d.set_item("live_objects", s.live_objects)?;
         d.set_item("live_bytes", s.live_bytes)?;

@@ -214,10 +214,18 @@ def _fill(obj: Any, values: list) -> Any:
     return obj
 
 
+_ATOMS = (type(None), bool, int, float, str, bytes, _Slot)
+
+
 def _snapshot(template: Any) -> Any:
     """The plain arguments as they are when the call is made (RayFed
     serialises them then): a later change by the driver does not reach the
-    body. Only the party that runs the call copies."""
+    body. Only the party that runs the call copies, and only what could
+    change."""
+    if type(template) is tuple and all(type(x) in _ATOMS for x in template):
+        return template
+    if type(template) is dict and all(type(x) in _ATOMS for x in template.values()):
+        return dict(template)
     try:
         return copy.deepcopy(template)
     except Exception:  # noqa: BLE001 - an uncopyable argument is passed as it is
