@@ -299,6 +299,15 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
+    /// A big-endian length of `width` bytes (1, 2 or 4).
+    fn len(&mut self, width: usize) -> PyResult<usize> {
+        match width {
+            1 => Ok(usize::from(self.u8()?)),
+            2 => self.u16(),
+            _ => self.u32(),
+        }
+    }
+
     fn u8(&mut self) -> PyResult<u8> {
         Ok(self.be::<1>()?[0])
     }
@@ -420,46 +429,22 @@ fn read<'py>(
             PyFloat::new(py, f64::from_be_bytes(r.be()?)).into_any()
         }
         Marker::FixStr(n) => str_of(py, r, usize::from(n))?,
-        Marker::Str8 => {
-            let n = usize::from(r.u8()?);
+        m @ (Marker::Str8 | Marker::Str16 | Marker::Str32) => {
+            let n = r.len(width(m))?;
             str_of(py, r, n)?
         }
-        Marker::Str16 => {
-            let n = r.u16()?;
-            str_of(py, r, n)?
-        }
-        Marker::Str32 => {
-            let n = r.u32()?;
-            str_of(py, r, n)?
-        }
-        Marker::Bin8 => {
-            let n = usize::from(r.u8()?);
-            bytes_of(py, r, n)?
-        }
-        Marker::Bin16 => {
-            let n = r.u16()?;
-            bytes_of(py, r, n)?
-        }
-        Marker::Bin32 => {
-            let n = r.u32()?;
+        m @ (Marker::Bin8 | Marker::Bin16 | Marker::Bin32) => {
+            let n = r.len(width(m))?;
             bytes_of(py, r, n)?
         }
         Marker::FixArray(n) => list_of(py, r, hooks, depth, usize::from(n))?,
-        Marker::Array16 => {
-            let n = r.u16()?;
-            list_of(py, r, hooks, depth, n)?
-        }
-        Marker::Array32 => {
-            let n = r.u32()?;
+        m @ (Marker::Array16 | Marker::Array32) => {
+            let n = r.len(width(m))?;
             list_of(py, r, hooks, depth, n)?
         }
         Marker::FixMap(n) => map_of(py, r, hooks, depth, usize::from(n))?,
-        Marker::Map16 => {
-            let n = r.u16()?;
-            map_of(py, r, hooks, depth, n)?
-        }
-        Marker::Map32 => {
-            let n = r.u32()?;
+        m @ (Marker::Map16 | Marker::Map32) => {
+            let n = r.len(width(m))?;
             map_of(py, r, hooks, depth, n)?
         }
         Marker::FixExt1 => ext(py, r, hooks, depth, 1)?,
@@ -467,16 +452,8 @@ fn read<'py>(
         Marker::FixExt4 => ext(py, r, hooks, depth, 4)?,
         Marker::FixExt8 => ext(py, r, hooks, depth, 8)?,
         Marker::FixExt16 => ext(py, r, hooks, depth, 16)?,
-        Marker::Ext8 => {
-            let n = usize::from(r.u8()?);
-            ext(py, r, hooks, depth, n)?
-        }
-        Marker::Ext16 => {
-            let n = r.u16()?;
-            ext(py, r, hooks, depth, n)?
-        }
-        Marker::Ext32 => {
-            let n = r.u32()?;
+        m @ (Marker::Ext8 | Marker::Ext16 | Marker::Ext32) => {
+            let n = r.len(width(m))?;
             ext(py, r, hooks, depth, n)?
         }
         Marker::Reserved => return Err(bad("the reserved msgpack marker 0xc1")),
@@ -536,6 +513,15 @@ fn triple(v: &Bound<'_, PyAny>) -> Option<(String, Vec<u64>, Vec<u8>)> {
 fn bytes_of<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize) -> PyResult<Bound<'py, PyAny>> {
     r.charge(33 + n)?;
     Ok(PyBytes::new(py, r.take(n)?).into_any())
+}
+
+/// How many bytes the length after a sized marker takes.
+fn width(m: Marker) -> usize {
+    match m {
+        Marker::Str8 | Marker::Bin8 | Marker::Ext8 => 1,
+        Marker::Str16 | Marker::Bin16 | Marker::Array16 | Marker::Map16 | Marker::Ext16 => 2,
+        _ => 4,
+    }
 }
 
 fn str_of<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize) -> PyResult<Bound<'py, PyAny>> {

@@ -56,19 +56,30 @@ impl std::fmt::Debug for DevCa {
 impl DevCa {
     /// A fresh CA, valid from yesterday for ten years.
     pub fn new() -> Result<Self, DevCertError> {
+        let now = OffsetDateTime::now_utc();
+        Self::self_signed(
+            "xsilo development CA (not for production)",
+            KeyPair::generate().map_err(gen_err)?,
+            now - Duration::days(1),
+            now + Duration::days(3650),
+        )
+    }
+
+    /// A self-signed CA certificate named `name` for `key`.
+    fn self_signed(
+        name: &str,
+        key: KeyPair,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Self, DevCertError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            "xsilo development CA (not for production)",
-        );
+        dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::days(1);
-        params.not_after = now + Duration::days(3650);
-        let key = KeyPair::generate().map_err(gen_err)?;
+        params.not_before = not_before;
+        params.not_after = not_after;
         let issuer = CertifiedIssuer::self_signed(params, key).map_err(gen_err)?;
         Ok(Self { issuer })
     }
@@ -101,19 +112,12 @@ impl DevCa {
         ];
         pkcs8.extend_from_slice(&seed);
         let key = KeyPair::try_from(pkcs8.as_slice()).map_err(gen_err)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
+        Self::self_signed(
             "xsilo development CA from a shared secret (not for production)",
-        );
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = OffsetDateTime::UNIX_EPOCH + Duration::days(365 * 50);
-        params.not_after = OffsetDateTime::UNIX_EPOCH + Duration::days(365 * 130);
-        let issuer = CertifiedIssuer::self_signed(params, key).map_err(gen_err)?;
-        Ok(Self { issuer })
+            key,
+            OffsetDateTime::UNIX_EPOCH + Duration::days(365 * 50),
+            OffsetDateTime::UNIX_EPOCH + Duration::days(365 * 130),
+        )
     }
 
     /// The CA's public key (DER, SubjectPublicKeyInfo contents).

@@ -157,16 +157,13 @@ class _Slot:
         self.index = index
 
 
-def _extract(obj: Any, inputs: List[FedObject]) -> Any:
-    """The argument with each FedObject (in lists, tuples and dicts too)
-    replaced by a slot numbering it in ``inputs``. Containers that hold no
-    FedObject are left as they are (a namedtuple stays one); those that do
-    are rebuilt with their own type where it can be."""
-    if isinstance(obj, FedObject):
-        inputs.append(obj)
-        return _Slot(len(inputs) - 1)
+def _rebuild(obj: Any, each: Callable[[Any], Any]) -> Any:
+    """``obj`` with ``each`` applied to the items of its lists, tuples and
+    dicts, all the way down. A container none of whose items changed is
+    returned as it is (a namedtuple stays one); one that changed is rebuilt
+    with its own type where it can be."""
     if isinstance(obj, (list, tuple)):
-        items = [_extract(x, inputs) for x in obj]
+        items = [_rebuild(x, each) for x in obj]
         if all(a is b for a, b in zip(items, obj)):
             return obj
         if type(obj) is list:
@@ -177,7 +174,7 @@ def _extract(obj: Any, inputs: List[FedObject]) -> Any:
             return type(obj)(*items)
         return type(obj)(items)
     if isinstance(obj, dict):
-        values = {k: _extract(v, inputs) for k, v in obj.items()}
+        values = {k: _rebuild(v, each) for k, v in obj.items()}
         if all(values[k] is v for k, v in obj.items()):
             return obj
         if type(obj) is dict:
@@ -185,33 +182,25 @@ def _extract(obj: Any, inputs: List[FedObject]) -> Any:
         out = obj.copy()
         out.update(values)
         return out
-    return obj
+    return each(obj)
+
+
+def _extract(obj: Any, inputs: List[FedObject]) -> Any:
+    """The argument with each FedObject (in lists, tuples and dicts too)
+    replaced by a slot numbering it in ``inputs``."""
+
+    def slot(x):
+        if isinstance(x, FedObject):
+            inputs.append(x)
+            return _Slot(len(inputs) - 1)
+        return x
+
+    return _rebuild(obj, slot)
 
 
 def _fill(obj: Any, values: list) -> Any:
-    if isinstance(obj, _Slot):
-        return values[obj.index]
-    if isinstance(obj, (list, tuple)):
-        items = [_fill(x, values) for x in obj]
-        if all(a is b for a, b in zip(items, obj)):
-            return obj
-        if type(obj) is list:
-            return items
-        if type(obj) is tuple:
-            return tuple(items)
-        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-            return type(obj)(*items)
-        return type(obj)(items)
-    if isinstance(obj, dict):
-        filled = {k: _fill(v, values) for k, v in obj.items()}
-        if all(filled[k] is v for k, v in obj.items()):
-            return obj
-        if type(obj) is dict:
-            return filled
-        out = obj.copy()
-        out.update(filled)
-        return out
-    return obj
+    """The argument with each slot replaced by its value."""
+    return _rebuild(obj, lambda x: values[x.index] if isinstance(x, _Slot) else x)
 
 
 _ATOMS = (type(None), bool, int, float, str, bytes, _Slot)
