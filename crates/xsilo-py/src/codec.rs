@@ -103,13 +103,7 @@ pub(crate) fn encode(obj: &Bound<'_, PyAny>, hooks: &Hooks) -> PyResult<Vec<u8>>
     if numpy_kind(obj) == Some(true) {
         let (dtype, shape, data) = ndarray_parts(obj)?;
         if let Some(elem) = elem_of_dtype(&dtype).filter(|_| shape.len() <= array::MAX_RANK) {
-            let head = array::header_len(shape.len());
-            let mut out = Vec::with_capacity(head + data.len());
-            out.extend_from_slice(&array::MAGIC);
-            out.extend_from_slice(&[elem.code(), shape.len() as u8, 0, 0]);
-            for d in &shape {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
+            let mut out = array::header(elem, &shape, data.len());
             out.extend_from_slice(&data);
             return Ok(out);
         }
@@ -460,20 +454,20 @@ fn read<'py>(
     })
 }
 
+/// Item `i` of `list`, if it is a str.
+fn str_item(list: &Bound<'_, PyList>, i: usize) -> Option<String> {
+    let item = list.get_item(i).ok()?;
+    let s = item.cast::<PyString>().ok()?;
+    Some(s.to_cow().ok()?.into_owned())
+}
+
 /// `[name: str, data: bytes]`.
 fn pair<'py>(v: &Bound<'py, PyAny>) -> Option<(String, Bound<'py, PyBytes>)> {
     let list = v.cast::<PyList>().ok()?;
     if list.len() != 2 {
         return None;
     }
-    let name = list
-        .get_item(0)
-        .ok()?
-        .cast::<PyString>()
-        .ok()?
-        .to_cow()
-        .ok()?
-        .into_owned();
+    let name = str_item(list, 0)?;
     let data = list.get_item(1).ok()?.cast_into::<PyBytes>().ok()?;
     Some((name, data))
 }
@@ -484,14 +478,7 @@ fn triple(v: &Bound<'_, PyAny>) -> Option<(String, Vec<u64>, Vec<u8>)> {
     if list.len() != 3 {
         return None;
     }
-    let dtype = list
-        .get_item(0)
-        .ok()?
-        .cast::<PyString>()
-        .ok()?
-        .to_cow()
-        .ok()?
-        .into_owned();
+    let dtype = str_item(list, 0)?;
     let shape: Vec<u64> = list
         .get_item(1)
         .ok()?

@@ -343,17 +343,25 @@ pub fn header_len(rank: usize) -> usize {
 /// [`MAX_RANK`]; [`encode_vec`] is the rank-1 case.
 pub fn encode_shaped<T: Element>(shape: &[u64], data: &[T]) -> Vec<u8> {
     let size = T::TYPE.size();
-    let head = header_len(shape.len());
+    let mut out = header(T::TYPE, shape, data.len() * size);
+    let head = out.len();
     // Zeroed memory comes from the allocator as fresh pages: no fill pass.
-    let mut out = vec![0u8; head + data.len() * size];
-    out[..4].copy_from_slice(&MAGIC);
-    out[4] = T::TYPE.code();
-    out[5] = shape.len() as u8;
-    for (slot, d) in out[FIXED..head].chunks_exact_mut(8).zip(shape) {
-        slot.copy_from_slice(&d.to_le_bytes());
-    }
+    out.resize(head + data.len() * size, 0);
     for (slot, x) in out[head..].chunks_exact_mut(size).zip(data) {
         x.write_le(slot);
+    }
+    out
+}
+
+/// The header of an array of `elem` with `shape` (the caller guarantees a
+/// rank of at most [`MAX_RANK`]), in a buffer with room for `data_len` more
+/// bytes: the elements that follow it.
+pub fn header(elem: ElemType, shape: &[u64], data_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header_len(shape.len()) + data_len);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&[elem.code(), shape.len() as u8, 0, 0]);
+    for d in shape {
+        out.extend_from_slice(&d.to_le_bytes());
     }
     out
 }

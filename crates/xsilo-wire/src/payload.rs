@@ -68,9 +68,7 @@ impl Payload {
         if !TYPED {
             return Self(Repr::Raw(Bytes::from(array::encode_vec(&data))));
         }
-        let head = array::encode_vec::<E>(&[]);
-        let mut head = head;
-        head[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
+        let head = array::header(E::TYPE, &[data.len() as u64], 0);
         Self(Repr::Array(Arc::new(TypedArray {
             head: Bytes::from(head),
             elements: E::into_elements(data),

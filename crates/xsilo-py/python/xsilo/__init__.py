@@ -244,6 +244,20 @@ def _require():
     return _node
 
 
+def _prepare(party: str, args: tuple, kwargs: dict):
+    """What every ``.remote()`` does first: the node, the argument template
+    (FedObjects replaced by slots, copied in the party that runs the call),
+    the inputs, and the driver's call site (the caller of ``.remote()``)."""
+    node = _require()
+    inputs: List[FedObject] = []
+    a = _extract(args, inputs)
+    k = _extract(kwargs, inputs)
+    if party == node.party:
+        a, k = _snapshot(a), _snapshot(k)
+    file, line = _site(3)
+    return node, a, k, inputs, file, line
+
+
 def _outputs(handles: list, num_returns: int):
     return handles[0] if num_returns == 1 else handles
 
@@ -266,14 +280,8 @@ class _RemoteFunction:
     def remote(self, *args, **kwargs):
         if self._party is None:
             raise XsiloError(f"{self.__name__}.remote(): pin the call first: {self.__name__}.party('alice').remote(...)")
-        node = _require()
-        inputs: List[FedObject] = []
-        a = _extract(args, inputs)
-        k = _extract(kwargs, inputs)
-        file, line = _site()
+        node, a, k, inputs, file, line = _prepare(self._party, args, kwargs)
         name = getattr(self._func, "__qualname__", self.__name__)
-        if self._party == node.party:
-            a, k = _snapshot(a), _snapshot(k)
         return _outputs(node.task(self._party, file, line, name, self._func, a, k, inputs, self._num_returns), self._num_returns)
 
     def __call__(self, *args, **kwargs):
@@ -291,14 +299,8 @@ class _ActorMethod:
         return _ActorMethod(self._actor, self._method, int(num_returns))
 
     def remote(self, *args, **kwargs):
-        node = _require()
-        inputs: List[FedObject] = []
-        a = _extract(args, inputs)
-        k = _extract(kwargs, inputs)
-        file, line = _site()
+        node, a, k, inputs, file, line = _prepare(self._actor._ref.get_party(), args, kwargs)
         name = f"{self._actor._cls_name}.{self._method}"
-        if self._actor._ref.get_party() == node.party:
-            a, k = _snapshot(a), _snapshot(k)
         handles = node.method(self._actor._ref, file, line, name, self._method, a, k, inputs, self._num_returns)
         return _outputs(handles, self._num_returns)
 
@@ -334,18 +336,12 @@ class _RemoteClass:
     def remote(self, *args, **kwargs) -> _ActorHandle:
         if self._party is None:
             raise XsiloError(f"{self.__name__}.remote(): pin the actor first: {self.__name__}.party('alice').remote(...)")
-        node = _require()
-        inputs: List[FedObject] = []
-        a = _extract(args, inputs)
-        k = _extract(kwargs, inputs)
+        node, a, k, inputs, file, line = _prepare(self._party, args, kwargs)
         if inputs:
             raise TypeError(
                 f"{self.__name__}.remote(): an actor's constructor takes plain values; "
                 "pass FedObjects to its methods instead"
             )
-        file, line = _site()
-        if self._party == node.party:
-            a, k = _snapshot(a), _snapshot(k)
         ref = node.actor(self._party, file, line, self._cls.__qualname__, self._cls, a, k)
         methods = {m for m in dir(self._cls) if callable(getattr(self._cls, m, None)) and not m.startswith("__")}
         return _ActorHandle(ref, self._cls.__name__, methods)
@@ -543,9 +539,7 @@ def _fail(e: "_xsilo.RuntimeFailure"):
     if _interrupted.is_set():
         import time
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
+        time.sleep(60)  # the runtime exits the process long before this
         os._exit(130)
     raise _translate(e) from None
 
