@@ -794,3 +794,101 @@ async fn a_hello_from_a_party_outside_the_job_is_refused() {
         matches!(reply, HelloReply::Refused(r) if r.code == RefusalCode::UnknownParty && r.message.contains("'dave'"))
     );
 }
+
+#[tokio::test]
+async fn the_sender_takes_the_end_of_the_reply_and_does_not_stop_the_stream() {
+    // Bob is a raw quinn peer: it reads alice's object, replies Ack and
+    // finishes. Alice must read the reply's end too, so that the stream
+    // closes at both ends without a STOP_SENDING from her (one packet, and
+    // one wake-up of bob, less per object).
+    init_tracing();
+    let ca = xsilo_transport::devcert::DevCa::new().unwrap();
+    let (alice_p, bob_p) = (party("alice"), party("bob"));
+    let config = TransportConfig::default();
+    let bob_ep = xsilo_transport::setup::quinn_endpoint(
+        &bob_p,
+        any_port(),
+        &ca.identity(&bob_p).unwrap(),
+        &config,
+    )
+    .unwrap();
+    let alice_ep = QuicEndpoint::bind(
+        alice_p.clone(),
+        any_port(),
+        &ca.identity(&alice_p).unwrap(),
+        config,
+    )
+    .unwrap();
+    let book = [
+        (alice_p.clone(), alice_ep.local_addr().into()),
+        (bob_p.clone(), bob_ep.local_addr().unwrap().into()),
+    ]
+    .into();
+    let alice = alice_ep.join(job("demo"), book).unwrap();
+    let send = |id: u64| {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.send_object(&party("bob"), object(id, "four")).await })
+    };
+    let sending = send(4);
+    let conn = within(STEP, "alice's connection", bob_ep.accept())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await.unwrap();
+    let _hello: xsilo_wire::Hello = read_frame(&mut ctl_recv).await;
+    let reply = HelloReply::Accepted {
+        version: xsilo_wire::PROTOCOL_VERSION,
+        party: bob_p.clone(),
+    };
+    ctl_send
+        .write_all(&encode_to_vec(&reply).unwrap())
+        .await
+        .unwrap();
+    // Bob takes one object and replies as xsilo does; returns once alice
+    // has acknowledged the whole reply. A STOP_SENDING from her would have
+    // come with that acknowledgement (it leaves at once, with the ACK due).
+    let serve = |id: u64| {
+        let conn = conn.clone();
+        async move {
+            let (mut data_send, mut data_recv) = within(STEP, "the data stream", conn.accept_bi())
+                .await
+                .unwrap();
+            let header: ObjectHeader = read_frame(&mut data_recv).await;
+            assert_eq!(header.object, ObjectId(id));
+            let payload = within(STEP, "the payload", data_recv.read_to_end(64))
+                .await
+                .unwrap();
+            assert_eq!(&payload[..], b"four");
+            data_send
+                .write_all(&encode_to_vec(&DataReply::Ack).unwrap())
+                .await
+                .unwrap();
+            data_send.finish().unwrap();
+            let stopped = within(STEP, "the reply to be acknowledged", data_send.stopped())
+                .await
+                .unwrap();
+            assert_eq!(stopped, None);
+        }
+    };
+    serve(4).await;
+    let delivery = within(STEP, "alice's first send", sending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.bytes, 4);
+    // The first object also set the connection up (alice keeps only the
+    // send half of the control stream); count from here.
+    let before = conn.stats().frame_rx.stop_sending;
+    let sending = send(5);
+    serve(5).await;
+    within(STEP, "alice's second send", sending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        conn.stats().frame_rx.stop_sending,
+        before,
+        "alice stopped the reply's stream instead of reading its end"
+    );
+}

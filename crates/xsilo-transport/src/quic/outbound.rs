@@ -512,6 +512,12 @@ async fn send_on(
         () = moving => {}
     }
     let reply: DataReply = read_frame(&mut recv, MAX_REPLY_FRAME, peer, "data reply").await?;
+    // The receiver finishes its side right after the reply, so the end of
+    // the stream is normally here already, in the reply's packet. Taking
+    // it (without waiting) closes the stream at both ends; dropping the
+    // stream unread would send STOP_SENDING, one more packet (and one more
+    // wake-up of the peer) per object.
+    let _ = tokio::time::timeout(Duration::ZERO, recv.read_to_end(0)).await;
     match reply {
         DataReply::Ack => Ok(()),
         DataReply::Refused(refusal) if refusal.code == xsilo_wire::RefusalCode::ShuttingDown => {
