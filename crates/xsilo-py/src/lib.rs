@@ -16,3 +16,5 @@
 mod codec;
 #[cfg(feature = "python")]
 mod node;
+#[cfg(feature = "python")]
+mod threads;

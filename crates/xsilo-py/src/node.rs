@@ -570,6 +570,10 @@ pub(crate) fn start(
             });
         });
     }
+    options.worker_thread = Some(xsilo_runtime::WorkerThreadHooks {
+        on_start: Arc::new(crate::threads::on_worker_start),
+        on_stop: Arc::new(crate::threads::on_worker_stop),
+    });
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -676,5 +680,9 @@ fn _xsilo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_value, m)?)?;
     m.add_function(wrap_pyfunction!(decode_value, m)?)?;
     m.add_function(wrap_pyfunction!(write_local_job, m)?)?;
+    let exiting = wrap_pyfunction!(crate::threads::python_exiting, m)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (exiting,))?;
     Ok(())
 }

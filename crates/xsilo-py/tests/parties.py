@@ -8,6 +8,7 @@ Each prints lines the tests read (RESULT ..., ERROR ..., HANDLER ...).
 import json
 import os
 import sys
+import threading
 import time
 
 import xsilo as fed
@@ -76,6 +77,18 @@ def busy(seconds):
 @fed.remote
 def pair(x):
     return x, x * 2
+
+
+_per_thread = threading.local()
+
+
+@fed.remote
+def count_on_this_thread(_previous):
+    # Python state of the worker thread: it lasts as long as the thread's
+    # Python thread state does.
+    n = getattr(_per_thread, "n", 0) + 1
+    _per_thread.n = n
+    return [threading.get_ident(), n]
 
 
 def main_toml(scenario, party, config):
@@ -162,6 +175,12 @@ def main():
             fed.get(late)
         except Exception as e:  # noqa: BLE001
             report_error(e)
+    elif scenario == "threads":
+        # One call after the other (each takes the one before as input).
+        calls = [count_on_this_thread.party("alice").remote(None)]
+        for _ in range(39):
+            calls.append(count_on_this_thread.party("alice").remote(calls[-1]))
+        print("RESULT", json.dumps(fed.get(calls)), flush=True)
     elif scenario == "killed":
         x = slow.party("bob").remote(60)
         print("WAITING", flush=True)

@@ -24,6 +24,24 @@ def test_a_job_runs_and_values_keep_their_types(parties):
         assert "DONE" in out
 
 
+def test_a_worker_thread_keeps_its_python_thread_state(parties):
+    # Each worker thread makes its Python thread state once and keeps it
+    # (threading.local lasts), instead of a new one around every body
+    # (which also cost an mmap and a munmap per body).
+    job = parties("threads", ["alice", "bob"])
+    for p in ("alice", "bob"):
+        code, out, err = job.finish(p)
+        assert code == 0, err[-3000:]
+        (line,) = [line for line in out if line.startswith("RESULT ")]
+        calls = json.loads(line[len("RESULT "):])
+        assert len(calls) == 40, calls
+        seen = {}
+        for ident, n in calls:
+            assert n == seen.get(ident, 0) + 1, (ident, n, calls)
+            seen[ident] = n
+        assert max(seen.values()) >= 2, ("no worker thread ran two calls", calls)
+
+
 def test_a_failing_task_reaches_every_party_with_the_trace_hidden(parties):
     job = parties("fail", ["alice", "bob"])
     for p in ("alice", "bob"):

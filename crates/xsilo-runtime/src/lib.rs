@@ -51,7 +51,9 @@ pub use call::{
     AsyncMethodFn, AsyncTaskFn, BoxFuture, Call, CtorFn, MethodFn, ObjRef, TaskFn, Work,
 };
 pub use errors::{RuntimeError, TaskError};
-pub use options::{default_workers, FailureHandler, ProgressSink, RuntimeOptions};
+pub use options::{
+    default_workers, FailureHandler, ProgressSink, RuntimeOptions, WorkerThreadHooks,
+};
 pub use stats::{Counts, Stats};
 
 /// The running control plane of one party: a handle the driver's code
@@ -202,7 +204,8 @@ impl Runtime {
         let events = transport
             .take_events()
             .ok_or(RuntimeError::ActorGone("transport events (already taken)"))?;
-        let pool = actors::objects::Pool::new(&party, options.workers)?;
+        let pool =
+            actors::objects::Pool::new(&party, options.workers, options.worker_thread.clone())?;
         let handle_signals = options.handle_signals;
         let (supervisor, objects) = Supervisor::launch(transport, events, pool, options);
         let objects = objects.ok_or(RuntimeError::ActorGone("objects"))?;

@@ -10,6 +10,20 @@ pub type FailureHandler = Arc<dyn Fn(Option<&xsilo_transport::TransportError>) +
 /// Where transfer progress goes ([`RuntimeOptions::progress`]).
 pub type ProgressSink = tokio::sync::mpsc::Sender<xsilo_transport::TransferProgress>;
 
+/// Code run on each worker thread (blocking and executor threads alike)
+/// when it starts, before any body, and when it stops, after its last
+/// ([`RuntimeOptions::worker_thread`]). For a language binding that keeps
+/// per-thread state for the life of the thread, such as a Python thread
+/// state, instead of making and freeing it around every body.
+#[derive(Clone)]
+pub struct WorkerThreadHooks {
+    /// Run first on every new worker thread.
+    pub on_start: Arc<dyn Fn() + Send + Sync>,
+    /// Run last on every worker thread that stops (idle too long, or the
+    /// pool shut down).
+    pub on_stop: Arc<dyn Fn() + Send + Sync>,
+}
+
 /// Options of the runtime.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -64,6 +78,8 @@ pub struct RuntimeOptions {
     /// `MAX_EARLY_OBJECTS` objects per peer in any case. Default 500 MiB;
     /// `xsilo::init` sets the per-peer inbound budget.
     pub early_bytes_per_peer: u64,
+    /// Run on each worker thread as it starts and stops. Default none.
+    pub worker_thread: Option<WorkerThreadHooks>,
 }
 
 impl std::fmt::Debug for RuntimeOptions {
@@ -84,6 +100,7 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("progress", &self.progress.is_some())
             .field("metrics_interval", &self.metrics_interval)
             .field("early_bytes_per_peer", &self.early_bytes_per_peer)
+            .field("worker_thread", &self.worker_thread.is_some())
             .finish()
     }
 }
@@ -103,6 +120,7 @@ impl Default for RuntimeOptions {
             progress: None,
             metrics_interval: None,
             early_bytes_per_peer: 500 << 20,
+            worker_thread: None,
         }
     }
 }

@@ -113,6 +113,9 @@ pub struct InitOptions {
     /// `[tls]` section (for language bindings and tests that make their
     /// certificates in memory). Default none.
     pub tls: Option<xsilo_transport::TlsIdentity>,
+    /// Run on each worker thread as it starts and stops (for language
+    /// bindings that keep per-thread state). Default none.
+    pub worker_thread: Option<xsilo_runtime::WorkerThreadHooks>,
 }
 
 impl Default for InitOptions {
@@ -122,6 +125,7 @@ impl Default for InitOptions {
             handle_signals: true,
             exit_process: true,
             tls: None,
+            worker_thread: None,
         }
     }
 }
@@ -147,6 +151,7 @@ impl std::fmt::Debug for InitOptions {
             .field("handle_signals", &self.handle_signals)
             .field("exit_process", &self.exit_process)
             .field("tls", &self.tls.is_some())
+            .field("worker_thread", &self.worker_thread.is_some())
             .finish()
     }
 }
@@ -183,6 +188,7 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
     options.failure_handler = init.sending_failure_handler;
     options.handle_signals = init.handle_signals;
     options.exit_process = init.exit_process;
+    options.worker_thread = init.worker_thread;
     options.workers = config.execution.workers();
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(64);
     options.progress = Some(progress_tx);

@@ -23,6 +23,7 @@ use crate::messages::{
     Arrived, ArrivedError, FailAll, Finish, Flush, Get, HeldNow, PeerFinished, PeerGone, PushDone,
     Release, ReleaseActor, Report, Submit,
 };
+use crate::options::WorkerThreadHooks;
 use crate::rules::objects::{Action, CallId, GetId, Held, ObjectTable, Op, Submission};
 
 /// What a body is.
@@ -92,18 +93,33 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(me: &PartyName, workers: usize) -> Result<Self, RuntimeError> {
+    pub(crate) fn new(
+        me: &PartyName,
+        workers: usize,
+        hooks: Option<WorkerThreadHooks>,
+    ) -> Result<Self, RuntimeError> {
         let workers = workers.max(1);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(workers)
             .max_blocking_threads(workers)
-            .thread_name(format!("xsilo-{me}-worker"))
-            .on_thread_start(lower_priority)
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                RuntimeError::Setup(format!("cannot start {workers} worker threads: {e}"))
-            })?;
+            .thread_name(format!("xsilo-{me}-worker"));
+        match hooks {
+            Some(WorkerThreadHooks { on_start, on_stop }) => {
+                builder
+                    .on_thread_start(move || {
+                        lower_priority();
+                        on_start();
+                    })
+                    .on_thread_stop(move || on_stop());
+            }
+            None => {
+                builder.on_thread_start(lower_priority);
+            }
+        }
+        let runtime = builder.enable_all().build().map_err(|e| {
+            RuntimeError::Setup(format!("cannot start {workers} worker threads: {e}"))
+        })?;
         Ok(Self {
             runtime: Some(runtime),
         })
@@ -593,5 +609,87 @@ impl Handler<HeldNow> for Objects {
     fn handle(&mut self, _: HeldNow, _: &mut Self::Context) -> Self::Result {
         let held: Held = self.table.held();
         MessageResult(held)
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::cell::Cell;
+    use std::collections::HashSet;
+    use std::sync::{Condvar, Mutex};
+    use std::thread::ThreadId;
+    use std::time::Duration;
+
+    use super::*;
+
+    thread_local! {
+        static STARTED_HERE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        threads: Mutex<(HashSet<ThreadId>, HashSet<ThreadId>)>,
+        stopped: Condvar,
+    }
+
+    #[test]
+    fn the_worker_thread_hooks_run_first_and_last_on_every_worker_thread() {
+        let seen = Arc::new(Seen::default());
+        let hooks = WorkerThreadHooks {
+            on_start: Arc::new({
+                let seen = seen.clone();
+                move || {
+                    STARTED_HERE.with(|s| s.set(true));
+                    seen.threads
+                        .lock()
+                        .unwrap()
+                        .0
+                        .insert(std::thread::current().id());
+                }
+            }),
+            on_stop: Arc::new({
+                let seen = seen.clone();
+                move || {
+                    seen.threads
+                        .lock()
+                        .unwrap()
+                        .1
+                        .insert(std::thread::current().id());
+                    seen.stopped.notify_all();
+                }
+            }),
+        };
+        let pool = Pool::new(&"alice".parse().unwrap(), 2, Some(hooks)).unwrap();
+        let handle = pool.handle().unwrap().clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sync_tx = tx.clone();
+        handle.spawn_blocking(move || sync_tx.send(("sync", STARTED_HERE.with(Cell::get))));
+        handle.spawn(async move { tx.send(("async", STARTED_HERE.with(Cell::get))) });
+        for _ in 0..2 {
+            let (kind, hooked) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a body did not run within 10 s");
+            assert!(
+                hooked,
+                "a {kind} body ran on a thread whose start hook had not run"
+            );
+        }
+        drop(pool);
+        let threads = seen.threads.lock().unwrap();
+        let (threads, waited) = seen
+            .stopped
+            .wait_timeout_while(threads, Duration::from_secs(10), |(started, stopped)| {
+                started != stopped
+            })
+            .unwrap();
+        assert!(
+            !waited.timed_out(),
+            "not every worker thread ran its stop hook within 10 s: started {:?}, stopped {:?}",
+            threads.0,
+            threads.1
+        );
+        assert!(threads.0.len() >= 2, "{:?}", threads.0);
     }
 }
