@@ -206,7 +206,7 @@ fn run_body(
     values: Vec<Payload>,
     count: usize,
 ) -> Result<Vec<Payload>, TaskError> {
-    Python::attach(|py| {
+    crate::threads::attach(|py| {
         let decoded = PyList::empty(py);
         for v in values {
             let bytes = v.to_bytes();
@@ -386,7 +386,7 @@ impl Node {
         let work = Work::NewActor {
             actor: id,
             ctor: Box::new(move || {
-                Python::attach(|py| {
+                crate::threads::attach(|py| {
                     let args = args
                         .bind(py)
                         .cast::<PyTuple>()
@@ -564,9 +564,11 @@ pub(crate) fn start(
         options = options.on_sending_failure(move |e| {
             let text = e.map(ToString::to_string);
             Python::attach(|py| {
+                let mut forced_out = crate::threads::ParkIfForcedOut { armed: true };
                 if let Err(err) = handler.call1(py, (text,)) {
                     err.print(py);
                 }
+                forced_out.armed = false;
             });
         });
     }
@@ -680,6 +682,7 @@ fn _xsilo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_value, m)?)?;
     m.add_function(wrap_pyfunction!(decode_value, m)?)?;
     m.add_function(wrap_pyfunction!(write_local_job, m)?)?;
+    crate::threads::loaded();
     let exiting = wrap_pyfunction!(crate::threads::python_exiting, m)?;
     m.py()
         .import("atexit")?

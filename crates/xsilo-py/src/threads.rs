@@ -1,4 +1,5 @@
-//! One Python thread state for the whole life of each worker thread.
+//! One Python thread state for the whole life of each worker thread, and
+//! the gate that keeps worker threads out of an exiting interpreter.
 //!
 //! `Python::attach` on a thread that has no Python thread state makes one
 //! (`PyGILState_Ensure`) and frees it again when it detaches. Around every
@@ -6,27 +7,39 @@
 //! new frame stack: an `mmap` and a `munmap` (with a TLB shoot-down on
 //! every core) per body. `perf trace` of the tiny-task benchmark showed
 //! one `gettid`, one `mmap` and one `munmap` per body on the worker
-//! threads, and `flush_tlb_mm_range` among the worker's hottest kernel
-//! symbols (RFC 0005, "Threads").
+//! threads (RFC 0005, "Threads and the GIL").
 //!
 //! Instead each worker thread makes its thread state once, when it starts
 //! ([`on_worker_start`]), and keeps it, detached, until it stops
 //! ([`on_worker_stop`]). `Python::attach` then finds it and only takes the
-//! GIL. Once the interpreter begins to exit (our `atexit` hook,
-//! [`python_exiting`]), worker threads no longer touch it: a thread that
-//! stops after that leaves its thread state to the interpreter's own
-//! clean-up, as CPython does for every thread it did not start.
+//! GIL.
+//!
+//! **The gate.** Once the interpreter begins to exit (our `atexit` hook,
+//! [`python_exiting`]) no worker thread touches it again: the hooks do
+//! nothing, and a body ([`attach`]) fails with `InterpreterExiting`
+//! instead of attaching (CPython frees every thread state at finalisation,
+//! kept ones included). Attaching holds the gate shared until the GIL is
+//! held; the `atexit` hook takes it exclusively, with the GIL released, so
+//! it passes only when no worker thread is between the check and the GIL.
+//! A thread stopping after that leaves its thread state to the
+//! interpreter's clean-up, as CPython does for threads it did not start.
+//! After `os.fork()` the child's gate is never taken (its lock may have
+//! been held by a thread that does not exist in the child), and the child's
+//! workers keep no thread state.
 
 use std::cell::Cell;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use xsilo_runtime::TaskError;
 
-/// Whether worker threads may still attach to the interpreter: true until
-/// the `atexit` hook runs. Held while a worker thread attaches or detaches
-/// its kept thread state, so that the hook cannot pass while one does.
-static PYTHON_USABLE: Mutex<bool> = Mutex::new(true);
+/// True until the `atexit` hook runs: worker threads may attach.
+static PYTHON_USABLE: RwLock<bool> = RwLock::new(true);
+
+/// The process that loaded this module; a forked child differs.
+static OWNER_PID: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
     /// The thread state this thread keeps detached, and how
@@ -35,22 +48,33 @@ thread_local! {
         const { Cell::new(None) };
 }
 
-fn usable() -> std::sync::MutexGuard<'static, bool> {
-    PYTHON_USABLE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Records the process that loaded the module (at module init).
+pub(crate) fn loaded() {
+    OWNER_PID.store(std::process::id(), Ordering::Relaxed);
+}
+
+fn forked() -> bool {
+    OWNER_PID.load(Ordering::Relaxed) != std::process::id()
+}
+
+/// The gate, shared; `None` after a fork.
+fn gate() -> Option<RwLockReadGuard<'static, bool>> {
+    if forked() {
+        return None;
+    }
+    Some(PYTHON_USABLE.read().unwrap_or_else(PoisonError::into_inner))
 }
 
 /// Makes this worker thread's Python thread state and detaches it, kept.
 #[allow(unsafe_code)]
 pub(crate) fn on_worker_start() {
-    let guard = usable();
+    let Some(guard) = gate() else { return };
     if !*guard || KEPT.with(Cell::get).is_some() {
         return;
     }
     // SAFETY: the interpreter is initialised (this module was imported and
-    // started the runtime) and not yet finalising (the atexit hook has not
-    // passed, and cannot while we hold `PYTHON_USABLE`). This thread is not
+    // started the runtime) and not finalising: the atexit hook has not
+    // passed, and cannot while we hold the gate. This thread is not
     // attached: it is a new worker thread and runs no body yet.
     // `PyGILState_Ensure` makes its thread state and attaches it;
     // `PyEval_SaveThread` detaches it again and returns it, kept in the
@@ -64,23 +88,26 @@ pub(crate) fn on_worker_start() {
 }
 
 /// Frees this worker thread's kept thread state, if the interpreter is
-/// still usable.
+/// still usable. Clearing a thread state runs the finalisers of its
+/// `threading.local` values: one that waits for work of this party's pool
+/// would wait with the gate held.
 #[allow(unsafe_code)]
 pub(crate) fn on_worker_stop() {
-    let guard = usable();
     let Some((tstate, state)) = KEPT.with(Cell::take) else {
         return;
     };
-    if !*guard {
+    let Some(guard) = gate() else { return };
+    // SAFETY: a plain read of this thread's slot, valid in any state.
+    if !*guard || unsafe { ffi::PyGILState_GetThisThreadState() } != tstate {
         return;
     }
     // SAFETY: `tstate` is this thread's own thread state, made by
-    // `on_worker_start` and detached since: every body's attach and detach
-    // on this thread were balanced. The interpreter is not finalising (as
-    // in `on_worker_start`). `PyEval_RestoreThread` re-attaches it (taking
-    // the GIL), and `PyGILState_Release` with the state `PyGILState_Ensure`
-    // returned for it undoes that first call: it frees the thread state and
-    // leaves the thread detached.
+    // `on_worker_start`, still in its slot, and detached: every body's
+    // attach and detach on this thread were balanced. The interpreter is
+    // not finalising (as in `on_worker_start`). `PyEval_RestoreThread`
+    // re-attaches it (taking the GIL), and `PyGILState_Release` with the
+    // state `PyGILState_Ensure` returned for it undoes that first call: it
+    // frees the thread state and leaves the thread detached.
     unsafe {
         ffi::PyEval_RestoreThread(tstate);
         ffi::PyGILState_Release(state);
@@ -88,10 +115,61 @@ pub(crate) fn on_worker_stop() {
     drop(guard);
 }
 
+/// Runs `f` attached to the interpreter, on a worker thread: fails instead
+/// once the interpreter is exiting. The gate is held until the GIL is.
+pub(crate) fn attach<T>(
+    f: impl FnOnce(Python<'_>) -> Result<T, TaskError>,
+) -> Result<T, TaskError> {
+    let guard = gate();
+    if guard.as_deref() == Some(&false) {
+        return Err(TaskError {
+            kind: "InterpreterExiting".into(),
+            message: "the Python interpreter of this party is exiting".into(),
+            causes: Vec::new(),
+        });
+    }
+    Python::attach(move |py| {
+        drop(guard);
+        let mut forced_out = ParkIfForcedOut { armed: true };
+        let result = f(py);
+        forced_out.armed = false;
+        result
+    })
+}
+
+/// Parks this thread for good if it leaves Python by an unwind that is not
+/// a Rust panic. CPython (3.13 and earlier) ends a thread that wants the GIL
+/// back while the interpreter finalises with `pthread_exit`, a forced
+/// unwind: a body still running when the driver exits. Run through our
+/// frames, that unwind would release a thread state that is not current,
+/// a fatal error (an abort, status 134, instead of the driver's own exit
+/// status). Parked here, the thread holds nothing (the gate is released)
+/// and ends with the process, as CPython 3.14 does with such threads.
+pub(crate) struct ParkIfForcedOut {
+    pub(crate) armed: bool,
+}
+
+impl Drop for ParkIfForcedOut {
+    fn drop(&mut self) {
+        if self.armed && !std::thread::panicking() {
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
+
 /// The `atexit` hook: from now on worker threads leave the interpreter
-/// alone. Waits, with the GIL released, for a worker thread that is
-/// attaching or detaching its thread state.
+/// alone. Waits, with the GIL released, for the worker threads between
+/// the gate and the GIL.
 #[pyfunction]
 pub(crate) fn python_exiting(py: Python<'_>) {
-    py.detach(|| *usable() = false);
+    if forked() {
+        return;
+    }
+    py.detach(|| {
+        *PYTHON_USABLE
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = false
+    });
 }

@@ -5,6 +5,7 @@
 Each prints lines the tests read (RESULT ..., ERROR ..., HANDLER ...).
 """
 
+import contextvars
 import json
 import os
 import sys
@@ -79,16 +80,31 @@ def pair(x):
     return x, x * 2
 
 
+_body_running = threading.Event()
+
+
+@fed.remote
+def spin_until_exit(seconds):
+    _body_running.set()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return seconds
+
+
 _per_thread = threading.local()
+_per_body = contextvars.ContextVar("per_body", default=None)
 
 
 @fed.remote
 def count_on_this_thread(_previous):
     # Python state of the worker thread: it lasts as long as the thread's
-    # Python thread state does.
+    # Python thread state does. Context variables are the body's own.
     n = getattr(_per_thread, "n", 0) + 1
     _per_thread.n = n
-    return [threading.get_ident(), n]
+    before = _per_body.get()
+    _per_body.set(n)
+    return [threading.get_ident(), n, before]
 
 
 def main_toml(scenario, party, config):
@@ -100,6 +116,20 @@ def main_toml(scenario, party, config):
         x = busy.party("alice").remote(8)
         a, b = pair.options(num_returns=2).party("bob").remote(x)
         print("RESULT", json.dumps(fed.get([a, b])), flush=True)
+    elif scenario == "exit_while_running":
+        # Alice's driver exits (status 3) while a body of hers runs Python.
+        # Both are past start-up first.
+        fed.get(value.party("bob").remote(1))
+        spinning = [spin_until_exit.party("alice").remote(30) for _ in range(2)]
+        if party == "alice":
+            if not _body_running.wait(30):
+                print("BODY-NEVER-RAN", flush=True)
+            print("EXITING", len(spinning), flush=True)
+            sys.exit(3)
+        try:
+            fed.get(spinning[0])
+        except Exception as e:  # noqa: BLE001 - the test reads what it was
+            report_error(e)
     elif scenario == "sigint":
         x = slow.party("bob").remote(30)
         print("WAITING", flush=True)

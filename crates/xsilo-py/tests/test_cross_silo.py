@@ -27,7 +27,8 @@ def test_a_job_runs_and_values_keep_their_types(parties):
 def test_a_worker_thread_keeps_its_python_thread_state(parties):
     # Each worker thread makes its Python thread state once and keeps it
     # (threading.local lasts), instead of a new one around every body
-    # (which also cost an mmap and a munmap per body).
+    # (which also cost an mmap and a munmap per body); each body still runs
+    # in a context of its own.
     job = parties("threads", ["alice", "bob"])
     for p in ("alice", "bob"):
         code, out, err = job.finish(p)
@@ -36,10 +37,32 @@ def test_a_worker_thread_keeps_its_python_thread_state(parties):
         calls = json.loads(line[len("RESULT "):])
         assert len(calls) == 40, calls
         seen = {}
-        for ident, n in calls:
+        for ident, n, before in calls:
             assert n == seen.get(ident, 0) + 1, (ident, n, calls)
+            assert before is None, ("a context variable crossed from one body to the next", calls)
             seen[ident] = n
         assert max(seen.values()) >= 2, ("no worker thread ran two calls", calls)
+
+
+def test_a_driver_that_exits_while_a_body_runs_exits_with_its_own_status(parties, tmp_path):
+    # CPython ends a thread that wants the GIL back during finalisation by
+    # unwinding it; through pyo3's frames that was a fatal error (status
+    # 134). The worker now parks instead, and the process exits as asked.
+    import xsilo.dev
+
+    for attempt in range(2):
+        (tmp_path / str(attempt)).mkdir()
+        configs = xsilo.dev.write_local_job(str(tmp_path / str(attempt)), "pytest-exit", ["alice", "bob"],
+                                            {"peer_lost_timeout": '"3s"', "barrier_on_initializing": "true"})
+        job = parties("exit_while_running", ["alice", "bob"], configs=configs)
+        code, out, err = job.finish("alice")
+        assert "Fatal Python error" not in err, err[-3000:]
+        assert code == 3, (code, out, err[-3000:])
+        assert "EXITING 2" in out, out
+        # Bob's wait on alice's value fails: she left.
+        code, out, err = job.finish("bob")
+        assert "Fatal Python error" not in err, err[-3000:]
+        assert len(errors(out)) == 1, (code, out, err[-3000:])
 
 
 def test_a_failing_task_reaches_every_party_with_the_trace_hidden(parties):

@@ -886,6 +886,14 @@ async fn the_sender_takes_the_end_of_the_reply_and_does_not_stop_the_stream() {
         .await
         .unwrap()
         .unwrap();
+    // A third object as a barrier: a STOP_SENDING for the second would
+    // have left before the third's data, which bob has now read.
+    let sending = send(6);
+    serve(6).await;
+    within(STEP, "alice's third send", sending)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         conn.stats().frame_rx.stop_sending,
         before,

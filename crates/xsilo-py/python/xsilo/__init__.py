@@ -26,6 +26,7 @@ Decoding a peer's value never runs code.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import os
 import sys
@@ -222,8 +223,11 @@ def _snapshot(template: Any) -> Any:
 
 
 def _run(func, args, kwargs, values, num_returns):
-    """Runs on a worker thread of the party the call is pinned to."""
-    result = func(*_fill(args, values), **_fill(kwargs, values))
+    """Runs on a worker thread of the party the call is pinned to, in a
+    context of its own: context variables (``decimal``'s context, numpy's
+    ``errstate``, any ``ContextVar``) set by one body do not reach the next
+    one that lands on the same thread. ``threading.local`` values do."""
+    result = contextvars.Context().run(func, *_fill(args, values), **_fill(kwargs, values))
     if num_returns > 1:
         return list(result)
     return result

@@ -631,7 +631,24 @@ mod pool_tests {
     #[derive(Default)]
     struct Seen {
         threads: Mutex<(HashSet<ThreadId>, HashSet<ThreadId>)>,
-        stopped: Condvar,
+        changed: Condvar,
+    }
+
+    impl Seen {
+        /// Waits (at most 10 s) until `done` holds of (started, stopped).
+        fn wait(&self, what: &str, done: impl Fn(&HashSet<ThreadId>, &HashSet<ThreadId>) -> bool) {
+            let threads = self.threads.lock().unwrap();
+            let (threads, waited) = self
+                .changed
+                .wait_timeout_while(threads, Duration::from_secs(10), |(s, t)| !done(s, t))
+                .unwrap();
+            assert!(
+                !waited.timed_out(),
+                "{what} within 10 s: started {:?}, stopped {:?}",
+                threads.0,
+                threads.1
+            );
+        }
     }
 
     #[test]
@@ -642,22 +659,21 @@ mod pool_tests {
                 let seen = seen.clone();
                 move || {
                     STARTED_HERE.with(|s| s.set(true));
-                    seen.threads
-                        .lock()
-                        .unwrap()
-                        .0
-                        .insert(std::thread::current().id());
+                    let me = std::thread::current().id();
+                    seen.threads.lock().unwrap().0.insert(me);
+                    seen.changed.notify_all();
                 }
             }),
             on_stop: Arc::new({
                 let seen = seen.clone();
                 move || {
-                    seen.threads
-                        .lock()
-                        .unwrap()
-                        .1
-                        .insert(std::thread::current().id());
-                    seen.stopped.notify_all();
+                    let me = std::thread::current().id();
+                    let mut threads = seen.threads.lock().unwrap();
+                    // A thread whose start hook did not run is caught when
+                    // the sets are compared.
+                    threads.1.insert(me);
+                    drop(threads);
+                    seen.changed.notify_all();
                 }
             }),
         };
@@ -676,20 +692,15 @@ mod pool_tests {
                 "a {kind} body ran on a thread whose start hook had not run"
             );
         }
+        // Both executor threads and the blocking one started; none stopped
+        // while the pool lives.
+        seen.wait("three worker threads started", |started, stopped| {
+            started.len() >= 3 && stopped.is_empty()
+        });
         drop(pool);
-        let threads = seen.threads.lock().unwrap();
-        let (threads, waited) = seen
-            .stopped
-            .wait_timeout_while(threads, Duration::from_secs(10), |(started, stopped)| {
-                started != stopped
-            })
-            .unwrap();
-        assert!(
-            !waited.timed_out(),
-            "not every worker thread ran its stop hook within 10 s: started {:?}, stopped {:?}",
-            threads.0,
-            threads.1
+        seen.wait(
+            "every worker thread ran its stop hook",
+            |started, stopped| started == stopped,
         );
-        assert!(threads.0.len() >= 2, "{:?}", threads.0);
     }
 }

@@ -514,10 +514,11 @@ async fn send_on(
     let reply: DataReply = read_frame(&mut recv, MAX_REPLY_FRAME, peer, "data reply").await?;
     // The receiver finishes its side right after the reply, so the end of
     // the stream is normally here already, in the reply's packet. Taking
-    // it (without waiting) closes the stream at both ends; dropping the
-    // stream unread would send STOP_SENDING, one more packet (and one more
-    // wake-up of the peer) per object.
-    let _ = tokio::time::timeout(Duration::ZERO, recv.read_to_end(0)).await;
+    // it closes the stream at both ends; dropping the stream unread would
+    // send STOP_SENDING, one more packet (and one more wake-up of the peer)
+    // per object. Polled once: if the end is not here, we do not wait.
+    let mut end = std::pin::pin!(recv.read_to_end(0));
+    let _ = std::future::poll_fn(|cx| std::task::Poll::Ready(end.as_mut().poll(cx))).await;
     match reply {
         DataReply::Ack => Ok(()),
         DataReply::Refused(refusal) if refusal.code == xsilo_wire::RefusalCode::ShuttingDown => {
