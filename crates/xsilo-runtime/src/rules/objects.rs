@@ -270,6 +270,9 @@ pub struct ObjectTable<W> {
     digest: u64,
     /// The job failed: every wait, now and later, fails with this.
     failed: Option<RuntimeError>,
+    /// A divergence was reported (once: the job fails on it; later calls
+    /// of a driver that ran on are not each reported again).
+    divergence_reported: bool,
     /// An error object was made or received: drivers may stop early.
     saw_error: bool,
     /// The driver finished (intended shutdown began).
@@ -323,6 +326,7 @@ impl<W> ObjectTable<W> {
             position: 0,
             digest: FNV_OFFSET,
             failed: None,
+            divergence_reported: false,
             saw_error: false,
             finished: false,
             peers_finished: HashMap::new(),
@@ -937,9 +941,10 @@ impl<W> ObjectTable<W> {
     }
 
     fn diverged(&mut self, error: RuntimeError) {
-        if self.failed.is_some() {
+        if self.failed.is_some() || self.divergence_reported {
             return;
         }
+        self.divergence_reported = true;
         tracing::error!(party = %self.me, %error, "driver divergence");
         self.actions.push_back(Action::Diverged(error));
     }

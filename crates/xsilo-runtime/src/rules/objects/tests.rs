@@ -316,6 +316,12 @@ fn finished_positions_are_compared_at_both_ends() {
         e.contains("party 'alice' finished its driver after object #2"),
         "{e}"
     );
+    // A driver that runs on makes more calls before the job has failed:
+    // the divergence is reported once, not once per call.
+    for id in 4..1000 {
+        b.submit(task("alice", vec![], r(id, "alice"), "more"));
+    }
+    assert_eq!(diverged(&actions(&mut b)), None, "reported again");
 
     // Same count, other call sites.
     let mut b = table("bob");
