@@ -233,12 +233,20 @@ def _run(func, args, kwargs, values, num_returns):
     return result
 
 
+_BASENAMES: Dict[str, str] = {}
+
+
 def _site(depth: int = 2):
     frame = sys._getframe(depth)
-    return os.path.basename(frame.f_code.co_filename), frame.f_lineno
+    path = frame.f_code.co_filename
+    name = _BASENAMES.get(path)
+    if name is None:
+        name = _BASENAMES[path] = os.path.basename(path)
+    return name, frame.f_lineno
 
 
 _node = None
+_me = None  # this party's name, while _node is set
 _lock = threading.Lock()
 
 
@@ -254,10 +262,12 @@ def _prepare(party: str, args: tuple, kwargs: dict):
     the inputs, and the driver's call site (the caller of ``.remote()``)."""
     node = _require()
     inputs: List[FedObject] = []
-    a = _extract(args, inputs)
-    k = _extract(kwargs, inputs)
-    if party == node.party:
-        a, k = _snapshot(a), _snapshot(k)
+    # An empty tuple or dict holds nothing to replace or to copy.
+    a = _extract(args, inputs) if args else args
+    k = _extract(kwargs, inputs) if kwargs else kwargs
+    if party == _me:
+        a = _snapshot(a) if a else a
+        k = _snapshot(k) if k else k
     file, line = _site(3)
     return node, a, k, inputs, file, line
 
@@ -297,28 +307,31 @@ class _ActorMethod:
         self._actor = actor
         self._method = method
         self._num_returns = num_returns
+        self._name = f"{actor._cls_name}.{method}"
 
     def options(self, num_returns: int = 1, **unknown) -> "_ActorMethod":
         _no_unknown("options", unknown)
         return _ActorMethod(self._actor, self._method, int(num_returns))
 
     def remote(self, *args, **kwargs):
-        node, a, k, inputs, file, line = _prepare(self._actor._ref.get_party(), args, kwargs)
-        name = f"{self._actor._cls_name}.{self._method}"
-        handles = node.method(self._actor._ref, file, line, name, self._method, a, k, inputs, self._num_returns)
+        node, a, k, inputs, file, line = _prepare(self._actor._party, args, kwargs)
+        handles = node.method(self._actor._ref, file, line, self._name, self._method, a, k, inputs, self._num_returns)
         return _outputs(handles, self._num_returns)
 
 
 class _ActorHandle:
     def __init__(self, ref, cls_name: str, methods: set):
         self._ref = ref
+        self._party = ref.get_party()
         self._cls_name = cls_name
         self._methods = methods
 
     def __getattr__(self, name: str) -> _ActorMethod:
         if name.startswith("__") or name not in self._methods:
             raise AttributeError(f"actor class {self._cls_name} has no method {name!r}")
-        return _ActorMethod(self, name)
+        # Kept: the next lookup finds it without coming here.
+        method = self.__dict__[name] = _ActorMethod(self, name)
+        return method
 
     def __repr__(self) -> str:
         return f"<actor {self._cls_name} {self._ref!r}>"
@@ -572,7 +585,7 @@ def init(
 
     Unknown arguments and configuration keys are errors naming the key.
     """
-    global _node
+    global _node, _me
     for key in sorted(unknown):
         if key in _NO_MEANING_ARGS and unknown[key] is None:
             continue
@@ -611,6 +624,7 @@ def init(
         _leave_sigint_to_the_runtime()
         try:
             _node = _xsilo.start(text, base, party, dev_secret, handler, _encode_hook, _decode_hook, _run)
+            _me = _node.party
         except _xsilo.RuntimeFailure as e:
             _restore_sigint()
             raise _translate(e) from None
