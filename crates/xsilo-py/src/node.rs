@@ -682,10 +682,15 @@ fn _xsilo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_value, m)?)?;
     m.add_function(wrap_pyfunction!(decode_value, m)?)?;
     m.add_function(wrap_pyfunction!(write_local_job, m)?)?;
-    crate::threads::loaded();
     let exiting = wrap_pyfunction!(crate::threads::python_exiting, m)?;
     m.py()
         .import("atexit")?
         .call_method1("register", (exiting,))?;
+    let forked = wrap_pyfunction!(crate::threads::forked_child, m)?;
+    let hook = PyDict::new(m.py());
+    hook.set_item("after_in_child", forked)?;
+    m.py()
+        .import("os")?
+        .call_method("register_at_fork", (), Some(&hook))?;
     Ok(())
 }

@@ -23,12 +23,13 @@
 //! it passes only when no worker thread is between the check and the GIL.
 //! A thread stopping after that leaves its thread state to the
 //! interpreter's clean-up, as CPython does for threads it did not start.
-//! After `os.fork()` the child's gate is never taken (its lock may have
-//! been held by a thread that does not exist in the child), and the child's
-//! workers keep no thread state.
+//! After `os.fork()` (our `after_in_child` hook, [`forked_child`]) the
+//! child's gate is never taken (its lock may have been held by a thread
+//! that does not exist in the child), and the child's workers keep no
+//! thread state.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use pyo3::ffi;
@@ -38,8 +39,8 @@ use xsilo_runtime::TaskError;
 /// True until the `atexit` hook runs: worker threads may attach.
 static PYTHON_USABLE: RwLock<bool> = RwLock::new(true);
 
-/// The process that loaded this module; a forked child differs.
-static OWNER_PID: AtomicU32 = AtomicU32::new(0);
+/// Set in a child of `os.fork()` (an `after_in_child` hook).
+static FORKED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// The thread state this thread keeps detached, and how
@@ -48,13 +49,14 @@ thread_local! {
         const { Cell::new(None) };
 }
 
-/// Records the process that loaded the module (at module init).
-pub(crate) fn loaded() {
-    OWNER_PID.store(std::process::id(), Ordering::Relaxed);
+/// The `os.register_at_fork(after_in_child=...)` hook.
+#[pyfunction]
+pub(crate) fn forked_child() {
+    FORKED.store(true, Ordering::Relaxed);
 }
 
 fn forked() -> bool {
-    OWNER_PID.load(Ordering::Relaxed) != std::process::id()
+    FORKED.load(Ordering::Relaxed)
 }
 
 /// The gate, shared; `None` after a fork.
