@@ -10,8 +10,8 @@ use bytes::Bytes;
 use common::*;
 use sha2::{Digest, Sha256};
 use xsilo_transport::{
-    PeerDownReason, QuicEndpoint, TlsIdentity, Transport, TransportConfig, TransportError,
-    TransportEvent,
+    PeerDownReason, QuicEndpoint, QuicTransport, TlsIdentity, Transport, TransportConfig,
+    TransportError, TransportEvent,
 };
 use xsilo_wire::codec::encode_to_vec;
 use xsilo_wire::{
@@ -128,12 +128,9 @@ async fn two_hundred_concurrent_objects_all_arrive() {
     assert_eq!(seen.len(), 200);
 }
 
-#[tokio::test]
-async fn a_control_frame_overtakes_a_stalled_large_transfer() {
-    // Bob is a raw quinn peer that reads the start of a 64 MiB object and then
-    // stops reading, so alice's transfer is provably in progress and blocked
-    // by flow control. Alice's RemoteError must still reach bob at once.
-    init_tracing();
+/// Alice as an xsilo transport and bob as a raw quinn endpoint with a
+/// certificate of the same CA, for tests that play bob's side by hand.
+fn alice_and_raw_bob() -> (QuicEndpoint, QuicTransport, quinn::Endpoint) {
     let ca = xsilo_transport::devcert::DevCa::new().unwrap();
     let (alice_p, bob_p) = (party("alice"), party("bob"));
     let config = TransportConfig::default();
@@ -152,17 +149,19 @@ async fn a_control_frame_overtakes_a_stalled_large_transfer() {
     )
     .unwrap();
     let book = [
-        (alice_p.clone(), alice_ep.local_addr().into()),
-        (bob_p.clone(), bob_ep.local_addr().unwrap().into()),
+        (alice_p, alice_ep.local_addr().into()),
+        (bob_p, bob_ep.local_addr().unwrap().into()),
     ]
     .into();
     let alice = alice_ep.join(job("demo"), book).unwrap();
+    (alice_ep, alice, bob_ep)
+}
 
-    let big = Bytes::from(vec![7u8; 64 << 20]);
-    let sending = tokio::spawn({
-        let alice = alice.clone();
-        async move { alice.send_object(&party("bob"), object(9, big)).await }
-    });
+/// Raw bob accepts alice's connection and answers her hello: the
+/// connection and its control stream.
+async fn accept_alice(
+    bob_ep: &quinn::Endpoint,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
     let conn = within(STEP, "alice's connection", bob_ep.accept())
         .await
         .unwrap()
@@ -172,12 +171,29 @@ async fn a_control_frame_overtakes_a_stalled_large_transfer() {
     let _hello: xsilo_wire::Hello = read_frame(&mut ctl_recv).await;
     let reply = HelloReply::Accepted {
         version: xsilo_wire::PROTOCOL_VERSION,
-        party: bob_p.clone(),
+        party: party("bob"),
     };
     ctl_send
         .write_all(&encode_to_vec(&reply).unwrap())
         .await
         .unwrap();
+    (conn, ctl_send, ctl_recv)
+}
+
+#[tokio::test]
+async fn a_control_frame_overtakes_a_stalled_large_transfer() {
+    // Bob is a raw quinn peer that reads the start of a 64 MiB object and then
+    // stops reading, so alice's transfer is provably in progress and blocked
+    // by flow control. Alice's RemoteError must still reach bob at once.
+    init_tracing();
+    let (_alice_ep, alice, bob_ep) = alice_and_raw_bob();
+
+    let big = Bytes::from(vec![7u8; 64 << 20]);
+    let sending = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.send_object(&party("bob"), object(9, big)).await }
+    });
+    let (conn, _ctl_send, mut ctl_recv) = accept_alice(&bob_ep).await;
     let (_data_send, mut data_recv) = within(STEP, "the data stream", conn.accept_bi())
         .await
         .unwrap();
@@ -188,7 +204,7 @@ async fn a_control_frame_overtakes_a_stalled_large_transfer() {
     // Bob now stops reading the data stream; alice's send cannot finish.
     assert!(!sending.is_finished());
     let error = ControlFrame::RemoteError(RemoteErrorFrame {
-        origin: alice_p.clone(),
+        origin: party("alice"),
         object: ObjectId(3),
         origin_object: ObjectId(3),
         kind: "TaskFailed".into(),
@@ -802,49 +818,13 @@ async fn the_sender_takes_the_end_of_the_reply_and_does_not_stop_the_stream() {
     // closes at both ends without a STOP_SENDING from her (one packet, and
     // one wake-up of bob, less per object).
     init_tracing();
-    let ca = xsilo_transport::devcert::DevCa::new().unwrap();
-    let (alice_p, bob_p) = (party("alice"), party("bob"));
-    let config = TransportConfig::default();
-    let bob_ep = xsilo_transport::setup::quinn_endpoint(
-        &bob_p,
-        any_port(),
-        &ca.identity(&bob_p).unwrap(),
-        &config,
-    )
-    .unwrap();
-    let alice_ep = QuicEndpoint::bind(
-        alice_p.clone(),
-        any_port(),
-        &ca.identity(&alice_p).unwrap(),
-        config,
-    )
-    .unwrap();
-    let book = [
-        (alice_p.clone(), alice_ep.local_addr().into()),
-        (bob_p.clone(), bob_ep.local_addr().unwrap().into()),
-    ]
-    .into();
-    let alice = alice_ep.join(job("demo"), book).unwrap();
+    let (_alice_ep, alice, bob_ep) = alice_and_raw_bob();
     let send = |id: u64| {
         let alice = alice.clone();
         tokio::spawn(async move { alice.send_object(&party("bob"), object(id, "four")).await })
     };
     let sending = send(4);
-    let conn = within(STEP, "alice's connection", bob_ep.accept())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await.unwrap();
-    let _hello: xsilo_wire::Hello = read_frame(&mut ctl_recv).await;
-    let reply = HelloReply::Accepted {
-        version: xsilo_wire::PROTOCOL_VERSION,
-        party: bob_p.clone(),
-    };
-    ctl_send
-        .write_all(&encode_to_vec(&reply).unwrap())
-        .await
-        .unwrap();
+    let (conn, _ctl_send, _ctl_recv) = accept_alice(&bob_ep).await;
     // Bob takes one object and replies as xsilo does; returns once alice
     // has acknowledged the whole reply. A STOP_SENDING from her would have
     // come with that acknowledgement (it leaves at once, with the ACK due).
