@@ -26,6 +26,7 @@ Decoding a peer's value never runs code.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import copy
 import os
@@ -415,6 +416,22 @@ def shutdown() -> None:
     with _lock:
         _node = None
     _restore_sigint()
+
+
+def _shutdown_at_exit() -> None:
+    """A driver that ends without ``fed.shutdown()`` still delivers what it
+    owes its peers: the interpreter's exit shuts the party down as
+    ``shutdown()`` does (bounded as it is). Registered after the extension
+    module's own exit hook, so it runs first, while bodies can still run."""
+    if _node is None:
+        return
+    try:
+        shutdown()
+    except XsiloError as e:
+        sys.stderr.write(f"xsilo: the shutdown at exit failed: {e}\n")
+
+
+atexit.register(_shutdown_at_exit)
 
 
 def stats() -> dict:
