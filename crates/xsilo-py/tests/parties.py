@@ -216,6 +216,17 @@ def main():
         for _ in range(39):
             calls.append(count_on_this_thread.party("alice").remote(calls[-1]))
         print("RESULT", json.dumps(fed.get(calls)), flush=True)
+    elif scenario == "actor_release":
+        # An actor's handle is freed when its last reference goes, not when
+        # the garbage collector finds a cycle: it is off here.
+        import gc
+
+        gc.disable()
+        c = Counter.party("alice").remote(1)
+        got = fed.get(c.inc.remote(1))
+        before = fed.stats()["live_actors"]
+        del c
+        print("ACTORS", json.dumps([got, before, fed.stats()["live_actors"]]), flush=True)
     elif scenario == "killed":
         x = slow.party("bob").remote(60)
         print("WAITING", flush=True)

@@ -77,6 +77,14 @@ def test_a_driver_that_ends_without_shutdown_still_delivers_its_values(parties, 
     assert "RESULT 21" in out, out
 
 
+def test_an_actor_is_freed_when_its_last_handle_goes(parties):
+    job = parties("actor_release", ["alice", "bob"])
+    for p, held in (("alice", 1), ("bob", 0)):
+        code, out, err = job.finish(p)
+        assert code == 0, err[-3000:]
+        assert f"ACTORS [2, {held}, 0]" in out, out
+
+
 def test_a_failing_task_reaches_every_party_with_the_trace_hidden(parties):
     job = parties("fail", ["alice", "bob"])
     for p in ("alice", "bob"):

@@ -304,19 +304,23 @@ class _RemoteFunction:
 
 
 class _ActorMethod:
-    def __init__(self, actor: "_ActorHandle", method: str, num_returns: int = 1):
-        self._actor = actor
+    # Holds the actor's ref, not its handle: the handle keeps its methods,
+    # and a cycle would leave the actor's release to the garbage collector.
+    def __init__(self, ref, party: str, cls_name: str, method: str, num_returns: int = 1):
+        self._ref = ref
+        self._party = party
+        self._cls_name = cls_name
         self._method = method
         self._num_returns = num_returns
-        self._name = f"{actor._cls_name}.{method}"
+        self._name = f"{cls_name}.{method}"
 
     def options(self, num_returns: int = 1, **unknown) -> "_ActorMethod":
         _no_unknown("options", unknown)
-        return _ActorMethod(self._actor, self._method, int(num_returns))
+        return _ActorMethod(self._ref, self._party, self._cls_name, self._method, int(num_returns))
 
     def remote(self, *args, **kwargs):
-        node, a, k, inputs, file, line = _prepare(self._actor._party, args, kwargs)
-        handles = node.method(self._actor._ref, file, line, self._name, self._method, a, k, inputs, self._num_returns)
+        node, a, k, inputs, file, line = _prepare(self._party, args, kwargs)
+        handles = node.method(self._ref, file, line, self._name, self._method, a, k, inputs, self._num_returns)
         return _outputs(handles, self._num_returns)
 
 
@@ -331,7 +335,7 @@ class _ActorHandle:
         if name.startswith("__") or name not in self._methods:
             raise AttributeError(f"actor class {self._cls_name} has no method {name!r}")
         # Kept: the next lookup finds it without coming here.
-        method = self.__dict__[name] = _ActorMethod(self, name)
+        method = self.__dict__[name] = _ActorMethod(self._ref, self._party, self._cls_name, name)
         return method
 
     def __repr__(self) -> str:
