@@ -488,6 +488,12 @@ impl Node {
             .collect()
     }
 
+    /// Aborts the job from this party with `reason`: every wait fails and
+    /// the peers are told why. `shutdown` then waits for it.
+    fn abort(&self, reason: String) {
+        self.fed.runtime().abort(reason);
+    }
+
     /// Intended shutdown (MISSION E8), with the GIL released.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         let fed = self.fed.clone();

@@ -26,7 +26,8 @@
 //! After `os.fork()` (our `after_in_child` hook, [`forked_child`]) the
 //! child's gate is never taken (its lock may have been held by a thread
 //! that does not exist in the child), and the child's workers keep no
-//! thread state.
+//! thread state. A C-level `fork()` that bypasses `PyOS_AfterFork_Child`
+//! (and so every `after_in_child` hook) is not seen.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -126,6 +126,20 @@ def main_toml(scenario, party, config):
             print("BODY-NEVER-RAN", flush=True)
         print("EXITING", len(spinning), flush=True)
         sys.exit(3)
+    elif scenario == "crash":
+        # Alice's driver dies of an uncaught exception; bob's goes on. Both
+        # are past start-up and have what they got before.
+        x = value.party("alice").remote(1)
+        z = add.party("bob").remote(x, 1)
+        fed.get(z)
+        if party == "alice":
+            raise KeyError("the driver's own bug")
+        y = add.party("alice").remote(z, 1)
+        try:
+            fed.get(y)
+        except Exception as e:  # noqa: BLE001 - the test reads what it was
+            report_error(e)
+        return
     elif scenario == "no_shutdown":
         # Alice's driver ends without fed.shutdown() and without waiting
         # for anything: her value must still reach bob.

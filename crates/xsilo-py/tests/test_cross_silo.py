@@ -77,6 +77,23 @@ def test_a_driver_that_ends_without_shutdown_still_delivers_its_values(parties, 
     assert "RESULT 21" in out, out
 
 
+def test_a_driver_that_dies_of_an_exception_aborts_the_job_naming_it(parties, tmp_path):
+    # Not a "divergence" (alice's driver did not finish: it crashed), and
+    # not a peer lost after a timeout.
+    import xsilo.dev
+
+    configs = xsilo.dev.write_local_job(str(tmp_path), "pytest-crash", ["alice", "bob"],
+                                        {"barrier_on_initializing": "true"})
+    job = parties("crash", ["alice", "bob"], configs=configs)
+    code, out, err = job.finish("alice")
+    assert code == 1 and "KeyError" in err, (code, out, err[-3000:])
+    code, out, err = job.finish("bob")
+    assert code == 0, err[-3000:]
+    (e,) = errors(out)
+    assert "uncaught KeyError" in e["text"] and "alice" in e["text"], e
+    assert "diverge" not in e["text"], e
+
+
 def test_an_actor_is_freed_when_its_last_handle_goes(parties):
     job = parties("actor_release", ["alice", "bob"])
     for p, held in (("alice", 1), ("bob", 0)):

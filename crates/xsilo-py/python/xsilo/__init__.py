@@ -248,6 +248,7 @@ def _site(depth: int = 2):
 
 _node = None
 _me = None  # this party's name, while _node is set
+_pid = None  # the process that started _node (a forked child has none)
 _lock = threading.Lock()
 
 
@@ -325,21 +326,23 @@ class _ActorMethod:
 
 
 class _ActorHandle:
+    # Attribute names an actor class's methods cannot clash with: a method
+    # is found through __getattr__, after the instance's own attributes.
     def __init__(self, ref, cls_name: str, methods: set):
-        self._ref = ref
-        self._party = ref.get_party()
-        self._cls_name = cls_name
-        self._methods = methods
+        self._xsilo_ref = ref
+        self._xsilo_party = ref.get_party()
+        self._xsilo_cls = cls_name
+        self._xsilo_methods = methods
 
     def __getattr__(self, name: str) -> _ActorMethod:
-        if name.startswith("__") or name not in self._methods:
-            raise AttributeError(f"actor class {self._cls_name} has no method {name!r}")
+        if name.startswith("__") or name.startswith("_xsilo_") or name not in self._xsilo_methods:
+            raise AttributeError(f"actor class {self._xsilo_cls} has no method {name!r}")
         # Kept: the next lookup finds it without coming here.
-        method = self.__dict__[name] = _ActorMethod(self._ref, self._party, self._cls_name, name)
+        method = self.__dict__[name] = _ActorMethod(self._xsilo_ref, self._xsilo_party, self._xsilo_cls, name)
         return method
 
     def __repr__(self) -> str:
-        return f"<actor {self._cls_name} {self._ref!r}>"
+        return f"<actor {self._xsilo_cls} {self._xsilo_ref!r}>"
 
 
 class _RemoteClass:
@@ -402,13 +405,18 @@ def get(objs):
 
 def kill(actor: _ActorHandle, *, no_restart: bool = True) -> None:
     """Stops an actor after the calls made before; later calls fail."""
-    _require().kill(actor._ref)
+    _require().kill(actor._xsilo_ref)
 
 
 def shutdown() -> None:
     """Waits until every value this party sent is acknowledged, says goodbye
     and stops (MISSION E8)."""
     global _node
+    if _forked():
+        # The runtime's threads are the parent's: there is nothing to stop
+        # here, and nothing would answer.
+        _node = None
+        return
     with _lock:
         node = _node
     if node is None:
@@ -422,17 +430,30 @@ def shutdown() -> None:
     _restore_sigint()
 
 
+def _forked() -> bool:
+    return _node is not None and os.getpid() != _pid
+
+
 def _shutdown_at_exit() -> None:
     """A driver that ends without ``fed.shutdown()`` still delivers what it
     owes its peers: the interpreter's exit shuts the party down as
-    ``shutdown()`` does (bounded as it is). Registered after the extension
-    module's own exit hook, so it runs first, while bodies can still run."""
-    if _node is None:
+    ``shutdown()`` does (bounded as it is); after an uncaught exception it
+    aborts the job, naming the exception's class. Registered after the
+    extension module's own exit hook, so it runs first, while bodies can
+    still run. Not in a forked child: the runtime is the parent's."""
+    if _node is None or _forked():
         return
+    # An uncaught exception ended the driver (the interpreter printed it and
+    # kept it here; SystemExit is not kept): the peers learn that, not a
+    # divergence from a driver that seems to have finished early.
+    crash = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if crash is not None:
+        _node.abort(f"the driver of party '{_me}' ended with an uncaught {type(crash).__name__}")
     try:
         shutdown()
     except XsiloError as e:
-        sys.stderr.write(f"xsilo: the shutdown at exit failed: {e}\n")
+        if crash is None:
+            sys.stderr.write(f"xsilo: the shutdown at exit failed: {e}\n")
 
 
 atexit.register(_shutdown_at_exit)
@@ -606,7 +627,7 @@ def init(
 
     Unknown arguments and configuration keys are errors naming the key.
     """
-    global _node, _me
+    global _node, _me, _pid
     for key in sorted(unknown):
         if key in _NO_MEANING_ARGS and unknown[key] is None:
             continue
@@ -644,8 +665,9 @@ def init(
             raise XsiloError("fed.init() was already called in this process (call fed.shutdown() first)")
         _leave_sigint_to_the_runtime()
         try:
-            _node = _xsilo.start(text, base, party, dev_secret, handler, _encode_hook, _decode_hook, _run)
-            _me = _node.party
+            node = _xsilo.start(text, base, party, dev_secret, handler, _encode_hook, _decode_hook, _run)
+            _me, _pid = node.party, os.getpid()
+            _node = node
         except _xsilo.RuntimeFailure as e:
             _restore_sigint()
             raise _translate(e) from None
