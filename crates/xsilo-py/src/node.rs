@@ -570,11 +570,11 @@ pub(crate) fn start(
         options = options.on_sending_failure(move |e| {
             let text = e.map(ToString::to_string);
             Python::attach(|py| {
-                let mut forced_out = crate::threads::ParkIfForcedOut { armed: true };
-                if let Err(err) = handler.call1(py, (text,)) {
-                    err.print(py);
-                }
-                forced_out.armed = false;
+                crate::threads::park_if_forced_out(|| {
+                    if let Err(err) = handler.call1(py, (text,)) {
+                        err.print(py);
+                    }
+                });
             });
         });
     }

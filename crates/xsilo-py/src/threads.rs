@@ -133,11 +133,17 @@ pub(crate) fn attach<T>(
     }
     Python::attach(move |py| {
         drop(guard);
-        let mut forced_out = ParkIfForcedOut { armed: true };
-        let result = f(py);
-        forced_out.armed = false;
-        result
+        park_if_forced_out(|| f(py))
     })
+}
+
+/// Runs `f` (Python code, on a thread CPython did not start) under
+/// [`ParkIfForcedOut`].
+pub(crate) fn park_if_forced_out<T>(f: impl FnOnce() -> T) -> T {
+    let mut forced_out = ParkIfForcedOut { armed: true };
+    let result = f();
+    forced_out.armed = false;
+    result
 }
 
 /// Parks this thread for good if it leaves Python by an unwind that is not
@@ -148,8 +154,8 @@ pub(crate) fn attach<T>(
 /// a fatal error (an abort, status 134, instead of the driver's own exit
 /// status). Parked here, the thread holds nothing (the gate is released)
 /// and ends with the process, as CPython 3.14 does with such threads.
-pub(crate) struct ParkIfForcedOut {
-    pub(crate) armed: bool,
+struct ParkIfForcedOut {
+    armed: bool,
 }
 
 impl Drop for ParkIfForcedOut {

@@ -104,18 +104,15 @@ impl Pool {
             .worker_threads(workers)
             .max_blocking_threads(workers)
             .thread_name(format!("xsilo-{me}-worker"));
-        match hooks {
-            Some(WorkerThreadHooks { on_start, on_stop }) => {
-                builder
-                    .on_thread_start(move || {
-                        lower_priority();
-                        on_start();
-                    })
-                    .on_thread_stop(move || on_stop());
+        let on_start = hooks.as_ref().map(|h| h.on_start.clone());
+        builder.on_thread_start(move || {
+            lower_priority();
+            if let Some(f) = &on_start {
+                f();
             }
-            None => {
-                builder.on_thread_start(lower_priority);
-            }
+        });
+        if let Some(on_stop) = hooks.map(|h| h.on_stop) {
+            builder.on_thread_stop(move || on_stop());
         }
         let runtime = builder.enable_all().build().map_err(|e| {
             RuntimeError::Setup(format!("cannot start {workers} worker threads: {e}"))
