@@ -89,13 +89,32 @@ fn dtype_of_elem(elem: ElemType) -> &'static str {
     }
 }
 
-/// A numpy array's dtype string, shape and C-order bytes.
-fn ndarray_parts(obj: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u64>, Vec<u8>)> {
+/// A numpy array's dtype string, shape and C-order bytes (one copy, made
+/// by numpy; the encoder writes from it).
+fn ndarray_parts<'py>(
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<(String, Vec<u64>, Bound<'py, PyBytes>)> {
     let dtype: String = obj.getattr("dtype")?.getattr("str")?.extract()?;
     let shape: Vec<u64> = obj.getattr("shape")?.extract()?;
-    let data = obj.call_method0("tobytes")?;
-    let data = data.cast::<PyBytes>()?.as_bytes().to_vec();
+    let data = obj.call_method0("tobytes")?.cast_into::<PyBytes>()?;
     Ok((dtype, shape, data))
+}
+
+/// Writes the extension `ext` whose body is `head` followed by `data` as
+/// msgpack bin, straight into `out` (no intermediate buffer for the bulk).
+fn write_ext_bin(out: &mut Vec<u8>, ext: i8, head: &[u8], data: &[u8], what: &str) -> PyResult<()> {
+    let bin_header = match data.len() {
+        n if n < 1 << 8 => 2,
+        n if n < 1 << 16 => 3,
+        _ => 5,
+    };
+    let total = head.len() + bin_header + data.len();
+    enc::write_ext_meta(out, len32(total, what)?, ext).map_err(io)?;
+    out.reserve(total);
+    out.extend_from_slice(head);
+    enc::write_bin_len(out, len32(data.len(), what)?).map_err(io)?;
+    out.extend_from_slice(data);
+    Ok(())
 }
 
 /// Encodes a value for a payload.
@@ -103,8 +122,10 @@ pub(crate) fn encode(obj: &Bound<'_, PyAny>, hooks: &Hooks) -> PyResult<Vec<u8>>
     if numpy_kind(obj) == Some(true) {
         let (dtype, shape, data) = ndarray_parts(obj)?;
         if let Some(elem) = elem_of_dtype(&dtype).filter(|_| shape.len() <= array::MAX_RANK) {
+            let data = data.as_bytes();
             let mut out = array::header(elem, &shape, data.len());
-            out.extend_from_slice(&data);
+            out.reserve(data.len());
+            out.extend_from_slice(data);
             return Ok(out);
         }
     }
@@ -185,12 +206,10 @@ fn write(obj: &Bound<'_, PyAny>, hooks: &Hooks, out: &mut Vec<u8>, depth: usize)
         }
     } else if let Some(found) = codec_of(obj, hooks)? {
         let (name, bytes) = found;
-        let mut inner = Vec::new();
-        enc::write_array_len(&mut inner, 2).map_err(io)?;
-        enc::write_str(&mut inner, &name).map_err(io)?;
-        enc::write_bin(&mut inner, &bytes).map_err(io)?;
-        enc::write_ext_meta(out, len32(inner.len(), "codec value")?, EXT_CODEC).map_err(io)?;
-        out.extend_from_slice(&inner);
+        let mut head = Vec::new();
+        enc::write_array_len(&mut head, 2).map_err(io)?;
+        enc::write_str(&mut head, &name).map_err(io)?;
+        write_ext_bin(out, EXT_CODEC, &head, &bytes, "codec value")?;
     } else if numpy_kind(obj) == Some(true) {
         let (dtype, shape, data) = ndarray_parts(obj)?;
         if !DTYPES.contains(&dtype.as_str()) {
@@ -198,16 +217,14 @@ fn write(obj: &Bound<'_, PyAny>, hooks: &Hooks, out: &mut Vec<u8>, depth: usize)
                 "xsilo: numpy arrays of dtype {dtype} do not cross silos (numeric dtypes only)"
             )));
         }
-        let mut inner = Vec::new();
-        enc::write_array_len(&mut inner, 3).map_err(io)?;
-        enc::write_str(&mut inner, &dtype).map_err(io)?;
-        enc::write_array_len(&mut inner, len32(shape.len(), "shape")?).map_err(io)?;
+        let mut head = Vec::new();
+        enc::write_array_len(&mut head, 3).map_err(io)?;
+        enc::write_str(&mut head, &dtype).map_err(io)?;
+        enc::write_array_len(&mut head, len32(shape.len(), "shape")?).map_err(io)?;
         for d in &shape {
-            enc::write_uint(&mut inner, *d).map_err(io)?;
+            enc::write_uint(&mut head, *d).map_err(io)?;
         }
-        enc::write_bin(&mut inner, &data).map_err(io)?;
-        enc::write_ext_meta(out, len32(inner.len(), "array")?, EXT_NDARRAY).map_err(io)?;
-        out.extend_from_slice(&inner);
+        write_ext_bin(out, EXT_NDARRAY, &head, data.as_bytes(), "array")?;
     } else if numpy_kind(obj) == Some(false) {
         // A numpy scalar: the Python number it holds.
         let item = obj.call_method0("item")?;

@@ -1,13 +1,14 @@
 //! One party's runtime seen from Python: calls, handles, `get`, shutdown.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList};
 use xsilo_runtime::{Call, ObjRef, Releaser, RuntimeError, TaskError, Work};
 use xsilo_wire::payload::Payload;
 use xsilo_wire::{ObjectId, PartyName};
@@ -18,8 +19,10 @@ create_exception!(
     _xsilo,
     RuntimeFailure,
     PyException,
-    "A failure of the runtime, with args (variant, text, origin, kind, message, causes); the \
-     package turns it into FedRemoteError, TaskError or XsiloError."
+    "A failure of the runtime, with args (variant, text, origin, kind, message, causes, \
+     exception): the package turns it into FedRemoteError, TaskError or XsiloError; \
+     `exception` is the original exception object of a task that failed in this party, when \
+     it is still kept."
 );
 
 /// A handle on a federated object; when the last Python reference to it
@@ -92,6 +95,51 @@ impl ActorRef {
     }
 }
 
+/// How many original exceptions of failed bodies a party keeps for
+/// `TaskError.cause` (the most recent ones; older failures get a cause
+/// rebuilt from the error's kind, message and trace).
+const KEPT_EXCEPTIONS: usize = 256;
+
+/// The original exception objects of bodies that failed in this party, by
+/// the objects they were to produce, so that the owner's `fed.get` can hand
+/// the very object to the driver as `.cause` (RayFed's shape). Bounded.
+#[derive(Default)]
+pub(crate) struct Exceptions(Mutex<VecDeque<(ObjectId, Py<PyAny>)>>);
+
+impl Exceptions {
+    fn keep(&self, outputs: &[ObjectId], exception: &Bound<'_, PyAny>) {
+        let Ok(mut kept) = self.0.lock() else {
+            return;
+        };
+        for id in outputs {
+            if kept.len() == KEPT_EXCEPTIONS {
+                kept.pop_front();
+            }
+            kept.push_back((*id, exception.clone().unbind()));
+        }
+    }
+
+    fn find(&self, py: Python<'_>, id: ObjectId) -> Option<Py<PyAny>> {
+        let kept = self.0.lock().ok()?;
+        kept.iter()
+            .rev()
+            .find(|(k, _)| *k == id)
+            .map(|(_, e)| e.clone_ref(py))
+    }
+}
+
+/// An actor's state as this party keeps it: built by its constructor, or
+/// waiting for the constructor's FedObject arguments, or failed to build.
+enum PyActor {
+    /// Waiting for the call that builds it (a constructor that takes
+    /// FedObjects runs as the actor's first call, once they are here).
+    Unbuilt,
+    /// The instance.
+    Ready(Py<PyAny>),
+    /// The constructor failed with this error; every method fails with it.
+    Failed(TaskError),
+}
+
 /// One party of a job.
 #[pyclass(frozen, module = "xsilo._xsilo")]
 pub(crate) struct Node {
@@ -103,6 +151,8 @@ pub(crate) struct Node {
     /// `xsilo._api._run(func, args, kwargs, values, num_returns)`: fills the
     /// argument template and calls.
     runner: Arc<Py<PyAny>>,
+    /// The original exceptions of failed bodies.
+    exceptions: Arc<Exceptions>,
 }
 
 fn value_error(e: impl std::fmt::Display) -> PyErr {
@@ -112,6 +162,11 @@ fn value_error(e: impl std::fmt::Display) -> PyErr {
 /// The exception for a runtime failure: its variant, its text, and for a
 /// failed task where it began and what it was.
 fn failure(e: &RuntimeError) -> PyErr {
+    failure_with(e, None)
+}
+
+/// [`failure`], with the original exception of a body that failed here.
+fn failure_with(e: &RuntimeError, exception: Option<Py<PyAny>>) -> PyErr {
     let text = e.to_string();
     let (variant, origin, kind, message, causes) = match e {
         RuntimeError::Remote {
@@ -143,7 +198,7 @@ fn failure(e: &RuntimeError) -> PyErr {
         RuntimeError::ShutDown { .. } => ("shut_down", None, None, None, Vec::new()),
         _ => ("runtime", None, None, None, Vec::new()),
     };
-    RuntimeFailure::new_err((variant, text, origin, kind, message, causes))
+    RuntimeFailure::new_err((variant, text, origin, kind, message, causes, exception))
 }
 
 /// FNV-1a of the Python call site (file name, line), the output index and
@@ -198,52 +253,102 @@ fn task_error(py: Python<'_>, err: &PyErr) -> TaskError {
     }
 }
 
-/// What a body does with the GIL held: decode the inputs, call, encode the
-/// results.
-fn run_body(
-    hooks: &Hooks,
-    target: impl FnOnce(Python<'_>, Bound<'_, PyList>) -> PyResult<Py<PyAny>>,
-    values: Vec<Payload>,
-    count: usize,
-) -> Result<Vec<Payload>, TaskError> {
-    crate::threads::attach(|py| {
-        let decoded = PyList::empty(py);
-        for v in values {
-            let bytes = v.to_bytes();
-            let value = codec::decode(py, &bytes, hooks).map_err(|e| TaskError {
-                kind: "DecodeError".into(),
-                message: e.to_string(),
-                causes: Vec::new(),
-            })?;
-            decoded.append(value).map_err(|e| task_error(py, &e))?;
-        }
-        let out = target(py, decoded).map_err(|e| task_error(py, &e))?;
-        let out = out.bind(py);
-        let results: Vec<Bound<'_, PyAny>> = if count == 1 {
-            vec![out.clone()]
-        } else {
-            let items: Vec<Bound<'_, PyAny>> = out.extract().map_err(|e| task_error(py, &e))?;
-            if items.len() != count {
-                return Err(TaskError {
-                    kind: "ValueError".into(),
-                    message: format!(
-                        "the call has num_returns={count} but returned {} values",
-                        items.len()
-                    ),
-                    causes: Vec::new(),
-                });
+/// `module.Name` of an exception's class (just `Name` for a builtin), as
+/// Python prints it in a traceback: `_pickle.UnpicklingError`.
+fn type_path(py: Python<'_>, err: &PyErr) -> String {
+    let ty = err.get_type(py);
+    let name = ty
+        .qualname()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    match ty.module().map(|m| m.to_string()) {
+        Ok(module) if module != "builtins" => format!("{module}.{name}"),
+        _ => name,
+    }
+}
+
+/// What a body needs besides its code: the codecs, where its inputs come
+/// from (to name the party in a decoding error), the objects it makes and
+/// where to keep its exception if it fails.
+struct Body {
+    hooks: Arc<Hooks>,
+    exceptions: Arc<Exceptions>,
+    outputs: Vec<ObjectId>,
+    sources: Vec<PartyName>,
+}
+
+impl Body {
+    /// What a body does with the GIL held: decode the inputs, call, encode
+    /// the results. A failure of the call keeps its exception for the
+    /// owner's `fed.get`.
+    fn run(
+        &self,
+        target: impl FnOnce(Python<'_>, Bound<'_, PyList>) -> PyResult<Py<PyAny>>,
+        values: Vec<Payload>,
+        count: usize,
+    ) -> Result<Vec<Payload>, TaskError> {
+        crate::threads::attach(|py| {
+            let decoded = PyList::empty(py);
+            for (i, v) in values.into_iter().enumerate() {
+                let bytes = v.to_bytes();
+                let value = codec::decode(py, &bytes, &self.hooks).map_err(|e| {
+                    let from = self
+                        .sources
+                        .get(i)
+                        .map_or_else(|| "a peer".to_owned(), |p| format!("party '{p}'"));
+                    TaskError {
+                        kind: "DecodeError".into(),
+                        message: format!(
+                            "a value from {from} was refused: {}: {}",
+                            type_path(py, &e),
+                            e.value(py)
+                        ),
+                        causes: Vec::new(),
+                    }
+                })?;
+                decoded.append(value).map_err(|e| task_error(py, &e))?;
             }
-            items
-        };
-        results
-            .iter()
-            .map(|r| {
-                codec::encode(r, hooks)
-                    .map(Payload::from)
-                    .map_err(|e| task_error(py, &e))
-            })
-            .collect()
-    })
+            let out = target(py, decoded).map_err(|e| {
+                self.exceptions.keep(&self.outputs, e.value(py).as_any());
+                task_error(py, &e)
+            })?;
+            let out = out.bind(py);
+            let results: Vec<Bound<'_, PyAny>> = if count == 1 {
+                vec![out.clone()]
+            } else {
+                let items: Vec<Bound<'_, PyAny>> = out.extract().map_err(|e| task_error(py, &e))?;
+                if items.len() != count {
+                    return Err(TaskError {
+                        kind: "ValueError".into(),
+                        message: format!(
+                            "the call has num_returns={count} but returned {} values",
+                            items.len()
+                        ),
+                        causes: Vec::new(),
+                    });
+                }
+                items
+            };
+            results
+                .iter()
+                .map(|r| {
+                    codec::encode(r, &self.hooks)
+                        .map(Payload::from)
+                        .map_err(|e| task_error(py, &e))
+                })
+                .collect()
+        })
+    }
+}
+
+/// An actor's state that is not a built Python instance (an internal
+/// error: the runtime gave a method another actor's state).
+fn not_python(id: ObjectId) -> TaskError {
+    TaskError {
+        kind: "ActorTypeMismatch".into(),
+        message: format!("actor {id} is not a built Python object"),
+        causes: Vec::new(),
+    }
 }
 
 impl Node {
@@ -288,7 +393,7 @@ impl Node {
         name: Option<String>,
         inputs: &[PyRef<'_, FedObject>],
         count: usize,
-        work: impl FnOnce(&[ObjRef]) -> Work,
+        work: impl FnOnce(Body) -> Work,
         consumer: Option<ObjectId>,
     ) -> Vec<ObjRef> {
         let outputs: Vec<ObjRef> = (0..count)
@@ -298,7 +403,12 @@ impl Node {
                 fingerprint: fingerprint(site.0, site.1, i, name.as_deref()),
             })
             .collect();
-        let work = work(&outputs);
+        let work = work(Body {
+            hooks: self.hooks.clone(),
+            exceptions: self.exceptions.clone(),
+            outputs: outputs.iter().map(|o| o.id).collect(),
+            sources: inputs.iter().map(|o| o.owner.clone()).collect(),
+        });
         self.fed.runtime().submit(Call {
             party,
             inputs: inputs.iter().map(|o| o.obj_ref()).collect(),
@@ -345,17 +455,16 @@ impl Node {
             return Err(value_error("num_returns must be at least 1"));
         }
         let owner = self.party_of(party)?;
-        let (hooks, runner) = (self.hooks.clone(), self.runner.clone());
+        let runner = self.runner.clone();
         let outputs = self.submit(
             owner,
             (file, line),
             name,
             &inputs,
             num_returns,
-            |_| {
+            |body| {
                 Work::Task(Box::new(move |values| {
-                    run_body(
-                        &hooks,
+                    body.run(
                         |py, vals| runner.call1(py, (func, args, kwargs, vals, num_returns)),
                         values,
                         num_returns,
@@ -368,8 +477,12 @@ impl Node {
     }
 
     /// Creates an instance of `cls(*args, **kwargs)` living in `party`.
+    /// Without FedObjects among the arguments the actor is built when it is
+    /// created; with them, its first call builds it once their values are
+    /// here (RayFed passes FedObjects to constructors), and a constructor
+    /// that fails makes every later method fail with its error.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (party, file, line, name, cls, args, kwargs))]
+    #[pyo3(signature = (party, file, line, name, cls, args, kwargs, inputs))]
     fn actor(
         &self,
         party: &str,
@@ -379,32 +492,74 @@ impl Node {
         cls: Py<PyAny>,
         args: Py<PyAny>,
         kwargs: Py<PyAny>,
+        inputs: Vec<PyRef<'_, FedObject>>,
     ) -> PyResult<ActorRef> {
-        let _ = (file, line);
         let owner = self.party_of(party)?;
         let id = self.next_id();
-        let work = Work::NewActor {
-            actor: id,
-            ctor: Box::new(move || {
-                crate::threads::attach(|py| {
-                    let args = args
-                        .bind(py)
-                        .cast::<PyTuple>()
-                        .map_err(|e| task_error(py, &e.into()))?;
-                    let kwargs = kwargs.bind(py).cast::<PyDict>().ok();
-                    let obj = cls.call(py, args, kwargs).map_err(|e| task_error(py, &e))?;
-                    Ok(Box::new(obj) as Box<dyn std::any::Any + Send>)
+        let deferred = !inputs.is_empty();
+        let mut parts = Some((cls, args, kwargs));
+        let ctor: xsilo_runtime::CtorFn = match (deferred, parts.take()) {
+            (false, Some((cls, args, kwargs))) => {
+                let runner = self.runner.clone();
+                Box::new(move || {
+                    crate::threads::attach(|py| {
+                        let empty = PyList::empty(py);
+                        let obj = runner
+                            .call1(py, (cls, args, kwargs, empty, 1usize))
+                            .map_err(|e| task_error(py, &e))?;
+                        Ok(Box::new(PyActor::Ready(obj)) as Box<dyn std::any::Any + Send>)
+                    })
                 })
-            }),
+            }
+            (_, taken) => {
+                parts = taken;
+                Box::new(|| Ok(Box::new(PyActor::Unbuilt) as Box<dyn std::any::Any + Send>))
+            }
         };
         self.fed.runtime().submit(Call {
             party: owner.clone(),
             inputs: Vec::new(),
             outputs: Vec::new(),
             consumer: id.0,
-            work,
-            name: name.map(Arc::from),
+            work: Work::NewActor { actor: id, ctor },
+            name: name.clone().map(Arc::from),
         });
+        if let Some((cls, args, kwargs)) = parts {
+            let runner = self.runner.clone();
+            let init = name.map(|n| format!("{n}.__init__"));
+            // One output, which nobody holds: its handle goes at once.
+            let _ = self.submit(
+                owner.clone(),
+                (file, line),
+                init,
+                &inputs,
+                1,
+                |body| Work::Method {
+                    actor: id,
+                    f: Box::new(move |state, values| {
+                        let Some(slot) = state.downcast_mut::<PyActor>() else {
+                            return Err(not_python(id));
+                        };
+                        let mut built = None;
+                        let result = body.run(
+                            |py, vals| {
+                                built = Some(runner.call1(py, (cls, args, kwargs, vals, 1usize))?);
+                                Ok(py.None())
+                            },
+                            values,
+                            1,
+                        );
+                        match (&result, built) {
+                            (Ok(_), Some(obj)) => *slot = PyActor::Ready(obj),
+                            (Err(e), _) => *slot = PyActor::Failed(e.clone()),
+                            _ => {}
+                        }
+                        result
+                    }),
+                },
+                None,
+            );
+        }
         Ok(ActorRef {
             id,
             owner,
@@ -430,7 +585,7 @@ impl Node {
         if num_returns == 0 {
             return Err(value_error("num_returns must be at least 1"));
         }
-        let (hooks, runner) = (self.hooks.clone(), self.runner.clone());
+        let runner = self.runner.clone();
         let id = actor.id;
         let outputs = self.submit(
             actor.owner.clone(),
@@ -438,18 +593,21 @@ impl Node {
             name.or_else(|| Some(method.clone())),
             &inputs,
             num_returns,
-            |_| Work::Method {
+            |body| Work::Method {
                 actor: id,
                 f: Box::new(move |state, values| {
-                    let Some(obj) = state.downcast_ref::<Py<PyAny>>() else {
-                        return Err(TaskError {
-                            kind: "ActorTypeMismatch".into(),
-                            message: format!("actor {id} is not a Python object"),
-                            causes: Vec::new(),
-                        });
+                    let obj = match state.downcast_ref::<PyActor>() {
+                        Some(PyActor::Ready(obj)) => obj,
+                        Some(PyActor::Failed(e)) => {
+                            return Err(TaskError {
+                                kind: e.kind.clone(),
+                                message: format!("the actor's constructor failed: {}", e.message),
+                                causes: e.causes.clone(),
+                            })
+                        }
+                        Some(PyActor::Unbuilt) | None => return Err(not_python(id)),
                     };
-                    run_body(
-                        &hooks,
+                    body.run(
                         |py, vals| {
                             let bound = obj.bind(py).getattr(method.as_str())?;
                             runner.call1(py, (bound, args, kwargs, vals, num_returns))
@@ -481,11 +639,27 @@ impl Node {
         let refs: Vec<ObjRef> = objs.iter().map(|o| o.obj_ref()).collect();
         let rt = self.fed.runtime().clone();
         let got = py.detach(|| pollster::block_on(rt.get(refs)));
-        let payloads = got.map_err(|e| failure(&e))?;
+        let payloads = got.map_err(|e| {
+            let exception = match &e {
+                RuntimeError::Task { object, .. } => self.exceptions.find(py, *object),
+                _ => None,
+            };
+            failure_with(&e, exception)
+        })?;
         payloads
             .into_iter()
             .map(|p| codec::decode(py, &p.to_bytes(), &self.hooks).map(Bound::unbind))
             .collect()
+    }
+
+    /// Waits, at most `seconds`, until every peer is known to be up (RayFed's
+    /// `ping_others`); raises naming the parties not reached.
+    fn barrier(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let bound =
+            std::time::Duration::try_from_secs_f64(seconds.max(0.0)).map_err(value_error)?;
+        let rt = self.fed.runtime().clone();
+        py.detach(|| pollster::block_on(rt.barrier(bound)))
+            .map_err(|e| failure(&e))
     }
 
     /// Aborts the job from this party with `reason`: every wait fails and
@@ -507,6 +681,7 @@ impl Node {
                     None::<String>,
                     None::<String>,
                     Vec::<String>::new(),
+                    None::<Py<PyAny>>,
                 )),
             })
     }
@@ -538,7 +713,7 @@ impl Node {
 /// derived from it (every party of the job derives the same CA).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (config_toml, base_dir, party, dev_secret, failure_handler, encode_hook, decode_hook, runner))]
+#[pyo3(signature = (config_toml, base_dir, party, dev_secret, failure_handler, encode_hook, decode_hook, runner, exit_hook=None))]
 pub(crate) fn start(
     py: Python<'_>,
     config_toml: &str,
@@ -549,12 +724,15 @@ pub(crate) fn start(
     encode_hook: Py<PyAny>,
     decode_hook: Py<PyAny>,
     runner: Py<PyAny>,
+    exit_hook: Option<Py<PyAny>>,
 ) -> PyResult<Node> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("XSILO_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        // Colour only on a terminal: a file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
     let config =
@@ -578,6 +756,29 @@ pub(crate) fn start(
             });
         });
     }
+    if let Some(hook) = exit_hook {
+        // The interpreter exits itself, so that its exit hooks run and its
+        // queues flush: `hook(status)` runs on a thread of its own (the
+        // control thread never waits for the GIL) and wakes the main thread.
+        let hook = Arc::new(hook);
+        options.exit_hook = Some(Arc::new(move |status| {
+            let hook = hook.clone();
+            let spawned = std::thread::Builder::new()
+                .name("xsilo-exit".into())
+                .spawn(move || {
+                    Python::attach(|py| {
+                        crate::threads::park_if_forced_out(|| {
+                            if let Err(err) = hook.call1(py, (status,)) {
+                                err.print(py);
+                            }
+                        });
+                    });
+                });
+            if spawned.is_err() {
+                std::process::exit(status);
+            }
+        }));
+    }
     options.worker_thread = Some(xsilo_runtime::WorkerThreadHooks {
         on_start: Arc::new(crate::threads::on_worker_start),
         on_stop: Arc::new(crate::threads::on_worker_stop),
@@ -591,6 +792,19 @@ pub(crate) fn start(
         .detach(|| tokio.block_on(xsilo::init_with(config, &party, options)))
         .map_err(|e| match e {
             xsilo::Error::Runtime(r) => failure(&r),
+            xsilo::Error::Setup(xsilo_transport::SetupError::Bind { ref error, .. })
+                if error.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                RuntimeFailure::new_err((
+                    "address_in_use",
+                    e.to_string(),
+                    None::<String>,
+                    None::<String>,
+                    None::<String>,
+                    Vec::<String>::new(),
+                    None::<Py<PyAny>>,
+                ))
+            }
             other => value_error(other),
         })?;
     Ok(Node {
@@ -603,6 +817,7 @@ pub(crate) fn start(
             decode: decode_hook,
         }),
         runner: Arc::new(runner),
+        exceptions: Arc::default(),
     })
 }
 

@@ -56,12 +56,57 @@ class Counter:
         return self.n
 
 
+@fed.remote
+def nested(direct, li, kw=None):
+    # RayFed's shape: a FedObject passed as an argument arrives as its
+    # value; one inside a list, tuple or dict arrives as a reference that
+    # fed.get (or xsilo.ray.get) resolves here, without a round trip.
+    import xsilo.ray as ray
+
+    assert isinstance(li[1][0], fed.ObjectRef), type(li[1][0])
+    return [direct, fed.get(li[1][0]), ray.get(kw["k"]), fed.get([li[1][0], kw["k"]])]
+
+
+@fed.remote
+class Fragile:
+    def __init__(self, x):
+        raise ValueError(f"cannot build from {x}")
+
+    def ping(self):
+        return "pong"
+
+
+@fed.remote
+def make_allowed():
+    from allowed_values import Allowed
+
+    return Allowed(7)
+
+
+@fed.remote
+def make_other():
+    from allowed_values import Other
+
+    return Other()
+
+
+@fed.remote
+def read_v(a):
+    return a.v
+
+
 def report_error(e):
     src = getattr(e, "src_party", None) or getattr(e, "party", None)
-    cause = getattr(e, "cause", None)
     cause_text = None
-    if cause is not None:
-        cause_text = f"{cause.kind}|{cause.message}|{'Traceback' in (cause.trace or '')}"
+    if isinstance(e, fed.FedRemoteError):
+        # RayFed's shape: the raised error's cause is a FedRemoteError whose
+        # own cause is what the origin exposes (None unless expose_error_trace).
+        inner = e.cause
+        assert isinstance(inner, fed.FedRemoteError) and inner.src_party == e.src_party, repr(inner)
+        assert str(inner).startswith(f"FedRemoteError occurred at {e.src_party}"), str(inner)
+        cause = inner.cause
+        if cause is not None:
+            cause_text = f"{cause.kind}|{cause.message}|{'Traceback' in (cause.trace or '')}"
     print("ERROR", json.dumps({"type": type(e).__name__, "src": src, "cause": cause_text, "text": str(e)}), flush=True)
 
 
@@ -176,11 +221,26 @@ def main():
     def handler(err):
         print("HANDLER", type(err).__name__ if err is not None else "None", flush=True)
 
+    if scenario == "allow_list":
+        comm["serializing_allowed_list"] = {"allowed_values": ["Allowed"]}
+    if scenario == "one_party":
+        comm.update({"timeout_ms": 1000, "use_global_proxy": True,
+                     "grpc_retry_policy": {"maxAttempts": 3, "initialBackoff": "0.5s"}})
     config = {"cross_silo_comm": comm} if comm else {}
-    if scenario not in ("sending_failure",):
+    if scenario not in ("sending_failure", "one_party"):
         config["barrier_on_initializing"] = True
-    fed.init(addresses=addresses, party=party, job_name=job, config=config,
-             sending_failure_handler=handler)
+    if scenario == "sending_failure":
+        import atexit
+
+        atexit.register(lambda: print("ATEXIT", flush=True))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        fed.init(addresses=addresses, party=party, job_name=job, config=config,
+                 sending_failure_handler=handler)
+    for w in warned:
+        print("WARNING", str(w.message), flush=True)
 
     if scenario in ("fail", "expose"):
         bad = fail.party("alice").remote("boom in alice")
@@ -224,6 +284,45 @@ def main():
             fed.get(late)
         except Exception as e:  # noqa: BLE001
             report_error(e)
+    elif scenario == "shapes":
+        # The owner's error is the very exception, as .cause and as its class.
+        bad = fail.party("alice").remote("boom in alice")
+        try:
+            fed.get(bad)
+        except ValueError as e:
+            assert party == "alice", e
+            assert isinstance(e, fed.TaskError) and isinstance(e.cause, ValueError), repr(e)
+            print("OWNER", json.dumps([str(e.cause), e.cause.args[0] == "boom in alice"]), flush=True)
+        except fed.FedRemoteError as e:
+            assert party == "bob", e
+            assert isinstance(e.cause, fed.FedRemoteError), repr(e.cause)
+            print("PEER", json.dumps([e.src_party, str(e.cause), e.cause.cause]), flush=True)
+        o = value.party("alice").remote("a")
+        r = nested.party("bob").remote(o, ["x", [o]], kw={"k": o})
+        print("NESTED", json.dumps(fed.get(r)), flush=True)
+        # A FedObject passed to an actor's constructor, across parties.
+        c = Counter.party("bob").remote(add.party("alice").remote(o, "b"))
+        print("CTOR", json.dumps(fed.get(c.inc.remote("c"))), flush=True)
+        f = Fragile.party("alice").remote(o)
+        try:
+            fed.get(f.ping.remote())
+        except Exception as e:  # noqa: BLE001
+            print("CTOR-FAILED", type(e).__name__, str(e).replace("\n", " "), flush=True)
+    elif scenario == "allow_list":
+        print("ALLOWED", fed.get(read_v.party("bob").remote(make_allowed.party("alice").remote())), flush=True)
+        try:
+            fed.get(read_v.party("bob").remote(make_other.party("alice").remote()))
+        except Exception as e:  # noqa: BLE001
+            report_error(e)
+    elif scenario == "one_party":
+        from xsilo import config as fed_config
+
+        cluster = fed_config.get_cluster_config()
+        job_config = fed_config.get_job_config()
+        c = Counter.party("alice").remote(1)
+        x = add.party("alice").remote(c.inc.remote(1), 40)
+        print("RESULT", json.dumps([fed.get(x), cluster.cluster_addresses == addresses, cluster.current_party,
+                                    job_config.cross_silo_comm_config_dict["grpc_retry_policy"]["maxAttempts"]]), flush=True)
     elif scenario == "threads":
         # One call after the other (each takes the one before as input).
         calls = [count_on_this_thread.party("alice").remote(None)]

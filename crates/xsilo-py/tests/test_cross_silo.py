@@ -114,7 +114,7 @@ def test_a_failing_task_reaches_every_party_with_the_trace_hidden(parties):
         assert "ValueError" in dep["text"], dep
         if p == "alice":
             # In the party where it ran, the error is its own, with the message.
-            assert bad["type"] == "TaskError", bad
+            assert bad["type"] == "TaskError(ValueError)", bad
             assert "boom in alice" in bad["text"], bad
         else:
             assert bad["type"] == "FedRemoteError" and bad["src"] == "alice", bad
@@ -145,9 +145,13 @@ def test_a_failure_travels_a_three_party_chain(parties):
 def test_exit_on_sending_failure_runs_the_handler_once(parties):
     job = parties("sending_failure", ["alice", "bob"], start=["alice"])
     code, out, err = job.finish("alice", timeout=60)
-    assert code != 0, (out, err[-2000:])
+    # Through the interpreter: the handler once, then atexit hooks, status 1.
+    assert code == 1, (out, err[-2000:])
     assert [line for line in out if line.startswith("HANDLER")] == ["HANDLER XsiloError"], out
     assert "NOT-EXITED" not in out
+    assert out.index("ATEXIT") > out.index("HANDLER XsiloError"), out
+    # The runtime's log lines went to a pipe: plain text, no colour codes.
+    assert "exiting with status 1" in err and "\x1b[" not in err, err[-2000:]
 
 
 def test_a_killed_party_fails_the_waits_on_it(parties):
@@ -200,19 +204,84 @@ def test_ctrl_c_in_a_driver_tells_the_peers_and_exits_130(parties, tmp_path):
     assert "alice" in e["text"], e
 
 
-def test_unknown_configuration_keys_are_errors_naming_the_key():
+def test_invalid_options_are_errors_naming_the_key():
     import pytest
     import xsilo as fed
 
-    with pytest.raises(ValueError, match="'cross_silo_comm.retry_police'"):
+    with pytest.raises(ValueError, match="serializing_allowed_list must be a dict"):
         fed.init(addresses={"alice": "127.0.0.1:1"}, party="alice",
-                 config={"cross_silo_comm": {"retry_police": 1}})
-    with pytest.raises(ValueError, match="serializing_allowed_list.*pickle"):
+                 config={"cross_silo_comm": {"serializing_allowed_list": ["numpy"]}})
+    with pytest.raises(ValueError, match="initialBackoff must be a duration"):
         fed.init(addresses={"alice": "127.0.0.1:1"}, party="alice",
-                 config={"cross_silo_comm": {"serializing_allowed_list": {}}})
+                 config={"cross_silo_comm": {"grpc_retry_policy": {"initialBackoff": "soon"}}})
     with pytest.raises(TypeError, match="'sender_proxy_cls' has no meaning"):
         fed.init(addresses={"alice": "127.0.0.1:1"}, party="alice", sender_proxy_cls=object)
     with pytest.raises(TypeError, match="unknown argument 'adresses'"):
         fed.init(adresses={"alice": "127.0.0.1:1"}, party="alice")
     with pytest.raises(ValueError, match="tls_config key 'ca'"):
         fed.init(addresses={"alice": "127.0.0.1:1"}, party="alice", tls_config={"ca": "x"})
+
+
+def test_rayfed_shapes_errors_nested_refs_and_constructor_arguments(parties):
+    job = parties("shapes", ["alice", "bob"])
+    outs = {}
+    for p in ("alice", "bob"):
+        code, out, err = job.finish(p)
+        assert code == 0, err[-3000:]
+        outs[p] = out
+    owner = [line for line in outs["alice"] if line.startswith("OWNER")]
+    assert owner == ['OWNER ["boom in alice", true]'], outs["alice"]
+    peer = [line for line in outs["bob"] if line.startswith("PEER")]
+    # RayFed's text, without the message (expose_error_trace is off).
+    assert peer == ['PEER ["alice", "FedRemoteError occurred at alice", null]'], outs["bob"]
+    for p in ("alice", "bob"):
+        assert 'NESTED ["a", "a", "a", ["a", "a"]]' in outs[p], outs[p]
+        assert 'CTOR "abc"' in outs[p], outs[p]
+        failed = [line for line in outs[p] if line.startswith("CTOR-FAILED")]
+        assert len(failed) == 1 and "ValueError" in failed[0], outs[p]
+        if p == "alice":
+            assert "the actor's constructor failed: cannot build from a" in failed[0], failed
+
+
+def test_serializing_allowed_list_rebuilds_only_the_listed_classes(parties):
+    job = parties("allow_list", ["alice", "bob"])
+    outs = {}
+    for p in ("alice", "bob"):
+        code, out, err = job.finish(p)
+        assert code == 0, err[-3000:]
+        assert "PWNED" not in "".join(out) + "".join(err), (out, err)
+        outs[p] = out
+        assert "ALLOWED 7" in out, out
+    (e,) = errors(outs["bob"])
+    # Refused in bob, naming what the payload names and where it came from.
+    assert "_pickle.UnpicklingError" in e["text"], e
+    assert "posix.system" in e["text"] and "party 'alice'" in e["text"], e
+
+
+def test_a_one_party_job_runs_and_rayfed_options_are_warned_about_once(parties):
+    job = parties("one_party", ["alice"])
+    code, out, err = job.finish("alice")
+    assert code == 0, err[-3000:]
+    assert 'RESULT [42, true, "alice", 3]' in out, out
+    warned = [line for line in out if line.startswith("WARNING")]
+    assert len(warned) == 2, warned
+    assert any("'cross_silo_comm.timeout_ms' is ignored" in w for w in warned), warned
+    assert any("'cross_silo_comm.use_global_proxy' is ignored" in w for w in warned), warned
+
+
+def test_a_listen_port_held_by_another_program_is_an_assertion_error():
+    import socket
+
+    import pytest
+    import xsilo as fed
+
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    try:
+        port = held.getsockname()[1]
+        with pytest.raises(AssertionError, match=f"127.0.0.1:{port}") as e:
+            fed.init(addresses={"alice": f"127.0.0.1:{port}"}, party="alice")
+        assert isinstance(e.value, fed.AddressInUseError) and isinstance(e.value, ValueError)
+        fed.shutdown()  # nothing to stop: a no-op
+    finally:
+        held.close()

@@ -52,7 +52,7 @@ pub use call::{
 };
 pub use errors::{RuntimeError, TaskError};
 pub use options::{
-    default_workers, FailureHandler, ProgressSink, RuntimeOptions, WorkerThreadHooks,
+    default_workers, ExitHook, FailureHandler, ProgressSink, RuntimeOptions, WorkerThreadHooks,
 };
 pub use stats::{Counts, Stats};
 

@@ -7,6 +7,14 @@ use std::time::Duration;
 /// unintended shutdown, with the last sending error if there was one.
 pub type FailureHandler = Arc<dyn Fn(Option<&xsilo_transport::TransportError>) + Send + Sync>;
 
+/// How the process exits after an unintended shutdown, instead of
+/// `std::process::exit` ([`RuntimeOptions::exit_hook`]): called once, on
+/// the control thread, with the exit status, after the sending-failure
+/// handler ran. For a language binding whose interpreter must exit itself
+/// (so that its exit hooks run and its buffers flush). It must return at
+/// once: hand the exit to another thread.
+pub type ExitHook = Arc<dyn Fn(i32) + Send + Sync>;
+
 /// Where transfer progress goes ([`RuntimeOptions::progress`]).
 pub type ProgressSink = tokio::sync::mpsc::Sender<xsilo_transport::TransferProgress>;
 
@@ -62,6 +70,9 @@ pub struct RuntimeOptions {
     /// Exit the process (status 1) after an unintended shutdown. Default
     /// false; `xsilo::init` turns it on.
     pub exit_process: bool,
+    /// With `exit_process`: exit through this hook instead of
+    /// `std::process::exit`. Default none.
+    pub exit_hook: Option<ExitHook>,
     /// Progress reports of large transfers (the transport's
     /// `TransferProgress`, at most eight per object of 32 MiB or more) are
     /// logged at INFO and, when this is set, offered to this channel; a
@@ -97,6 +108,7 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("handle_signals", &self.handle_signals)
             .field("finish_wait", &self.finish_wait)
             .field("exit_process", &self.exit_process)
+            .field("exit_hook", &self.exit_hook.is_some())
             .field("progress", &self.progress.is_some())
             .field("metrics_interval", &self.metrics_interval)
             .field("early_bytes_per_peer", &self.early_bytes_per_peer)
@@ -117,6 +129,7 @@ impl Default for RuntimeOptions {
             handle_signals: false,
             finish_wait: Duration::from_secs(10),
             exit_process: false,
+            exit_hook: None,
             progress: None,
             metrics_interval: None,
             early_bytes_per_peer: 500 << 20,

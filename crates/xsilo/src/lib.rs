@@ -109,6 +109,11 @@ pub struct InitOptions {
     /// Exit the process after an unintended shutdown: status 1 after a
     /// sending failure, 128 + the signal number after a signal. Default true.
     pub exit_process: bool,
+    /// With `exit_process`: how to exit, instead of `std::process::exit`
+    /// (for a language binding whose interpreter must run its own exit
+    /// hooks). Called once with the status; it must return at once.
+    /// Default none.
+    pub exit_hook: Option<xsilo_runtime::ExitHook>,
     /// The TLS identity to use instead of the files of the configuration's
     /// `[tls]` section (for language bindings and tests that make their
     /// certificates in memory). Default none.
@@ -124,6 +129,7 @@ impl Default for InitOptions {
             sending_failure_handler: None,
             handle_signals: true,
             exit_process: true,
+            exit_hook: None,
             tls: None,
             worker_thread: None,
         }
@@ -150,6 +156,7 @@ impl std::fmt::Debug for InitOptions {
             )
             .field("handle_signals", &self.handle_signals)
             .field("exit_process", &self.exit_process)
+            .field("exit_hook", &self.exit_hook.is_some())
             .field("tls", &self.tls.is_some())
             .field("worker_thread", &self.worker_thread.is_some())
             .finish()
@@ -188,6 +195,7 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
     options.failure_handler = init.sending_failure_handler;
     options.handle_signals = init.handle_signals;
     options.exit_process = init.exit_process;
+    options.exit_hook = init.exit_hook;
     options.worker_thread = init.worker_thread;
     options.workers = config.execution.workers();
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(64);
@@ -197,6 +205,18 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
         config.listen_addr(&party)?,
         config.address_book(&party),
     );
+    // The listen port must be free for TCP as well as for QUIC's UDP: the
+    // TLS-over-TCP transport for networks that drop UDP is to take the same
+    // port, and RayFed's users (gRPC, over TCP) expect a port another
+    // program holds to fail `init`. Checked only: nothing listens on TCP yet.
+    if let Err(error) = std::net::TcpListener::bind(listen) {
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            return Err(Error::Setup(xsilo_transport::SetupError::Bind {
+                addr: listen,
+                error,
+            }));
+        }
+    }
     let me = party.clone();
     let rt = xsilo_runtime::Runtime::launch(
         move || async move {

@@ -59,25 +59,39 @@ class XsiloError(Exception):
 
 
 class FedRemoteError(XsiloError):
-    """A task failed in another party (RayFed's FedRemoteError).
+    """A task failed in another party (RayFed's ``fed.exceptions.FedRemoteError``).
 
-    ``src_party`` is the party where the failure began. ``cause`` is a
-    :class:`RemoteCause` with the error's class name, message and traceback
-    when that party set ``expose_error_trace``, and otherwise None.
+    ``src_party`` is the party where the failure began. ``cause`` is what
+    RayFed puts there: for the error ``fed.get`` raises, a FedRemoteError
+    whose ``str()`` is RayFed's (``FedRemoteError occurred at alice caused
+    by ...``); for that one, a :class:`RemoteCause` with the error's class
+    name, message and traceback when the origin set ``expose_error_trace``,
+    and otherwise None (only the kind and the origin cross the boundary).
     """
 
-    def __init__(self, src_party: str, cause: Optional["RemoteCause"], text: str):
-        super().__init__(text)
+    def __init__(self, src_party: str, cause: Optional[Exception] = None, text: Optional[str] = None):
+        super().__init__(text if text is not None else _remote_text(src_party, cause))
         self.src_party = src_party
         self.cause = cause
         self._text = text
 
     def __str__(self) -> str:
-        return self._text
+        if self._text is not None:
+            return self._text
+        return _remote_text(self.src_party, self.cause)
+
+
+def _remote_text(src_party: str, cause: Optional[Exception]) -> str:
+    text = f"FedRemoteError occurred at {src_party}"
+    if cause is not None:
+        text += f" caused by {cause}"
+    return text
 
 
 class RemoteCause(Exception):
-    """What a remote task raised, as far as its party exposes it."""
+    """What a remote task raised, as far as its party exposes it: ``kind``
+    (the class name), ``message`` and ``trace``. Never the object itself:
+    nothing a peer sends is unpickled."""
 
     def __init__(self, kind: str, message: Optional[str], trace: Optional[str]):
         super().__init__(f"{kind}: {message}" if message else kind)
@@ -88,24 +102,65 @@ class RemoteCause(Exception):
 
 class TaskError(XsiloError):
     """A task of this party failed: ``kind`` is the class name of what it
-    raised, ``message`` its text, ``trace`` its traceback."""
+    raised, ``message`` its text, ``trace`` its traceback, and ``cause``
+    the exception object itself (RayFed's ``.cause``). When the class of
+    that exception allows it, the error raised is also an instance of it
+    (``except MyError`` catches it, as with RayFed)."""
 
-    def __init__(self, party: str, kind: str, message: str, trace: Optional[str], text: str):
-        super().__init__(text)
+    def __init__(self, party: str, kind: str, message: str, trace: Optional[str], text: str,
+                 cause: Optional[BaseException] = None):
+        Exception.__init__(self, text)
         self.party = party
         self.kind = kind
         self.message = message
         self.trace = trace
+        self.cause = cause if cause is not None else RemoteCause(kind, message, trace)
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+
+class AddressInUseError(XsiloError, ValueError, AssertionError):
+    """``fed.init()``: this party's listen address is held by another
+    program. Also an AssertionError and a ValueError, as RayFed's callers
+    catch it."""
+
+
+_DUAL_ERRORS: Dict[type, type] = {}
+
+
+def _task_error_class(cause: BaseException) -> type:
+    """TaskError, or a class that is both TaskError and the class of
+    ``cause`` (made once per class), where Python allows it."""
+    cls = type(cause)
+    if not isinstance(cause, Exception) or cls in (Exception,) or issubclass(cls, XsiloError):
+        return TaskError
+    dual = _DUAL_ERRORS.get(cls)
+    if dual is None:
+        try:
+            dual = type(f"TaskError({cls.__name__})", (TaskError, cls), {"__module__": __name__})
+        except TypeError:
+            dual = TaskError
+        _DUAL_ERRORS[cls] = dual
+    return dual
 
 
 def _translate(e: "_xsilo.RuntimeFailure") -> Exception:
-    variant, text, origin, kind, message, causes = e.args
+    variant, text, origin, kind, message, causes, exception = e.args
     trace = causes[0] if causes else None
     if variant == "remote":
-        cause = RemoteCause(kind, message, trace) if message is not None else None
-        return FedRemoteError(origin, cause, text)
+        inner = FedRemoteError(origin, RemoteCause(kind, message, trace) if message is not None else None)
+        return FedRemoteError(origin, inner, text)
     if variant == "task":
+        if exception is not None:
+            try:
+                return _task_error_class(exception)(origin, kind, message, trace, text, exception)
+            except Exception:  # noqa: BLE001 - a class that cannot be mixed in
+                return TaskError(origin, kind, message, trace, text, exception)
         return TaskError(origin, kind, message, trace, text)
+    if variant == "address_in_use":
+        return AddressInUseError(text)
     return XsiloError(text)
 
 
@@ -134,6 +189,11 @@ def _encode_hook(obj: Any):
                 entry = e
                 break
     if entry is None:
+        # With serializing_allowed_list (RayFed's option), a value no codec
+        # takes is pickled; the receiver rebuilds only allow-listed classes.
+        # numpy values cross as raw buffers, never pickled.
+        if _allowed is not None and not _is_numpy(obj):
+            return (_PICKLE_CODEC, _pickle_dumps(obj))
         return None
     name, encode, _ = entry
     data = encode(obj)
@@ -143,6 +203,14 @@ def _encode_hook(obj: Any):
 
 
 def _decode_hook(name: str, data: bytes):
+    if name == _PICKLE_CODEC:
+        if _allowed is None:
+            import pickle
+
+            raise pickle.UnpicklingError(
+                "a pickled value arrived, but this party set no serializing_allowed_list: nothing is unpickled"
+            )
+        return _restricted_loads(data)
     entry = _codecs_by_name.get(name)
     if entry is None:
         raise ValueError(f"xsilo: a value of codec {name!r} arrived, but this party registered no such codec")
@@ -200,9 +268,35 @@ def _extract(obj: Any, inputs: List[FedObject]) -> Any:
     return _rebuild(obj, slot)
 
 
-def _fill(obj: Any, values: list) -> Any:
-    """The argument with each slot replaced by its value."""
-    return _rebuild(obj, lambda x: values[x.index] if isinstance(x, _Slot) else x)
+class ObjectRef:
+    """A FedObject that sat inside a list, tuple or dict argument, as the
+    body sees it (RayFed hands such nested objects to the body as Ray
+    references): ``fed.get(ref)`` (or ``xsilo.ray.get(ref)``) in the body
+    gives its value, which is already in this party; nothing crosses.
+    FedObjects passed directly as arguments arrive as their values."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any):
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({type(self._value).__name__})"
+
+
+def _fill(obj: Any, values: list, top: bool = True) -> Any:
+    """The arguments (a tuple or a dict) with each slot replaced: by its
+    value where the FedObject was an argument itself, by an ObjectRef to
+    the value where it sat inside a container (RayFed's shape)."""
+    if not top:
+        return _rebuild(obj, lambda x: ObjectRef(values[x.index]) if isinstance(x, _Slot) else x)
+    if type(obj) is dict:
+        if not any(isinstance(v, (_Slot, list, tuple, dict)) for v in obj.values()):
+            return obj
+        return {k: values[v.index] if isinstance(v, _Slot) else _fill(v, values, False) for k, v in obj.items()}
+    if not any(isinstance(v, (_Slot, list, tuple, dict)) for v in obj):
+        return obj
+    return tuple(values[v.index] if isinstance(v, _Slot) else _fill(v, values, False) for v in obj)
 
 
 _ATOMS = (type(None), bool, int, float, str, bytes, _Slot)
@@ -295,7 +389,7 @@ class _RemoteFunction:
 
     def remote(self, *args, **kwargs):
         if self._party is None:
-            raise XsiloError(f"{self.__name__}.remote(): pin the call first: {self.__name__}.party('alice').remote(...)")
+            raise ValueError(f"{self.__name__}.remote(): pin the call first: {self.__name__}.party('alice').remote(...)")
         node, a, k, inputs, file, line = _prepare(self._party, args, kwargs)
         name = getattr(self._func, "__qualname__", self.__name__)
         return _outputs(node.task(self._party, file, line, name, self._func, a, k, inputs, self._num_returns), self._num_returns)
@@ -360,14 +454,9 @@ class _RemoteClass:
 
     def remote(self, *args, **kwargs) -> _ActorHandle:
         if self._party is None:
-            raise XsiloError(f"{self.__name__}.remote(): pin the actor first: {self.__name__}.party('alice').remote(...)")
+            raise ValueError(f"{self.__name__}.remote(): pin the actor first: {self.__name__}.party('alice').remote(...)")
         node, a, k, inputs, file, line = _prepare(self._party, args, kwargs)
-        if inputs:
-            raise TypeError(
-                f"{self.__name__}.remote(): an actor's constructor takes plain values; "
-                "pass FedObjects to its methods instead"
-            )
-        ref = node.actor(self._party, file, line, self._cls.__qualname__, self._cls, a, k)
+        ref = node.actor(self._party, file, line, self._cls.__qualname__, self._cls, a, k, inputs)
         methods = {m for m in dir(self._cls) if callable(getattr(self._cls, m, None)) and not m.startswith("__")}
         return _ActorHandle(ref, self._cls.__name__, methods)
 
@@ -389,13 +478,20 @@ def remote(obj=None, **options):
 
 def get(objs):
     """The values of a FedObject or of a list of them, in every party alike
-    (the owner pushes each value to every party that has not had it)."""
+    (the owner pushes each value to every party that has not had it).
+
+    Inside a body, ``fed.get`` of an :class:`ObjectRef` (a FedObject that
+    was nested in an argument) or a list of them gives the value at once."""
+    if isinstance(objs, ObjectRef):
+        return objs._value
+    if isinstance(objs, (list, tuple)) and objs and all(isinstance(o, ObjectRef) for o in objs):
+        return [o._value for o in objs]
     node = _require()
     single = isinstance(objs, FedObject)
     items = [objs] if single else list(objs)
     for o in items:
         if not isinstance(o, FedObject):
-            raise TypeError(f"fed.get() takes FedObjects, not {type(o).__name__}")
+            raise TypeError(f"fed.get() takes FedObjects (or, in a body, ObjectRefs), not {type(o).__name__}")
     try:
         values = node.get(items)
     except _xsilo.RuntimeFailure as e:
@@ -411,7 +507,7 @@ def kill(actor: _ActorHandle, *, no_restart: bool = True) -> None:
 def shutdown() -> None:
     """Waits until every value this party sent is acknowledged, says goodbye
     and stops (MISSION E8)."""
-    global _node
+    global _node, _allowed, _cluster_config, _job_config
     if _forked():
         # The runtime's threads are the parent's: there is nothing to stop
         # here, and nothing would answer.
@@ -421,13 +517,19 @@ def shutdown() -> None:
         node = _node
     if node is None:
         return
+    error = None
     try:
         node.shutdown()
     except _xsilo.RuntimeFailure as e:
-        _fail(e)
-    with _lock:
-        _node = None
-    _restore_sigint()
+        error = e
+    finally:
+        with _lock:
+            if _node is node:
+                _node = None
+                _allowed = _cluster_config = _job_config = None
+        _restore_sigint()
+    if error is not None:
+        _fail(error)
 
 
 def _forked() -> bool:
@@ -447,13 +549,17 @@ def _shutdown_at_exit() -> None:
     # kept it here; SystemExit is not kept): the peers learn that, not a
     # divergence from a driver that seems to have finished early.
     crash = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if _exit_status is not None:
+        crash = None  # the runtime is ending the process; the peers were told
     if crash is not None:
         _node.abort(f"the driver of party '{_me}' ended with an uncaught {type(crash).__name__}")
     try:
         shutdown()
     except XsiloError as e:
-        if crash is None:
+        if crash is None and _exit_status is None:
             sys.stderr.write(f"xsilo: the shutdown at exit failed: {e}\n")
+    except SystemExit:
+        pass
 
 
 atexit.register(_shutdown_at_exit)
@@ -474,22 +580,38 @@ _COMM_KEYS = {
     "expose_error_trace": "expose_error_trace",
     "continue_waiting_for_data_sending_on_error": "continue_waiting_for_data_sending_on_error",
 }
-_NO_MEANING = {
-    "serializing_allowed_list": "values never cross as pickle here, so there is nothing to allow",
+# RayFed's options with no counterpart here: warned about once, then ignored.
+_NO_COUNTERPART = {
     "send_resource_label": "xsilo has no Ray resources",
     "recv_resource_label": "xsilo has no Ray resources",
     "proxy_max_restarts": "xsilo has no proxy actors",
-    "grpc_retry_policy": "xsilo speaks QUIC, not gRPC (see [communication.retry] in an xsilo TOML)",
-    "grpc_channel_options": "xsilo speaks QUIC, not gRPC",
     "use_global_proxy": "xsilo has no proxy actors",
-    "http_header": "xsilo speaks QUIC, not HTTP/gRPC",
+    "http_header": "xsilo speaks QUIC, not HTTP/gRPC (per-party metadata is [overrides.PARTY] metadata in an xsilo TOML)",
     "max_concurrency": "xsilo's worker pool is set in an xsilo TOML ([execution] workers)",
 }
+# gRPC channel options that have a counterpart: the largest message.
+_GRPC_SIZE_OPTIONS = ("grpc.max_send_message_length", "grpc.max_receive_message_length")
 _NO_MEANING_ARGS = {
     "sender_proxy_cls": "xsilo has no proxy actors",
     "receiver_proxy_cls": "xsilo has no proxy actors",
     "receiver_sender_proxy_cls": "xsilo has no proxy actors",
 }
+
+
+class XsiloConfigWarning(UserWarning):
+    """A RayFed option that xsilo ignores (unknown, or without a counterpart)."""
+
+
+_warned: set = set()
+
+
+def _warn_once(key: str, why: str) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    import warnings
+
+    warnings.warn(f"xsilo: fed.init(): {key!r} is ignored: {why}", XsiloConfigWarning, stacklevel=3)
 
 
 def _no_unknown(where: str, unknown: dict) -> None:
@@ -505,12 +627,55 @@ def _toml_str(s: str) -> str:
 def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
+    if isinstance(v, (int, float)):
+        return repr(v)
     return _toml_str(str(v))
 
 
-def _rayfed_toml(addresses, job_name, config, tls_config) -> str:
+def _grpc_duration(key: str, v) -> str:
+    """A gRPC duration ("1s", "0.5s") or a number of seconds, as "Nms"."""
+    text = str(v).strip()
+    try:
+        seconds = float(text[:-1]) if text.endswith("s") else float(text)
+    except ValueError:
+        raise ValueError(f"fed.init(): cross_silo_comm.grpc_retry_policy.{key} must be a duration such as '5s', not {v!r}") from None
+    if seconds < 0:
+        raise ValueError(f"fed.init(): cross_silo_comm.grpc_retry_policy.{key} must not be negative")
+    return f"{int(round(seconds * 1000))}ms"
+
+
+def _retry_policy(policy) -> dict:
+    """RayFed's grpc_retry_policy as xsilo's [communication.retry]."""
+    if not isinstance(policy, dict):
+        raise ValueError("fed.init(): cross_silo_comm.grpc_retry_policy must be a dict")
+    retry = {}
+    for k, v in policy.items():
+        if k == "maxAttempts":
+            retry["max_attempts"] = int(v)
+        elif k == "initialBackoff":
+            retry["initial_backoff"] = _grpc_duration(k, v)
+        elif k == "maxBackoff":
+            retry["max_backoff"] = _grpc_duration(k, v)
+        elif k == "backoffMultiplier":
+            retry["multiplier"] = float(v)
+        else:
+            _warn_once(f"cross_silo_comm.grpc_retry_policy.{k}", "it is gRPC's own; xsilo retries every transient failure")
+    return retry
+
+
+def _allowed_list(value) -> Dict[str, frozenset]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError("fed.init(): cross_silo_comm.serializing_allowed_list must be a dict of module name to a list of names ('*' for all)")
+    out = {}
+    for module, names in value.items():
+        if isinstance(names, str):
+            names = [names]
+        out[module] = frozenset(str(n) for n in names)
+    return out
+
+
+def _rayfed_toml(addresses, party, job_name, config, tls_config):
+    """xsilo's TOML for RayFed's arguments, and the pickle allow-list."""
     if not isinstance(addresses, dict) or not addresses:
         raise ValueError("fed.init(): addresses must be a dict of party name to 'host:port'")
     lines = [f"job = {_toml_str(job_name)}", "", "[parties]"]
@@ -527,7 +692,10 @@ def _rayfed_toml(addresses, job_name, config, tls_config) -> str:
                   f"ca = {_toml_str(os.path.abspath(tls_config['ca_cert']))}",
                   f"cert = {_toml_str(os.path.abspath(tls_config['cert']))}",
                   f"key = {_toml_str(os.path.abspath(tls_config['key']))}"]
-    comm = {}
+    comm: Dict[str, Any] = {}
+    retry: Dict[str, Any] = {}
+    allowed = None
+    grpc_size = None
     config = dict(config or {})
     for key, value in config.items():
         if key == "cross_silo_comm":
@@ -538,22 +706,96 @@ def _rayfed_toml(addresses, job_name, config, tls_config) -> str:
                     if k == "timeout_in_ms":
                         v = f"{int(v)}ms"
                     comm[_COMM_KEYS[k]] = v
-                elif k in _NO_MEANING:
-                    raise ValueError(f"fed.init(): config['cross_silo_comm'][{k!r}] has no meaning in xsilo: {_NO_MEANING[k]}")
+                elif k == "grpc_retry_policy":
+                    retry = _retry_policy(v)
+                elif k == "grpc_channel_options":
+                    for option in v or ():
+                        name, setting = option
+                        if name in _GRPC_SIZE_OPTIONS:
+                            grpc_size = max(grpc_size or 0, int(setting))
+                        else:
+                            _warn_once(f"cross_silo_comm.grpc_channel_options {name}", "it is gRPC's own")
+                elif k == "serializing_allowed_list":
+                    allowed = _allowed_list(v)
+                elif k in _NO_COUNTERPART:
+                    _warn_once(f"cross_silo_comm.{k}", _NO_COUNTERPART[k])
                 else:
-                    raise ValueError(
-                        f"fed.init(): unknown config key 'cross_silo_comm.{k}' "
-                        f"(known: {', '.join(sorted(_COMM_KEYS))})"
-                    )
+                    _warn_once(f"cross_silo_comm.{k}", f"RayFed has no such option (known: {', '.join(sorted(_COMM_KEYS))}, ...)")
         elif key == "barrier_on_initializing":
             comm["barrier_on_initializing"] = bool(value)
         else:
-            raise ValueError(
-                f"fed.init(): unknown config key {key!r} (known: cross_silo_comm, barrier_on_initializing)"
-            )
+            _warn_once(key, "not an option of RayFed's config (known: cross_silo_comm, barrier_on_initializing)")
+    if grpc_size is not None and "max_message_size" not in comm:
+        comm["max_message_size"] = grpc_size
     if comm:
         lines += ["", "[communication]"] + [f"{k} = {_toml_value(v)}" for k, v in comm.items()]
-    return "\n".join(lines) + "\n"
+    if retry:
+        lines += ["", "[communication.retry]"] + [f"{k} = {_toml_value(v)}" for k, v in retry.items()]
+    return "\n".join(lines) + "\n", allowed
+
+
+class _ClusterConfig:
+    """What ``xsilo.config.get_cluster_config()`` returns (RayFed's shape)."""
+
+    def __init__(self, addresses: Dict[str, str], party: str, tls_config: Dict[str, str]):
+        self.cluster_addresses = dict(addresses)
+        self.current_party = party
+        self.tls_config = dict(tls_config or {})
+
+
+class _JobConfig:
+    """What ``xsilo.config.get_job_config()`` returns (RayFed's shape)."""
+
+    def __init__(self, job_name: str, cross_silo_comm: Dict[str, Any]):
+        self.job_name = job_name
+        self.cross_silo_comm_config_dict = dict(cross_silo_comm or {})
+
+
+_cluster_config: Optional[_ClusterConfig] = None
+_job_config: Optional[_JobConfig] = None
+
+
+# ----- pickle, for the classes on serializing_allowed_list only ---------------
+
+_PICKLE_CODEC = "xsilo.pickle"
+_allowed: Optional[Dict[str, frozenset]] = None
+
+
+def _pickle_dumps(obj: Any) -> bytes:
+    try:
+        import cloudpickle
+
+        return cloudpickle.dumps(obj)
+    except ImportError:
+        import pickle
+
+        return pickle.dumps(obj)
+
+
+def _restricted_loads(data: bytes) -> Any:
+    """Unpickles with RayFed's rule: a global is rebuilt only if its module
+    is on the allow-list with its name (or '*'); anything else is refused
+    before it is looked up, so no other code runs."""
+    import io
+    import pickle
+
+    allowed = _allowed or {}
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            names = allowed.get(module)
+            if names is not None and ("*" in names or name in names):
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(
+                f"global '{module}.{name}' is forbidden: not on this party's serializing_allowed_list"
+            )
+
+    return _Restricted(io.BytesIO(data)).load()
+
+
+def _is_numpy(obj: Any) -> bool:
+    module = type(obj).__module__ or ""
+    return module == "numpy" or module.startswith("numpy.")
 
 
 def _leave_sigint_to_the_runtime() -> None:
@@ -591,15 +833,67 @@ _previous_sigint = None
 _interrupted = threading.Event()
 
 
-def _fail(e: "_xsilo.RuntimeFailure"):
-    """Raises the error of a failed wait; after Ctrl-C, waits instead for
-    the runtime to finish telling the peers and exit the process with 130
-    (bounded), so that the driver does not end first with another status."""
-    if _interrupted.is_set():
-        import time
+# ----- exit after an unintended shutdown (MISSION E6, E9) ----------------------
 
-        time.sleep(60)  # the runtime exits the process long before this
-        os._exit(130)
+# The interpreter exits itself: the runtime calls _runtime_exit(status) on a
+# thread of its own after the sending-failure handler ran; the main thread
+# gets SIGUSR1, whose handler raises SystemExit(status) there, so that
+# finally blocks and atexit hooks run and multiprocessing queues flush. If
+# that has not ended the process within _EXIT_GRACE seconds (the main thread
+# swallowed SystemExit, or init ran outside the main thread, where no signal
+# handler can be set), os._exit(status) ends it.
+_EXIT_GRACE = 10.0
+_exit_status: Optional[int] = None
+_exit_requested = threading.Event()
+_exit_signal_set = False
+
+
+def _on_exit_signal(signum, frame):
+    if _exit_status is not None:
+        raise SystemExit(_exit_status)
+
+
+def _take_exit_signal() -> None:
+    import signal
+
+    global _exit_signal_set
+    if _exit_signal_set or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, _on_exit_signal)
+            _exit_signal_set = True
+    except (ValueError, OSError):
+        pass
+
+
+def _runtime_exit(status: int) -> None:
+    global _exit_status
+    if _exit_status is not None:
+        return
+    _exit_status = int(status)
+    _exit_requested.set()
+    sys.stderr.flush()
+    timer = threading.Timer(_EXIT_GRACE, os._exit, (_exit_status,))
+    timer.daemon = True
+    timer.start()
+    main = threading.main_thread()
+    if _exit_signal_set and main.is_alive() and main.ident is not None:
+        import signal
+
+        signal.pthread_kill(main.ident, signal.SIGUSR1)
+    else:
+        sys.stdout.flush()
+        os._exit(_exit_status)
+
+
+def _fail(e: "_xsilo.RuntimeFailure"):
+    """Raises the error of a failed wait; once the runtime is taking the
+    process down (Ctrl-C, or a sending failure with exit_on_sending_failure),
+    raises SystemExit with its status instead (bounded wait for it)."""
+    if _interrupted.is_set() or _exit_status is not None:
+        _exit_requested.wait(_EXIT_GRACE)
+        raise SystemExit(_exit_status if _exit_status is not None else 130)
     raise _translate(e) from None
 
 
@@ -620,14 +914,19 @@ def init(
     sending_failure_handler=...)``. Without ``tls_config`` the parties use
     development certificates derived from the job's name (every party
     derives the same CA; anyone who knows the name can join): pass
-    ``tls_config`` for anything but development.
+    ``tls_config`` for anything but development. RayFed's options without
+    a counterpart here (and unknown ones) are warned about once
+    (XsiloConfigWarning) and ignored; ``grpc_retry_policy``,
+    ``grpc_channel_options``' message sizes and ``timeout_in_ms`` map onto
+    xsilo's retry policy, size limit and send timeout;
+    ``serializing_allowed_list`` lets exactly the listed classes cross as
+    restricted pickle.
 
     xsilo's form: ``init(config="alice.toml", party="alice")`` with an
-    xsilo TOML configuration (paths relative to the file).
-
-    Unknown arguments and configuration keys are errors naming the key.
+    xsilo TOML configuration (paths relative to the file), whose unknown
+    keys are errors naming the key.
     """
-    global _node, _me, _pid
+    global _node, _me, _pid, _allowed, _cluster_config, _job_config
     for key in sorted(unknown):
         if key in _NO_MEANING_ARGS and unknown[key] is None:
             continue
@@ -639,6 +938,7 @@ def init(
     if logging_level is not None and "XSILO_LOG" not in os.environ:
         os.environ["XSILO_LOG"] = str(logging_level).lower()
     dev_secret = None
+    allowed = None
     if isinstance(config, (str, os.PathLike)):
         if addresses is not None or tls_config is not None or job_name is not None:
             raise ValueError("fed.init(): with an xsilo TOML file, addresses, tls_config and job_name come from the file")
@@ -646,15 +946,19 @@ def init(
         with open(path, encoding="utf-8") as f:
             text = f.read()
         base = os.path.dirname(path)
+        cluster, job = None, None
     else:
-        job = job_name or "Anonymous_job"
-        text = _rayfed_toml(addresses, job, config, tls_config)
+        job_name = job_name or "Anonymous_job"
+        text, allowed = _rayfed_toml(addresses, party, job_name, config, tls_config)
         base = os.getcwd()
+        comm = dict((config or {}).get("cross_silo_comm") or {}) if isinstance(config, dict) else {}
+        cluster = _ClusterConfig(addresses, party, tls_config or {})
+        job = _JobConfig(job_name, comm)
         if not tls_config:
-            dev_secret = "xsilo-python-dev-job:" + job
+            dev_secret = "xsilo-python-dev-job:" + job_name
             sys.stderr.write(
                 f"xsilo: no tls_config: party '{party}' uses development certificates derived from "
-                f"the job name {job!r}; anyone who knows it can join. Pass tls_config for production.\n"
+                f"the job name {job_name!r}; anyone who knows it can join. Pass tls_config for production.\n"
             )
     handler = None
     if sending_failure_handler is not None:
@@ -664,13 +968,18 @@ def init(
         if _node is not None:
             raise XsiloError("fed.init() was already called in this process (call fed.shutdown() first)")
         _leave_sigint_to_the_runtime()
+        _take_exit_signal()
+        _allowed = allowed
         try:
-            node = _xsilo.start(text, base, party, dev_secret, handler, _encode_hook, _decode_hook, _run)
+            node = _xsilo.start(text, base, party, dev_secret, handler, _encode_hook, _decode_hook, _run, _runtime_exit)
             _me, _pid = node.party, os.getpid()
+            _cluster_config, _job_config = cluster, job
             _node = node
         except _xsilo.RuntimeFailure as e:
+            _allowed = None
             _restore_sigint()
             raise _translate(e) from None
         except BaseException:
+            _allowed = None
             _restore_sigint()
             raise

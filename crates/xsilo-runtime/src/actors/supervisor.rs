@@ -219,7 +219,10 @@ impl Supervisor {
                 LifeAction::Exit(status) => {
                     if self.options.exit_process {
                         tracing::error!(party = %self.me, "unintended shutdown: exiting with status {status}");
-                        std::process::exit(status);
+                        match &self.options.exit_hook {
+                            Some(hook) => hook(status),
+                            None => std::process::exit(status),
+                        }
                     }
                 }
             }

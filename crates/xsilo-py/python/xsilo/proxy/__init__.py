@@ -1,0 +1,2 @@
+"""RayFed's ``fed.proxy`` module paths (xsilo has no proxy actors; see
+``barriers.ping_others``)."""
