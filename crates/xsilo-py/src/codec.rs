@@ -10,7 +10,9 @@
 //!   shape) and the raw bytes, which a Rust party reads as a `Vec<f32>` and
 //!   kin. Any other numeric array, and arrays inside containers, are the
 //!   extension type 2: `[dtype, shape, raw bytes]`, for an allow-listed
-//!   numeric dtype only. numpy scalars cross as the Python number they hold.
+//!   numeric dtype only. A numeric numpy scalar is the extension type 4,
+//!   `[dtype, raw bytes]`, and comes back a numpy scalar of its dtype (a
+//!   Rust party reading an `f64` must be sent a Python `float` instead).
 //! * Anything else crosses only through a codec the user registered on both
 //!   sides (`xsilo.register_codec`): the extension type 3, `[name, bytes]`.
 //!
@@ -31,6 +33,9 @@ use xsilo_wire::array::{self, ElemType};
 const EXT_TUPLE: i8 = 1;
 const EXT_NDARRAY: i8 = 2;
 const EXT_CODEC: i8 = 3;
+/// A numpy scalar: `[dtype, bytes]`, so that it comes back a numpy scalar
+/// of its dtype (a `float32` stays one), not a Python number.
+const EXT_NPSCALAR: i8 = 4;
 /// Containers nested deeper than this are refused both ways.
 const MAX_DEPTH: usize = 64;
 /// Dimensions of an ndarray extension.
@@ -225,8 +230,13 @@ fn write(obj: &Bound<'_, PyAny>, hooks: &Hooks, out: &mut Vec<u8>, depth: usize)
             enc::write_uint(&mut head, *d).map_err(io)?;
         }
         write_ext_bin(out, EXT_NDARRAY, &head, data.as_bytes(), "array")?;
+    } else if let Some((dtype, data)) = numpy_scalar(obj)? {
+        let mut head = Vec::new();
+        enc::write_array_len(&mut head, 2).map_err(io)?;
+        enc::write_str(&mut head, &dtype).map_err(io)?;
+        write_ext_bin(out, EXT_NPSCALAR, &head, data.as_bytes(), "numpy scalar")?;
     } else if numpy_kind(obj) == Some(false) {
-        // A numpy scalar: the Python number it holds.
+        // Another numpy scalar (a string, a date): the Python value it holds.
         let item = obj.call_method0("item")?;
         if numpy_kind(&item).is_some() {
             return Err(PyTypeError::new_err(format!(
@@ -247,6 +257,19 @@ fn write(obj: &Bound<'_, PyAny>, hooks: &Hooks, out: &mut Vec<u8>, depth: usize)
         )));
     }
     Ok(())
+}
+
+/// A numeric numpy scalar's dtype string and bytes.
+fn numpy_scalar<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<(String, Bound<'py, PyBytes>)>> {
+    if numpy_kind(obj) != Some(false) {
+        return Ok(None);
+    }
+    let dtype: String = obj.getattr("dtype")?.getattr("str")?.extract()?;
+    if !DTYPES.contains(&dtype.as_str()) {
+        return Ok(None);
+    }
+    let data = obj.call_method0("tobytes")?.cast_into::<PyBytes>()?;
+    Ok(Some((dtype, data)))
 }
 
 /// The registered codec's `(name, bytes)` for `obj`, if there is one.
@@ -490,7 +513,7 @@ fn pair<'py>(v: &Bound<'py, PyAny>) -> Option<(String, Bound<'py, PyBytes>)> {
 }
 
 /// `[dtype: str, shape: [int], data: bytes]`.
-fn triple(v: &Bound<'_, PyAny>) -> Option<(String, Vec<u64>, Vec<u8>)> {
+fn triple<'py>(v: &Bound<'py, PyAny>) -> Option<(String, Vec<u64>, Bound<'py, PyBytes>)> {
     let list = v.cast::<PyList>().ok()?;
     if list.len() != 3 {
         return None;
@@ -504,13 +527,7 @@ fn triple(v: &Bound<'_, PyAny>) -> Option<(String, Vec<u64>, Vec<u8>)> {
         .iter()
         .map(|d| d.extract::<u64>().ok())
         .collect::<Option<_>>()?;
-    let data = list
-        .get_item(2)
-        .ok()?
-        .cast::<PyBytes>()
-        .ok()?
-        .as_bytes()
-        .to_vec();
+    let data = list.get_item(2).ok()?.cast_into::<PyBytes>().ok()?;
     Some((dtype, shape, data))
 }
 
@@ -619,8 +636,21 @@ fn ext<'py>(
                     shape.len()
                 )));
             }
+            let data = data.as_bytes();
             r.charge(112 + 2 * data.len())?;
-            ndarray(py, &dtype, &shape, &data)?
+            ndarray(py, &dtype, &shape, data)?
+        }
+        EXT_NPSCALAR => {
+            let parts = read(py, &mut inner, hooks, depth + 1)?;
+            let (dtype, data) = pair(&parts)
+                .ok_or_else(|| bad("a numpy scalar extension that is not [dtype, bytes]"))?;
+            if !DTYPES.contains(&dtype.as_str()) {
+                return Err(bad(format!("a numpy scalar of dtype {dtype:?}")));
+            }
+            r.charge(64)?;
+            // A 0-d array of the dtype over the bytes (checked to fit), and
+            // the scalar it holds.
+            ndarray(py, &dtype, &[], data.as_bytes())?.call_method1("__getitem__", (PyTuple::empty(py),))?
         }
         EXT_CODEC => {
             let parts = read(py, &mut inner, hooks, depth + 1)?;

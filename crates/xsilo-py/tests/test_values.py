@@ -43,6 +43,32 @@ def test_numpy_arrays_cross_as_raw_buffers():
     assert dec(enc(np.float64(2.5))) == 2.5
 
 
+@pytest.mark.parametrize("scalar", [
+    np.float32(1.25), np.float64(-2.5), np.int8(-3), np.uint64(2**64 - 1), np.int32(7),
+    np.bool_(True), np.complex64(1 + 2j), np.float16(0.5),
+])
+def test_numpy_scalars_keep_their_dtype(scalar):
+    back = dec(enc(scalar))
+    assert type(back) is type(scalar) and back == scalar
+    # Inside a model's state too: a dict of arrays and scalars.
+    state = {"w": np.ones(4, dtype=np.float32), "step": scalar, "pair": (scalar, [scalar])}
+    got = dec(enc(state))
+    assert type(got["step"]) is type(scalar) and type(got["pair"][1][0]) is type(scalar)
+    assert got["w"].dtype == np.float32
+
+
+def test_a_numpy_scalar_from_a_peer_is_checked():
+    good = enc(np.float32(1.0))
+    # The dtype says 4 bytes: 3 or 5 are refused, and so is an object dtype.
+    for bad in (good[:-1], good + b"\x00"):
+        with pytest.raises(ValueError):
+            dec(bad)
+    forged = good.replace(b"<f4", b"|O8") if b"<f4" in good else None
+    assert forged is not None
+    with pytest.raises(ValueError, match="malformed"):
+        dec(forged)
+
+
 def test_unknown_types_need_a_codec():
     class Point:
         def __init__(self, x):
