@@ -650,7 +650,8 @@ fn ext<'py>(
             r.charge(64)?;
             // A 0-d array of the dtype over the bytes (checked to fit), and
             // the scalar it holds.
-            ndarray(py, &dtype, &[], data.as_bytes())?.call_method1("__getitem__", (PyTuple::empty(py),))?
+            ndarray(py, &dtype, &[], data.as_bytes())?
+                .call_method1("__getitem__", (PyTuple::empty(py),))?
         }
         EXT_CODEC => {
             let parts = read(py, &mut inner, hooks, depth + 1)?;

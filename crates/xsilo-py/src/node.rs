@@ -33,11 +33,16 @@ pub(crate) struct FedObject {
     owner: PartyName,
     fingerprint: u64,
     release: Releaser,
+    /// Where this party keeps the exception of the body that made it, if
+    /// that failed here: forgotten with the handle, so that a failed
+    /// body's frames (and what they hold) live no longer than its object.
+    exceptions: Arc<Exceptions>,
 }
 
 impl Drop for FedObject {
     fn drop(&mut self) {
         self.release.object(self.id);
+        self.exceptions.forget(self.id);
     }
 }
 
@@ -96,8 +101,9 @@ impl ActorRef {
 }
 
 /// How many original exceptions of failed bodies a party keeps for
-/// `TaskError.cause` (the most recent ones; older failures get a cause
-/// rebuilt from the error's kind, message and trace).
+/// `TaskError.cause` at most (the most recent ones whose objects still
+/// have a handle; older failures get a cause rebuilt from the error's
+/// kind, message and trace).
 const KEPT_EXCEPTIONS: usize = 256;
 
 /// The original exception objects of bodies that failed in this party, by
@@ -116,6 +122,14 @@ impl Exceptions {
                 kept.pop_front();
             }
             kept.push_back((*id, exception.clone().unbind()));
+        }
+    }
+
+    fn forget(&self, id: ObjectId) {
+        if let Ok(mut kept) = self.0.lock() {
+            if !kept.is_empty() {
+                kept.retain(|(k, _)| *k != id);
+            }
         }
     }
 
@@ -381,6 +395,7 @@ impl Node {
                 owner: r.owner.clone(),
                 fingerprint: r.fingerprint,
                 release: self.release.clone(),
+                exceptions: self.exceptions.clone(),
             })
             .collect()
     }
@@ -527,8 +542,9 @@ impl Node {
         if let Some((cls, args, kwargs)) = parts {
             let runner = self.runner.clone();
             let init = name.map(|n| format!("{n}.__init__"));
-            // One output, which nobody holds: its handle goes at once.
-            let _ = self.submit(
+            // One output, which nobody holds: its handle goes at once (the
+            // release follows the call in the runtime's mailbox).
+            let init_outputs = self.submit(
                 owner.clone(),
                 (file, line),
                 init,
@@ -559,6 +575,7 @@ impl Node {
                 },
                 None,
             );
+            drop(self.handles(&init_outputs));
         }
         Ok(ActorRef {
             id,
