@@ -160,6 +160,17 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
             };
             Ok(json!(fed.get(&x).await?))
         }
+        "one_party" => {
+            // A job of one party: nothing crosses, nobody is waited for.
+            let counter = fed.party("alice").actor(|| Counter(1));
+            let v = counter.call(|c| c.inc(2));
+            let t = fed.party("alice").task(v.clone(), |x: i64| x * 10);
+            let (x, y) = fed.get((&v, &t)).await?;
+            let started = std::time::Instant::now();
+            fed.shutdown().await?;
+            let shutdown_ms = started.elapsed().as_millis() as u64;
+            Ok(json!({ "values": [x, y], "peers": fed.peers().len(), "shutdown_ms": shutdown_ms }))
+        }
         "big_then_shutdown" => {
             let blob = fed
                 .party("alice")
@@ -187,6 +198,53 @@ fn child() {
 
 fn ok(outcomes: &BTreeMap<String, Outcome>, party: &str) -> Json {
     outcomes[party].value().clone()
+}
+
+/// RayFed's one-party jobs (`fed.init(addresses={'alice': ...}, party='alice')`):
+/// init (with the start-up barrier, which has nobody to wait for), an actor
+/// call and a task, get, and a shutdown that waits for no peer.
+#[test]
+fn a_one_party_job_runs_a_task_and_an_actor_and_shuts_down_at_once() {
+    let out = job(&["alice"], |_, c| {
+        assert!(c.comm.barrier_on_initializing);
+    })
+    .run("one_party");
+    let v = ok(&out, "alice");
+    assert_eq!(v["values"], json!([3, 30]), "{v}");
+    assert_eq!(v["peers"], json!(0), "{v}");
+    let shutdown_ms = v["shutdown_ms"].as_u64().unwrap();
+    eprintln!(
+        "one-party job: shutdown {shutdown_ms} ms, whole process {:?}",
+        out["alice"].elapsed
+    );
+    assert!(shutdown_ms < 1000, "shutdown took {shutdown_ms} ms");
+    assert!(
+        out["alice"].elapsed < Duration::from_secs(10),
+        "{:?}",
+        out["alice"].elapsed
+    );
+}
+
+/// RayFed's certificate set-up: one self-signed certificate naming no party
+/// (the shape of its `generate_tls_certs.py`), used by every party as its
+/// certificate and as its CA.
+#[test]
+fn two_parties_sharing_one_self_signed_certificate_complete_a_job() {
+    let job = job(&["alice", "bob"], |_, c| {
+        c.tls = Some(xsilo::TlsPaths::new(
+            "server.crt",
+            "server.crt",
+            "server.key",
+        ));
+    });
+    let shared =
+        xsilo_transport::devcert::self_signed_shared("ray-internal", &["127.0.0.1", "localhost"])
+            .unwrap();
+    std::fs::write(job.dir.path().join("server.crt"), &shared.cert_pem).unwrap();
+    std::fs::write(job.dir.path().join("server.key"), &shared.key_pem).unwrap();
+    let out = job.run("quick_start");
+    assert_eq!(ok(&out, "alice"), json!(5));
+    assert_eq!(ok(&out, "bob"), json!(5));
 }
 
 #[test]

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Map, Value};
 use xsilo::{Config, PartyName};
 use xsilo_transport::{
-    inspect_pem_files, ProbeError, Prober, TlsIdentity, TransportConfig, TransportError,
+    inspect_pem_files, IdentityMode, ProbeError, Prober, TlsIdentity, TransportConfig,
+    TransportError,
 };
 use xsilo_wire::{RefusalCode, PROTOCOL_VERSION};
 
@@ -225,7 +226,8 @@ fn check_tls(report: &mut Report, config: &Config, party: &PartyName) -> Option<
         paths.key.display().to_string(),
     );
     let now = SystemTime::now();
-    let r = inspect_pem_files(&paths.ca, &paths.cert, &paths.key, party, now);
+    let parties: Vec<PartyName> = config.parties.keys().cloned().collect();
+    let r = inspect_pem_files(&paths.ca, &paths.cert, &paths.key, party, &parties, now);
     match &r.ca {
         Ok(n) => report.add("tls.ca", Status::Ok, format!("{ca}: {n} CA certificate(s)")),
         Err(e) => report.add("tls.ca", Status::Error, format!("{e} (setting tls.ca)")),
@@ -277,7 +279,24 @@ fn check_tls(report: &mut Report, config: &Config, party: &PartyName) -> Option<
     }
     if let Some(name) = &r.name {
         match name {
-            Ok(()) => report.add(
+            Ok(IdentityMode::Shared) => report.add(
+                "tls.name",
+                Status::Warning,
+                format!(
+                    "{cert} names no party of job '{}' ({}): a shared certificate, so party \
+                     identities are not bound to certificates: any holder of a certificate \
+                     the CA in {ca} signed (this shared one included) can claim any party \
+                     name, '{party}' included; only the CA is checked. For identities bound \
+                     to certificates, give each party a certificate naming it (DNS:{party})",
+                    config.job,
+                    if r.presented.is_empty() {
+                        "it presents no DNS name".to_owned()
+                    } else {
+                        format!("it names {}", r.presented.join(", "))
+                    }
+                ),
+            ),
+            Ok(_) => report.add(
                 "tls.name",
                 Status::Ok,
                 format!("{cert} names party '{party}' (DNS:{party})"),
@@ -297,7 +316,7 @@ fn check_tls(report: &mut Report, config: &Config, party: &PartyName) -> Option<
         r.ca.is_ok(),
         r.cert.is_ok(),
         matches!(r.key, Some(Ok(()))),
-        matches!(r.name, Some(Ok(()))),
+        matches!(r.name, Some(Ok(_))),
     ];
     usable.iter().all(|u| *u).then_some(identity)
 }
@@ -378,6 +397,17 @@ fn check_peers(
     // Dial from the listen address's IP, as the party itself does.
     let ip = listen.map_or_else(|| std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
     let book = config.address_book(party);
+    if book.keys().all(|p| p == party) {
+        report.add(
+            "peers",
+            Status::Ok,
+            format!(
+                "none: '{party}' is the only party of job '{}', nothing to probe",
+                config.job
+            ),
+        );
+        return;
+    }
     let transfer = throughput_mib.unwrap_or(0) * 1024 * 1024;
     let results = rt.block_on(async {
         let prober = match Prober::bind(
@@ -474,12 +504,51 @@ fn report_peer(
         ),
         timing,
     );
-    report.add_with(
-        name("certificate"),
-        Status::Ok,
-        format!("the server at {addr} presents a certificate naming '{peer}', signed by our CA, and accepts ours"),
-        extra.clone(),
-    );
+    // A prober whose certificate binds its party required the server's to
+    // name the peer; one with a shared certificate checked the chain only.
+    let names = probe.server_names.join(", ");
+    let other = config.parties.keys().find(|p| {
+        *p != peer
+            && probe
+                .server_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&format!("DNS:{p}")))
+    });
+    if probe.server_names_peer {
+        report.add_with(
+            name("certificate"),
+            Status::Ok,
+            format!("the server at {addr} presents a certificate naming '{peer}', signed by our CA, and accepts ours"),
+            extra.clone(),
+        );
+    } else if let Some(other) = other {
+        report.add_with(
+            name("certificate"),
+            Status::Error,
+            format!(
+                "the server at {addr} presents a certificate naming party '{other}' ({names}), \
+                 not '{peer}': is the address (or port) of '{peer}' in [parties] right?"
+            ),
+            extra,
+        );
+        return;
+    } else {
+        report.add_with(
+            name("certificate"),
+            Status::Ok,
+            format!(
+                "the server at {addr} presents a certificate signed by our CA that names no \
+                 party of the job ({}): a shared certificate, so that it is '{peer}' rests on \
+                 its word; it accepts ours",
+                if names.is_empty() {
+                    "no DNS name"
+                } else {
+                    names.as_str()
+                }
+            ),
+            extra.clone(),
+        );
+    }
     match &probe.verdict {
         Ok(()) => report.add_with(
             name("hello"),

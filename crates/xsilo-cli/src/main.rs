@@ -55,11 +55,14 @@ enum Command {
     ///
     /// Loads the configuration as `init` does; checks the TLS files (the CA
     /// parses, the certificate is signed by it, is valid now and for 30 more
-    /// days (else a warning), names the party, and fits the key); that the
-    /// listen address can be bound; and for every peer that a QUIC handshake
-    /// completes within connect_timeout, that its certificate names it and
-    /// is signed by our CA, that it accepts our job name and party, and the
-    /// round trip. A peer answers the probe without it reaching its running
+    /// days (else a warning), names the party (a certificate naming no party
+    /// of the job is a shared one: a warning, since party identities are
+    /// then not bound to certificates; one naming another party is an
+    /// error), and fits the key); that the listen address can be bound; and
+    /// for every peer that a QUIC handshake completes within
+    /// connect_timeout, that its certificate names it (or, with a shared
+    /// certificate, no party of the job) and is signed by our CA, that it
+    /// accepts our job name and party, and the round trip. A peer answers the probe without it reaching its running
     /// job. Prints one line per check (ok, warning, error with what to
     /// change); exits 0 when no check failed (warnings pass), 1 otherwise.
     Check {

@@ -566,3 +566,64 @@ fn peer_and_address_problems_are_named() {
     // The unreachable peer costs one connect_timeout, not a minute.
     assert!(c.elapsed < Duration::from_secs(10), "{:?}", c.elapsed);
 }
+
+#[test]
+fn a_shared_certificate_is_reported_and_its_job_runs() {
+    // RayFed's set-up: one self-signed certificate naming no party, used by
+    // every party as its certificate and as its CA.
+    let job = job(&["alice", "bob"], false);
+    let shared =
+        xsilo_transport::devcert::self_signed_shared("ray-internal", &["127.0.0.1", "localhost"])
+            .unwrap();
+    std::fs::write(job.path("server.crt"), &shared.cert_pem).unwrap();
+    std::fs::write(job.path("server.key"), &shared.key_pem).unwrap();
+    let mut configs = std::collections::BTreeMap::new();
+    for party in ["alice", "bob"] {
+        let mut c = job.config(party);
+        c.tls = Some(xsilo::TlsPaths::new(
+            job.path("server.crt"),
+            job.path("server.crt"),
+            job.path("server.key"),
+        ));
+        configs.insert(party, job.write(&format!("{party}-shared.toml"), &c));
+    }
+    let mut bob = Party::start("bob", &configs["bob"], false);
+    bob.wait_for("XSILO-STARTED");
+
+    let c = check(&configs["alice"], "alice", &[]);
+    assert!(c.success, "warnings pass: {}", c.stdout);
+    c.assert_line(
+        "tls.name",
+        "warning",
+        &[
+            "server.crt names no party of job 'e2e'",
+            "DNS:localhost",
+            "not bound to certificates",
+            "can claim any party name",
+        ],
+    );
+    c.assert_line("tls.chain", "ok", &["server.crt is signed by the CA in"]);
+    c.assert_line(
+        "bob.certificate",
+        "ok",
+        &["names no party of the job", "DNS:localhost"],
+    );
+    c.assert_line("bob.hello", "ok", &["accepts job 'e2e' from party 'alice'"]);
+
+    let alice = Party::start("alice", &configs["alice"], false);
+    let (a, a_status) = alice.finish();
+    let (b, b_status) = bob.finish();
+    assert_eq!(a, "XSILO-RESULT [20, 21]");
+    assert_eq!(b, "XSILO-RESULT [20, 21]");
+    assert!(a_status.success() && b_status.success());
+}
+
+#[test]
+fn a_one_party_job_has_no_peer_to_probe_and_passes() {
+    let job = job(&["alice"], true);
+    let c = check(&job.configs["alice"], "alice", &[]);
+    assert!(c.success, "{}", c.stdout);
+    c.assert_line("config", "ok", &["party 'alice' of 1 (alice)"]);
+    c.assert_line("tls.name", "ok", &["names party 'alice'"]);
+    c.assert_line("peers", "ok", &["none", "only party of job 'e2e'"]);
+}

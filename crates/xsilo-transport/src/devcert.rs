@@ -36,7 +36,8 @@ fn gen_err(e: impl ToString) -> DevCertError {
 /// A party's development certificate and key, as PEM.
 #[derive(Debug, Clone)]
 pub struct DevCert {
-    /// The certificate, naming the party (`DNS:<party>`).
+    /// The certificate, naming the party (`DNS:<party>`), or the names a
+    /// shared certificate was made for.
     pub cert_pem: String,
     /// Its private key (PKCS#8).
     pub key_pem: String,
@@ -144,13 +145,25 @@ impl DevCa {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<DevCert, DevCertError> {
+        self.issue_names(party.as_str(), &[party.as_str()], not_before, not_after)
+    }
+
+    /// Issues a certificate with common name `common_name` and the DNS
+    /// `subjectAltName`s `names` (none of them need be a party: a
+    /// certificate naming no party of a job is shared, see
+    /// [`crate::IdentityMode::Shared`]), for server and client use.
+    pub fn issue_names(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<DevCert, DevCertError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, party.as_str());
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::DnsName(
-            party.as_str().try_into().map_err(gen_err)?,
-        )];
+        params.subject_alt_names = dns_names(names)?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -175,4 +188,46 @@ impl DevCa {
         })?;
         TlsIdentity::from_pem(&self.ca_pem(), &cert.cert_pem, &cert.key_pem)
     }
+}
+
+fn dns_names(names: &[&str]) -> Result<Vec<SanType>, DevCertError> {
+    names
+        .iter()
+        .map(|n| Ok(SanType::DnsName((*n).try_into().map_err(gen_err)?)))
+        .collect()
+}
+
+/// A self-signed certificate of the shape RayFed's certificate tool
+/// (`tool/generate_tls_certs.py`) makes, for tests of shared certificates:
+/// subject and issuer `CN=<common_name>`, the DNS `subjectAltName`s `names`
+/// (RayFed's are the host's address, `127.0.0.1` written as a DNS name, and
+/// `localhost`), and no other extension (no basicConstraints, no key usage,
+/// no extended key usage). Valid from yesterday for a year. Every party
+/// uses it as its certificate and as its CA file: it names no party, so
+/// each party runs in [`crate::IdentityMode::Shared`]. RayFed's key is
+/// RSA 2048; this one is ECDSA P-256 (ring cannot generate RSA keys).
+///
+/// ```
+/// use xsilo_transport::devcert::self_signed_shared;
+/// use xsilo_transport::{IdentityMode, TlsIdentity};
+/// let shared = self_signed_shared("ray-internal", &["127.0.0.1", "localhost"]).unwrap();
+/// let identity = TlsIdentity::from_pem(&shared.cert_pem, &shared.cert_pem, &shared.key_pem).unwrap();
+/// assert_eq!(identity.mode(&"alice".parse().unwrap()), IdentityMode::Shared);
+/// ```
+pub fn self_signed_shared(common_name: &str, names: &[&str]) -> Result<DevCert, DevCertError> {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.subject_alt_names = dns_names(names)?;
+    params.is_ca = IsCa::NoCa;
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(365);
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let cert = params.self_signed(&key).map_err(gen_err)?;
+    Ok(DevCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }

@@ -8,7 +8,10 @@
 //! * [`QuicTransport`]: quinn with mutual TLS 1.3 (rustls, ring), always on.
 //!   A party's identity is its certificate's DNS name: the dialer checks the
 //!   server certificate names the party it dials, the acceptor checks the
-//!   client certificate names the party its hello claims. One control stream
+//!   client certificate names the party its hello claims. A certificate
+//!   naming no party of the job (one shared by every party, RayFed's) is
+//!   accepted in [`IdentityMode::Shared`], which keeps the CA check and
+//!   gives up binding names to certificates. One control stream
 //!   per connection, one stream per object, so control frames never wait
 //!   behind data. Keep-alive and idle timeout bound how long a dead peer goes
 //!   unnoticed ([`TransportConfig::peer_lost_timeout`]); connects and
@@ -84,4 +87,6 @@ pub use events::{EventReceiver, CONTROL_CREDITS, PROGRESS_CREDITS};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use quic::setup;
 pub use quic::{ProbeError, ProbeReport, Prober, QuicEndpoint, QuicTransport, Transfer};
-pub use tls::{inspect_pem_files, CertificateProblem, IdentityReport, TlsIdentity, Validity};
+pub use tls::{
+    inspect_pem_files, CertificateProblem, IdentityMode, IdentityReport, TlsIdentity, Validity,
+};

@@ -1,18 +1,33 @@
 //! Mutual TLS material and the rustls configurations built from it.
 //!
-//! A party's identity is bound to its certificate: the certificate must carry
-//! the party name as a DNS `subjectAltName` (for example `DNS:alice`). The
-//! dialer verifies that the server certificate names the party it dials
-//! (rustls' WebPKI verifier, with the party name as the server name); the
-//! acceptor verifies the client certificate against the CA, then checks that
-//! it names the party claimed in the hello. TLS 1.3 only, ring as the one
-//! crypto provider.
+//! A party's identity is normally bound to its certificate: the certificate
+//! carries the party name as a DNS `subjectAltName` (for example
+//! `DNS:alice`), and that is [`IdentityMode::Bound`]. The dialer verifies
+//! that the server certificate names the party it dials (rustls' WebPKI
+//! verifier, with the party name as the server name); the acceptor verifies
+//! the client certificate against the CA, then checks that it names the
+//! party claimed in the hello. TLS 1.3 only, ring as the one crypto
+//! provider.
+//!
+//! A certificate that names **no party of the job** is a shared certificate
+//! ([`IdentityMode::Shared`], RayFed's set-up: one certificate, often
+//! self-signed and its own CA, used by every party). Mutual TLS stays on and
+//! every peer must still present a certificate that chains to the configured
+//! CA, but party names are no longer bound to certificates: a peer whose
+//! certificate names no party of the job is taken to be the party its hello
+//! claims. What shared mode gives up: any holder of a certificate the CA
+//! signed (the shared one included, so every party and whoever else holds
+//! its key) can claim to be any party of the job, and can dial a party
+//! pretending to be any other. A certificate that does name a party of the
+//! job is still held to that party, at both ends. RFC 0001, "Handshake and
+//! identity", has the rules.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::RootCertStore;
@@ -103,6 +118,37 @@ impl TlsIdentity {
         cert_names(self.leaf(), party)
     }
 
+    /// How `party`'s identity relates to this certificate: [`IdentityMode::Bound`]
+    /// if the leaf names `party`, else [`IdentityMode::Shared`]. Whether a
+    /// shared certificate may be used in a job also depends on the job's
+    /// other parties: see [`TlsIdentity::mode_in_job`].
+    pub fn mode(&self, party: &PartyName) -> IdentityMode {
+        if self.names(party) {
+            IdentityMode::Bound
+        } else {
+            IdentityMode::Shared
+        }
+    }
+
+    /// The mode of `party` in a job of `parties` (the local party may be
+    /// among them): [`IdentityMode::Bound`] if the leaf names `party`,
+    /// [`IdentityMode::Shared`] if it names no party of the job, and an
+    /// error naming both parties if it names another party of the job (for
+    /// example alice started with bob's certificate).
+    pub fn mode_in_job<'a>(
+        &self,
+        party: &PartyName,
+        parties: impl IntoIterator<Item = &'a PartyName>,
+    ) -> Result<IdentityMode, SetupError> {
+        check_mode_in_job(self.leaf(), party, parties)
+    }
+
+    /// The DNS names the leaf certificate presents (`DNS:localhost`), for
+    /// messages.
+    pub fn presented_names(&self) -> Vec<String> {
+        presented_names(self.leaf())
+    }
+
     fn roots(&self, party: &PartyName) -> Result<Arc<RootCertStore>, SetupError> {
         let mut roots = RootCertStore::empty();
         for ca in &self.ca {
@@ -114,8 +160,15 @@ impl TlsIdentity {
         Ok(Arc::new(roots))
     }
 
-    /// Builds the rustls server and client configurations for `party`, after
-    /// checking that the certificate names it.
+    /// Builds the rustls server and client configurations for `party`. In
+    /// both modes the server requires a client certificate chaining to the
+    /// CA (mutual TLS is always on). The client verifies the server's chain
+    /// to the CA and, in [`IdentityMode::Bound`], that the certificate names
+    /// the dialled party (WebPKI with the party as the server name); in
+    /// [`IdentityMode::Shared`] the name is not checked in TLS (a shared
+    /// certificate names `localhost` or the like, never the dialled party):
+    /// the dialer checks after the handshake that the certificate names the
+    /// dialled party or no party of the job (`quic/outbound.rs`).
     pub(crate) fn rustls_configs(
         &self,
         party: &PartyName,
@@ -124,11 +177,15 @@ impl TlsIdentity {
             party: party.clone(),
             reason,
         };
-        if !self.names(party) {
-            return Err(tls_err(format!(
-                "the certificate does not name party '{party}' (it needs the subjectAltName \
-                 DNS:{party}); use the certificate issued for '{party}'"
-            )));
+        if is_ca_certificate(self.leaf()) {
+            return Err(tls_err(
+                "the certificate is a CA certificate (basicConstraints CA:TRUE), which every \
+                 peer's TLS refuses as a party's own certificate (WebPKI: CaUsedAsEndEntity), \
+                 even when it is also the CA; issue it with CA:FALSE or without \
+                 basicConstraints (RayFed's generate_tls_certs.py adds none; `openssl req \
+                 -x509` adds CA:TRUE unless given -addext basicConstraints=critical,CA:FALSE)"
+                    .into(),
+            ));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = self.roots(party)?;
@@ -146,14 +203,149 @@ impl TlsIdentity {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| tls_err(format!("certificate and key do not fit: {e}")))?;
         server.alpn_protocols = vec![alpn.clone()];
+        let verifier = self.server_verifier(party)?;
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| tls_err(e.to_string()))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| tls_err(format!("certificate and key do not fit: {e}")))?;
         client.alpn_protocols = vec![alpn];
         Ok((server, client))
+    }
+
+    /// The dialer's verifier of server certificates for `party`'s mode:
+    /// rustls' WebPKI verifier (chain and name) when bound, the chain alone
+    /// when shared.
+    fn server_verifier(
+        &self,
+        party: &PartyName,
+    ) -> Result<Arc<dyn ServerCertVerifier>, SetupError> {
+        let provider = rustls::crypto::ring::default_provider();
+        let roots = self.roots(party)?;
+        Ok(match self.mode(party) {
+            IdentityMode::Bound => rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots,
+                Arc::new(provider),
+            )
+            .build()
+            .map_err(|e| SetupError::Tls {
+                party: party.clone(),
+                reason: format!("cannot build the server verifier: {e}"),
+            })?,
+            IdentityMode::Shared => Arc::new(ChainOnlyServerVerifier {
+                roots,
+                algorithms: provider.signature_verification_algorithms,
+            }),
+        })
+    }
+}
+
+/// How a party's name relates to its certificate, from the local party's
+/// certificate: [`TlsIdentity::mode`], [`TlsIdentity::mode_in_job`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityMode {
+    /// The certificate names the party (`DNS:<party>`): its name is bound
+    /// to it. The dialer checks that the server names the party dialled,
+    /// the acceptor that the client names the party its hello claims. The
+    /// default, and what `xsilo certs` issues.
+    Bound,
+    /// The certificate names no party of the job: one certificate shared by
+    /// every party (RayFed's). The chain to the CA is still checked both
+    /// ways, but a peer whose certificate names no party of the job is
+    /// taken to be the party it claims: any holder of a certificate the CA
+    /// signed can claim any party name. A peer whose certificate names a
+    /// party of the job is still held to that party.
+    Shared,
+}
+
+impl std::fmt::Display for IdentityMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Bound => "bound",
+            Self::Shared => "shared",
+        })
+    }
+}
+
+/// [`TlsIdentity::mode_in_job`] on a leaf certificate.
+pub(crate) fn check_mode_in_job<'a>(
+    leaf: &CertificateDer<'_>,
+    party: &PartyName,
+    parties: impl IntoIterator<Item = &'a PartyName>,
+) -> Result<IdentityMode, SetupError> {
+    if cert_names(leaf, party) {
+        return Ok(IdentityMode::Bound);
+    }
+    match parties
+        .into_iter()
+        .find(|p| *p != party && cert_names(leaf, p))
+    {
+        Some(other) => Err(SetupError::Tls {
+            party: party.clone(),
+            reason: format!(
+                "the certificate does not name party '{party}' (it needs the subjectAltName \
+                 DNS:{party}) but names party '{other}', another party of the job; use the \
+                 certificate issued for '{party}'"
+            ),
+        }),
+        None => Ok(IdentityMode::Shared),
+    }
+}
+
+/// The server-certificate verifier of a party in [`IdentityMode::Shared`]:
+/// exactly rustls' WebPKI verifier (the chain to the configured CA, for
+/// server use, valid now; the handshake signatures) except the server
+/// name, which a shared certificate does not carry. The dialer checks the
+/// name against the job's parties once the handshake is done.
+#[derive(Debug)]
+struct ChainOnlyServerVerifier {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for ChainOnlyServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -207,6 +399,55 @@ pub(crate) fn cert_names(cert: &CertificateDer<'_>, party: &PartyName) -> bool {
     ee.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// Whether `cert` is a CA certificate (basicConstraints `CA:TRUE`), which
+/// WebPKI refuses as an end-entity certificate (`CaUsedAsEndEntity`): no
+/// peer would accept it as a party's. Judged at a time within its validity
+/// (WebPKI checks the dates first).
+pub(crate) fn is_ca_certificate(cert: &CertificateDer<'_>) -> bool {
+    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let v = validity_of(&ee);
+    let mid = v.not_before + v.not_after.duration_since(v.not_before).unwrap_or_default() / 2;
+    let at = UnixTime::since_unix_epoch(mid.duration_since(UNIX_EPOCH).unwrap_or_default());
+    matches!(
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[],
+            &[],
+            at,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        ),
+        Err(webpki::Error::CaUsedAsEndEntity)
+    )
+}
+
+/// The first of `parties` that `cert` names.
+pub(crate) fn named_party<'a>(
+    cert: &CertificateDer<'_>,
+    parties: impl IntoIterator<Item = &'a PartyName>,
+) -> Option<&'a PartyName> {
+    parties.into_iter().find(|p| cert_names(cert, p))
+}
+
+/// The DNS names `cert` presents, as `DNS:<name>`. WebPKI lists them only
+/// in the error for a name the certificate does not carry, so it is asked
+/// for a reserved name (`.invalid`, RFC 2606) no certificate of ours has.
+pub(crate) fn presented_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+        return Vec::new();
+    };
+    let Ok(probe) = ServerName::try_from("no-such-name.xsilo.invalid") else {
+        return Vec::new();
+    };
+    match ee.verify_is_valid_for_subject_name(&probe) {
+        Err(webpki::Error::CertNotValidForName(ctx)) => tidy_names(&ctx.presented),
+        _ => Vec::new(),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Inspection of a party's own TLS files (`xsilo check`).
 
@@ -240,7 +481,9 @@ pub enum CertificateProblem {
         /// Its notBefore time.
         not_before: SystemTime,
     },
-    /// The certificate does not name the party.
+    /// The certificate does not name the party but names another party of
+    /// the job (a certificate naming no party of the job is a shared one,
+    /// [`IdentityMode::Shared`], not a problem).
     #[error("{} names {presented:?}, not party '{party}': it needs the subjectAltName DNS:{party}; use the certificate issued for '{party}'", .cert.display())]
     WrongName {
         /// The certificate file.
@@ -258,6 +501,14 @@ pub enum CertificateProblem {
         cert: PathBuf,
         /// What WebPKI said.
         reason: String,
+    },
+    /// The certificate is a CA certificate (basicConstraints `CA:TRUE`,
+    /// what `openssl req -x509` makes by default): WebPKI refuses it as a
+    /// peer's own certificate at every party, even as its own CA.
+    #[error("{} is a CA certificate (basicConstraints CA:TRUE), which TLS refuses as a party's own certificate (WebPKI: CaUsedAsEndEntity), even when it is also the CA; issue it with CA:FALSE or without basicConstraints (RayFed's generate_tls_certs.py adds none; `openssl req -x509` adds CA:TRUE unless given -addext basicConstraints=critical,CA:FALSE)", .cert.display())]
+    CaCertificate {
+        /// The certificate file.
+        cert: PathBuf,
     },
     /// The certificate cannot be parsed as an X.509 end-entity certificate.
     #[error("{} holds no usable X.509 certificate: {reason}", .cert.display())]
@@ -294,8 +545,13 @@ pub struct IdentityReport {
     pub validity: Option<Result<Validity, CertificateProblem>>,
     /// The leaf chains to the CA, for server and for client use.
     pub chain: Option<Result<(), CertificateProblem>>,
-    /// The leaf names the party.
-    pub name: Option<Result<(), CertificateProblem>>,
+    /// The leaf names the party ([`IdentityMode::Bound`]), or no party of
+    /// the job ([`IdentityMode::Shared`]: party names are then not bound to
+    /// certificates), or another party of the job (the error).
+    pub name: Option<Result<IdentityMode, CertificateProblem>>,
+    /// The DNS names the leaf presents (`DNS:alice`), empty if it could not
+    /// be read.
+    pub presented: Vec<String>,
 }
 
 fn unix(t: UnixTime) -> SystemTime {
@@ -332,12 +588,15 @@ pub(crate) fn date(t: SystemTime) -> String {
 /// file parses; the key parses and belongs to the certificate; the leaf is
 /// valid at `now`; it chains to the CA for both server and client use
 /// (checked at a time within its validity, so that an expired certificate
-/// is reported as expired, not as unsigned); it names `party`.
+/// is reported as expired, not as unsigned); it names `party`, or no party
+/// of `parties` (the job's parties; a shared certificate), and not another
+/// party of `parties`.
 pub fn inspect_pem_files(
     ca: &Path,
     cert: &Path,
     key: &Path,
     party: &PartyName,
+    parties: &[PartyName],
     now: SystemTime,
 ) -> IdentityReport {
     let ca_certs = read_certs("CA certificate", ca).and_then(|certs| {
@@ -356,7 +615,14 @@ pub fn inspect_pem_files(
                 .map_err(|e| pem_err("private key", key, e))
                 .and_then(|k| check_key_fits(chain, &k, cert, key)),
         );
-        found = inspect_leaf(chain, ca_certs.as_deref().ok(), cert, ca, party, now);
+        found = inspect_leaf(
+            chain,
+            ca_certs.as_deref().ok(),
+            (cert, ca),
+            party,
+            parties,
+            now,
+        );
     }
     IdentityReport {
         ca: ca_certs.map(|c| c.len()),
@@ -365,6 +631,7 @@ pub fn inspect_pem_files(
         validity: found.validity,
         chain: found.chain,
         name: found.name,
+        presented: found.presented,
     }
 }
 
@@ -372,15 +639,16 @@ pub fn inspect_pem_files(
 struct Found {
     validity: Option<Result<Validity, CertificateProblem>>,
     chain: Option<Result<(), CertificateProblem>>,
-    name: Option<Result<(), CertificateProblem>>,
+    name: Option<Result<IdentityMode, CertificateProblem>>,
+    presented: Vec<String>,
 }
 
 fn inspect_leaf(
     chain: &[CertificateDer<'static>],
     ca_certs: Option<&[CertificateDer<'static>]>,
-    cert: &Path,
-    ca: &Path,
+    (cert, ca): (&Path, &Path),
     party: &PartyName,
+    parties: &[PartyName],
     now: SystemTime,
 ) -> Found {
     let mut found = Found::default();
@@ -399,14 +667,10 @@ fn inspect_leaf(
         party: party.clone(),
         presented,
     };
-    found.name = Some(match ServerName::try_from(party.as_str()) {
-        Ok(name) => ee.verify_is_valid_for_subject_name(&name).map_err(|e| {
-            wrong_name(match e {
-                webpki::Error::CertNotValidForName(ctx) => tidy_names(&ctx.presented),
-                _ => Vec::new(),
-            })
-        }),
-        Err(_) => Err(wrong_name(Vec::new())),
+    found.presented = presented_names(&chain[0]);
+    found.name = Some(match check_mode_in_job(&chain[0], party, parties) {
+        Ok(mode) => Ok(mode),
+        Err(_) => Err(wrong_name(found.presented.clone())),
     });
     let validity = validity_of(&ee);
     found.validity = Some(if now < validity.not_before {
@@ -514,6 +778,11 @@ fn verify_chain(
     };
     match verify(webpki::KeyUsage::server_auth()) {
         Ok(()) => {}
+        Err(webpki::Error::CaUsedAsEndEntity) => {
+            return Err(CertificateProblem::CaCertificate {
+                cert: cert.to_path_buf(),
+            })
+        }
         Err(e @ webpki::Error::RequiredEkuNotFoundContext(_)) => {
             return Err(CertificateProblem::Usage {
                 cert: cert.to_path_buf(),
@@ -537,11 +806,12 @@ fn verify_chain(
 // ---------------------------------------------------------------------------
 // The dialer's view of a server certificate, for probes.
 
-/// A server-certificate verifier that does exactly what WebPKI does and
-/// remembers its verdict, so that a probe can say why a handshake failed.
+/// A server-certificate verifier that does exactly what the transport's
+/// does (for the party's [`IdentityMode`]) and remembers its verdict, so
+/// that a probe can say why a handshake failed.
 #[derive(Debug)]
 pub(crate) struct RecordingVerifier {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    inner: Arc<dyn ServerCertVerifier>,
     verdict: Mutex<Option<rustls::Error>>,
 }
 
@@ -615,12 +885,7 @@ impl TlsIdentity {
             reason,
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            self.roots(party)?,
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| tls_err(format!("cannot build the server verifier: {e}")))?;
+        let inner = self.server_verifier(party)?;
         let verifier = Arc::new(RecordingVerifier {
             inner,
             verdict: Mutex::new(None),

@@ -11,8 +11,8 @@ use common::*;
 use time::OffsetDateTime;
 use xsilo_transport::devcert::DevCa;
 use xsilo_transport::{
-    inspect_pem_files, CertificateProblem, PeerAddress, ProbeError, Prober, SetupError,
-    TlsIdentity, Transport, TransportConfig, TransportEvent,
+    inspect_pem_files, CertificateProblem, IdentityMode, PeerAddress, ProbeError, Prober,
+    SetupError, TlsIdentity, Transport, TransportConfig, TransportEvent,
 };
 use xsilo_wire::RefusalCode;
 
@@ -219,6 +219,11 @@ async fn a_probe_of_an_address_nobody_listens_on_names_it_within_connect_timeout
 
 // --- a party's own files --------------------------------------------------
 
+/// The parties of the job the files are inspected for.
+fn parties() -> Vec<xsilo_wire::PartyName> {
+    vec![party("alice"), party("bob")]
+}
+
 struct Files {
     dir: tempfile::TempDir,
 }
@@ -252,7 +257,14 @@ fn a_key_of_another_certificate_is_refused_naming_both_files() {
         text.contains(&cert.display().to_string()) && text.contains(&key.display().to_string()),
         "{text}"
     );
-    let report = inspect_pem_files(&ca_pem, &cert, &key, &party("alice"), SystemTime::now());
+    let report = inspect_pem_files(
+        &ca_pem,
+        &cert,
+        &key,
+        &party("alice"),
+        &parties(),
+        SystemTime::now(),
+    );
     assert!(matches!(
         report.key,
         Some(Err(SetupError::KeyMismatch { .. }))
@@ -276,19 +288,33 @@ fn inspection_separates_expiry_names_and_the_ca() {
         .unwrap();
     let cert = f.write("expired.pem", &expired.cert_pem);
     let key = f.write("expired.key", &expired.key_pem);
-    let r = inspect_pem_files(&ca_pem, &cert, &key, &party("alice"), SystemTime::now());
+    let r = inspect_pem_files(
+        &ca_pem,
+        &cert,
+        &key,
+        &party("alice"),
+        &parties(),
+        SystemTime::now(),
+    );
     assert!(
         matches!(r.validity, Some(Err(CertificateProblem::Expired { .. }))),
         "{r:?}"
     );
     // Judged within its validity, the chain itself is fine.
     assert!(matches!(r.chain, Some(Ok(()))), "{r:?}");
-    assert!(matches!(r.name, Some(Ok(()))), "{r:?}");
+    assert!(matches!(r.name, Some(Ok(IdentityMode::Bound))), "{r:?}");
 
     let good = ca.issue(&party("alice")).unwrap();
     let cert = f.write("alice.pem", &good.cert_pem);
     let key = f.write("alice.key", &good.key_pem);
-    let r = inspect_pem_files(&ca_pem, &cert, &key, &party("bob"), SystemTime::now());
+    let r = inspect_pem_files(
+        &ca_pem,
+        &cert,
+        &key,
+        &party("bob"),
+        &parties(),
+        SystemTime::now(),
+    );
     match r.name {
         Some(Err(CertificateProblem::WrongName { presented, .. })) => {
             assert_eq!(presented, vec!["DNS:alice".to_owned()])
@@ -305,7 +331,14 @@ fn inspection_separates_expiry_names_and_the_ca() {
     assert!((363..=365).contains(&days), "{days}");
 
     let other_pem = f.write("other-ca.pem", &other_ca.ca_pem());
-    let r = inspect_pem_files(&other_pem, &cert, &key, &party("alice"), SystemTime::now());
+    let r = inspect_pem_files(
+        &other_pem,
+        &cert,
+        &key,
+        &party("alice"),
+        &parties(),
+        SystemTime::now(),
+    );
     assert!(
         matches!(r.chain, Some(Err(CertificateProblem::NotSignedByCa { .. }))),
         "{r:?}"
@@ -313,7 +346,14 @@ fn inspection_separates_expiry_names_and_the_ca() {
     assert!(matches!(r.key, Some(Ok(()))));
 
     let missing = f.dir.path().join("missing.pem");
-    let r = inspect_pem_files(&missing, &cert, &key, &party("alice"), SystemTime::now());
+    let r = inspect_pem_files(
+        &missing,
+        &cert,
+        &key,
+        &party("alice"),
+        &parties(),
+        SystemTime::now(),
+    );
     assert!(r.ca.unwrap_err().to_string().contains("missing.pem"));
     assert!(r.chain.is_none());
 }

@@ -336,16 +336,25 @@ async fn carols_certificate_claiming_to_be_bob_is_refused_naming_both() {
         "alice reported a peer for a refused connection"
     );
 
-    // And the transport refuses to start as bob with carol's certificate.
+    // And the transport refuses to serve a job of carol's as bob with
+    // carol's certificate (it does not name bob and names another party of
+    // the job, so it is no shared certificate either).
     let err = QuicEndpoint::bind(
         party("bob"),
         any_port(),
         &cluster.identity("carol"),
         TransportConfig::default(),
     )
+    .unwrap()
+    .join(job("demo"), cluster.book())
     .unwrap_err()
     .to_string();
-    assert!(err.contains("'bob'") && err.contains("DNS:bob"), "{err}");
+    assert!(
+        err.contains("does not name party 'bob'")
+            && err.contains("DNS:bob")
+            && err.contains("'carol'"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,10 @@ pub trait AcceptRules {
     fn serves_job(&self, job: &JobName) -> bool;
     /// Whether `party` is in `job`'s address book.
     fn knows_party(&self, job: &JobName, party: &PartyName) -> bool;
-    /// Whether the dialer's client certificate is valid for `party`.
+    /// Whether the dialer's client certificate lets it be `party`: it is
+    /// valid for the DNS name `party`, or (an acceptor whose own
+    /// certificate is shared by every party, RFC 0001) it names no party of
+    /// the job.
     fn certificate_names(&self, party: &PartyName) -> bool;
     /// A party of `job` that the certificate does name, if any (for the
     /// error message).
@@ -27,7 +30,8 @@ pub trait AcceptRules {
 
 /// Decides on a hello. Checks, in order: protocol version, metadata limits,
 /// that the hello is meant for us, that we serve the job, that the claimed
-/// party belongs to it, and that the certificate names the claimed party.
+/// party belongs to it, and that the certificate lets the dialer be the
+/// claimed party ([`AcceptRules::certificate_names`]).
 ///
 /// ```
 /// use xsilo_wire::handshake::{check_hello, AcceptRules};

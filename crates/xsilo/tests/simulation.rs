@@ -64,6 +64,31 @@ fn quick_start_gives_the_same_result_in_every_party_in_memory_and_over_quic() {
 }
 
 #[test]
+fn a_one_party_simulation_runs_in_memory_and_over_quic_and_none_is_refused() {
+    for network in [SimNetwork::Memory, SimNetwork::Quic] {
+        let results = run(&["alice"], network, |fed| async move {
+            assert!(fed.peers().is_empty());
+            let counter = fed.party("alice").actor(|| Counter(0));
+            let v = counter.call(|c| c.inc(4));
+            let t = fed.party("alice").task(v.clone(), |x: i64| x + 1);
+            let got = fed.get((&v, &t)).await?;
+            let started = std::time::Instant::now();
+            fed.shutdown().await?;
+            Ok((got, started.elapsed()))
+        });
+        assert_eq!(results.len(), 1);
+        let ((v, t), shutdown) = results["alice"].as_ref().unwrap();
+        assert_eq!((*v, *t), (4, 5), "over {network:?}");
+        assert!(
+            *shutdown < Duration::from_secs(1),
+            "shutdown took {shutdown:?} over {network:?}"
+        );
+    }
+    let err = Simulation::new(&[]).unwrap_err().to_string();
+    assert!(err.contains("parties"), "{err}");
+}
+
+#[test]
 fn containers_of_fedobjects_and_several_returns() {
     let results = run(
         &["alice", "bob", "carol"],

@@ -23,7 +23,7 @@ use crate::api::{
     AckHandle, Direction, InboundObject, ProgressSteps, TransferProgress, TransportEvent,
 };
 use crate::error::wire_refusal;
-use crate::tls::cert_names;
+use crate::tls::{cert_names, named_party, IdentityMode};
 
 /// Accepts connections until the endpoint closes.
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<EndpointShared>) {
@@ -35,9 +35,25 @@ pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Weak<Endpoint
     }
 }
 
+/// Whether the dialer's leaf certificate `leaf` lets it be `party` in
+/// `job`: it names `party` (both modes), or the local party uses a shared
+/// certificate ([`IdentityMode::Shared`]) and `leaf` names no party of the
+/// job, in which case the claimed name is taken as the dialer's identity.
+/// A certificate naming a party of the job is held to that party.
+fn authenticates(
+    mode: IdentityMode,
+    job: &JobShared,
+    leaf: &CertificateDer<'static>,
+    party: &PartyName,
+) -> bool {
+    cert_names(leaf, party)
+        || (mode == IdentityMode::Shared && named_party(leaf, job.book.keys()).is_none())
+}
+
 /// What the acceptor knows about a dialer, for [`check_hello`].
 struct Rules<'a> {
     local: &'a PartyName,
+    mode: IdentityMode,
     job: Option<&'a JobShared>,
     leaf: Option<&'a CertificateDer<'static>>,
 }
@@ -53,18 +69,16 @@ impl AcceptRules for Rules<'_> {
         self.job.is_some_and(|j| j.peers.contains_key(party))
     }
     fn certificate_names(&self, party: &PartyName) -> bool {
-        self.leaf.is_some_and(|c| cert_names(c, party))
+        match (self.job, self.leaf) {
+            (Some(job), Some(leaf)) => authenticates(self.mode, job, leaf, party),
+            (None, Some(leaf)) => cert_names(leaf, party),
+            _ => false,
+        }
     }
     fn certificate_party(&self, _job: &JobName) -> Option<PartyName> {
         let (job, leaf) = (self.job?, self.leaf?);
-        job.book.keys().find(|p| cert_names(leaf, p)).cloned()
+        named_party(leaf, job.book.keys()).cloned()
     }
-}
-
-fn leaf_certificate(conn: &Connection) -> Option<CertificateDer<'static>> {
-    let identity = conn.peer_identity()?;
-    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    chain.first().cloned()
 }
 
 async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incoming) {
@@ -96,7 +110,7 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
             return;
         }
     };
-    let leaf = leaf_certificate(&conn);
+    let leaf = super::leaf_certificate(&conn);
     let hello = tokio::time::timeout(bound, async {
         let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
         let hello: Hello = read_frame(&mut recv, MAX_CONTROL_FRAME, &local, "hello")
@@ -138,6 +152,7 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
     let job = lock_job(&endpoint, &hello.job);
     let rules = Rules {
         local: &local,
+        mode: endpoint.mode,
         job: job.as_deref(),
         leaf: leaf.as_ref(),
     };
@@ -218,10 +233,11 @@ async fn handle_incoming(endpoint: Arc<EndpointShared>, incoming: quinn::Incomin
     }
 }
 
-/// A party of one of our jobs, authenticated by its certificate, dialled us
-/// with a configuration we refuse (another job name, another protocol
-/// version): that job will not work with it, so the job is told at once
-/// instead of finding out when a wait on that party runs out.
+/// A party of one of our jobs, authenticated by its certificate (in shared
+/// mode: by a certificate naming no party of that job), dialled us with a
+/// configuration we refuse (another job name, another protocol version):
+/// that job will not work with it, so the job is told at once instead of
+/// finding out when a wait on that party runs out.
 fn tell_jobs_of_refusal(
     endpoint: &EndpointShared,
     hello: &Hello,
@@ -235,15 +251,14 @@ fn tell_jobs_of_refusal(
         return;
     }
     let Some(leaf) = leaf else { return };
-    if !cert_names(leaf, &hello.party) {
-        return;
-    }
     let jobs: Vec<Arc<JobShared>> = super::lock(&endpoint.jobs)
         .values()
         .filter_map(Weak::upgrade)
         .collect();
     for job in jobs {
-        if job.peers.contains_key(&hello.party) {
+        if job.peers.contains_key(&hello.party)
+            && authenticates(endpoint.mode, &job, leaf, &hello.party)
+        {
             job.emit(TransportEvent::PeerRefused {
                 party: hello.party.clone(),
                 refusal: Refusal::new(

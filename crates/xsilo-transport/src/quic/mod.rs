@@ -1,4 +1,6 @@
-//! The QUIC transport: quinn with identity-bound mutual TLS.
+//! The QUIC transport: quinn with mutual TLS, party names bound to
+//! certificates (or, with a shared certificate, only the CA checked:
+//! [`crate::IdentityMode`]).
 //!
 //! One [`QuicEndpoint`] (one UDP socket, one certificate) can serve several
 //! jobs; [`QuicEndpoint::join`] returns the [`QuicTransport`] of one job.
@@ -26,7 +28,7 @@ use crate::api::{
 use crate::config::TransportConfig;
 use crate::error::{SetupError, TransportError};
 use crate::events::EventReceiver;
-use crate::tls::TlsIdentity;
+use crate::tls::{IdentityMode, TlsIdentity};
 
 pub use probe::{ProbeError, ProbeReport, Prober, Transfer};
 
@@ -37,9 +39,25 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The leaf certificate the peer of `conn` presented in the handshake.
+pub(crate) fn leaf_certificate(
+    conn: &quinn::Connection,
+) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    let identity = conn.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    chain.first().cloned()
+}
+
 /// State shared by the endpoint's accept loop and its jobs.
 struct EndpointShared {
     party: PartyName,
+    /// Whether the endpoint's certificate names its party.
+    mode: IdentityMode,
+    /// The endpoint's own leaf certificate (checked against each job's
+    /// parties when it joins).
+    leaf: rustls::pki_types::CertificateDer<'static>,
     endpoint: quinn::Endpoint,
     config: TransportConfig,
     /// Bytes of inbound objects not yet taken, all jobs and peers together.
@@ -72,7 +90,10 @@ impl std::fmt::Debug for QuicEndpoint {
 
 impl QuicEndpoint {
     /// Binds `listen` for `party` with its TLS material and starts accepting.
-    /// The certificate must name `party`. Needs a tokio runtime in scope.
+    /// A certificate that names `party` binds it ([`IdentityMode::Bound`]);
+    /// one that does not is a shared certificate ([`IdentityMode::Shared`]),
+    /// which [`QuicEndpoint::join`] refuses for a job if it names another
+    /// party of that job. Needs a tokio runtime in scope.
     pub fn bind(
         party: PartyName,
         listen: SocketAddr,
@@ -81,6 +102,8 @@ impl QuicEndpoint {
     ) -> Result<Self, SetupError> {
         let endpoint = setup::quinn_endpoint(&party, listen, tls, &config)?;
         let shared = Arc::new(EndpointShared {
+            mode: tls.mode(&party),
+            leaf: tls.leaf().clone(),
             party,
             endpoint: endpoint.clone(),
             inbound: budget::Budget::new(config.inbound_limits().0),
@@ -105,6 +128,11 @@ impl QuicEndpoint {
         &self.shared.party
     }
 
+    /// Whether the endpoint's certificate binds its party's name.
+    pub fn mode(&self) -> IdentityMode {
+        self.shared.mode
+    }
+
     /// Bytes of inbound objects admitted and not yet taken by a runtime, all
     /// jobs and peers together: at most
     /// [`TransportConfig::inbound_limits`]'s first value.
@@ -114,6 +142,11 @@ impl QuicEndpoint {
 
     /// Starts serving `job` with its address book (which must contain the
     /// local party). Hellos and data for jobs not joined are refused.
+    ///
+    /// Fails if the endpoint's certificate does not name the local party
+    /// but names another party of the job. With a certificate that names no
+    /// party of the job ([`IdentityMode::Shared`]) it logs one warning:
+    /// party names are then not bound to certificates.
     pub fn join(&self, job: JobName, book: AddressBook) -> Result<QuicTransport, SetupError> {
         let party = self.shared.party.clone();
         if !book.contains_key(&party) {
@@ -121,6 +154,7 @@ impl QuicEndpoint {
                 "the address book of job '{job}' does not contain the local party '{party}'"
             )));
         }
+        let mode = crate::tls::check_mode_in_job(&self.shared.leaf, &party, book.keys())?;
         let mut jobs = lock(&self.shared.jobs);
         if jobs.get(&job).and_then(Weak::upgrade).is_some() {
             return Err(SetupError::JobTaken(job));
@@ -142,6 +176,7 @@ impl QuicEndpoint {
             })
             .collect();
         let shared = Arc::new(JobShared {
+            mode: self.shared.mode,
             inbound: self.shared.inbound.clone(),
             job: job.clone(),
             party,
@@ -153,6 +188,19 @@ impl QuicEndpoint {
             peers,
             closed: CancellationToken::new(),
         });
+        if mode == IdentityMode::Shared {
+            let names = crate::tls::presented_names(&self.shared.leaf);
+            tracing::warn!(
+                %job,
+                party = %shared.party,
+                "party '{}' uses a shared certificate: it names no party of job '{job}' \
+                 (it names {}), so party identities are not bound to certificates; any holder \
+                 of a certificate the CA signed (the shared one included) can claim any party \
+                 name of the job. Mutual TLS and the CA check stay on.",
+                shared.party,
+                if names.is_empty() { "no DNS name".to_owned() } else { names.join(", ") }
+            );
+        }
         jobs.insert(job, Arc::downgrade(&shared));
         Ok(QuicTransport {
             job: shared,
@@ -209,6 +257,8 @@ struct Liveness {
 
 /// One job's state, shared by its transport handle and its tasks.
 struct JobShared {
+    /// The local party's identity mode (the endpoint's).
+    mode: IdentityMode,
     /// The endpoint's inbound budget, shared by its jobs.
     inbound: budget::Budget,
     job: JobName,

@@ -205,6 +205,42 @@ async fn handshake(
     }
 }
 
+/// The dialer's check of the server's name, after the TLS handshake
+/// checked its chain. A bound party's verifier already required the
+/// certificate to name `peer`. A party with a shared certificate
+/// (`IdentityMode::Shared`) verified the chain only: the server may present
+/// a certificate naming `peer` or naming no party of the job (a shared one;
+/// its hello reply then says who it is), but not one naming another party
+/// of the job (an address book that puts `peer` at that party's address).
+fn check_server_identity(
+    job: &JobShared,
+    peer: &PartyName,
+    conn: &quinn::Connection,
+) -> Result<(), TransportError> {
+    let refused = |reason: String| TransportError::Tls {
+        peer: peer.clone(),
+        reason,
+    };
+    let Some(leaf) = super::leaf_certificate(conn) else {
+        return Err(refused("the server presented no certificate".into()));
+    };
+    if crate::tls::cert_names(&leaf, peer) {
+        return Ok(());
+    }
+    match (job.mode, crate::tls::named_party(&leaf, job.book.keys())) {
+        (crate::tls::IdentityMode::Shared, None) => Ok(()),
+        (_, Some(other)) => Err(refused(format!(
+            "we rejected its certificate: the server at {} presents a certificate naming party \
+             '{other}', not '{peer}': is the address of '{peer}' right?",
+            conn.remote_address()
+        ))),
+        (_, None) => Err(refused(format!(
+            "we rejected its certificate: it names {:?}, not '{peer}'",
+            crate::tls::presented_names(&leaf)
+        ))),
+    }
+}
+
 /// One connection attempt: QUIC + TLS handshake, then the hello exchange.
 async fn dial(job: &JobShared, peer: &PartyName) -> Result<Outbound, TransportError> {
     let addr = job
@@ -221,6 +257,10 @@ async fn dial(job: &JobShared, peer: &PartyName) -> Result<Outbound, TransportEr
                 .join(", "),
         })?;
     let conn = handshake(job, peer, addr.addr).await?;
+    if let Err(e) = check_server_identity(job, peer, &conn) {
+        conn.close(errors::CLOSE_PROTOCOL.into(), b"server certificate refused");
+        return Err(e);
+    }
     let (mut send, mut recv) = conn
         .open_bi()
         .await

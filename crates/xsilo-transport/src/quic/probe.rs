@@ -21,7 +21,7 @@ use super::outbound::read_frame;
 use crate::api::PeerAddress;
 use crate::config::TransportConfig;
 use crate::error::{SetupError, TransportError};
-use crate::tls::{date, tidy_names, TlsIdentity};
+use crate::tls::{cert_names, date, presented_names, tidy_names, TlsIdentity};
 
 /// Why a probe could not get a verdict from the peer.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,14 @@ pub struct ProbeReport {
     pub verdict: Result<(), Refusal>,
     /// The throughput transfer, when asked and the verdict was `Ok`.
     pub transfer: Option<Result<Transfer, TransportError>>,
+    /// Whether the server's certificate names the party dialled. Always
+    /// true for a prober whose own certificate binds its party (its TLS
+    /// check required it); a prober with a shared certificate
+    /// ([`crate::IdentityMode::Shared`]) checks the chain only, and the
+    /// caller compares [`ProbeReport::server_names`] with the job's parties.
+    pub server_names_peer: bool,
+    /// The DNS names the server's certificate presents (`DNS:bob`).
+    pub server_names: Vec<String>,
 }
 
 /// A throughput transfer of a probe.
@@ -185,9 +193,17 @@ impl Prober {
             Ok(Ok(conn)) => conn,
         };
         let handshake = started.elapsed();
+        let leaf = super::leaf_certificate(&conn);
         let result = self
             .hello_and_transfer(&conn, job, peer, addr, transfer, handshake)
-            .await;
+            .await
+            .map(|mut report| {
+                if let Some(leaf) = &leaf {
+                    report.server_names_peer = cert_names(leaf, peer);
+                    report.server_names = presented_names(leaf);
+                }
+                report
+            });
         conn.close(errors::CLOSE_GOODBYE.into(), b"probe done");
         result
     }
@@ -266,6 +282,8 @@ impl Prober {
             path_rtt,
             verdict,
             transfer,
+            server_names_peer: false,
+            server_names: Vec::new(),
         })
     }
 
@@ -324,7 +342,9 @@ fn server_certificate_problem(e: &rustls::Error, peer: &PartyName) -> String {
     match c {
         C::NotValidForNameContext { presented, .. } => format!(
             "its certificate names {:?}, not '{peer}': is the address (or port) of \
-             '{peer}' in [parties] right?",
+             '{peer}' in [parties] right? (If '{peer}' uses a certificate shared by every \
+             party, naming none, so must we: our certificate names our party, which binds \
+             every peer's name to its certificate)",
             tidy_names(presented)
         ),
         C::NotValidForName => format!(
