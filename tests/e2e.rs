@@ -1,4 +1,4 @@
-//! End to end across real processes over real QUIC (MISSION M1-M8, C4-C7,
+//! End to end across real processes over real QUIC (promises M1-M8, C4-C7,
 //! E8): each party is a child process of this test binary, with its own
 //! configuration file and development certificate. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -322,7 +322,7 @@ fn diverged_drivers_fail_with_a_clear_error_at_both_ends() {
 }
 
 /// Both parties end with a divergence error naming both parties and the
-/// object, within 5 s (MISSION M8).
+/// object, within 5 s (promise M8).
 fn assert_divergence_at_both_ends(out: &BTreeMap<String, Outcome>, object: &str) {
     for (p, o) in out {
         let e = o.error();

@@ -1,5 +1,5 @@
 //! Cross-silo errors, unintended shutdown and peer liveness across real
-//! processes over QUIC (MISSION E1-E10): nobody waits forever. Every wait is
+//! processes over QUIC (promises E1-E10): nobody waits forever. Every wait is
 //! bounded; each test also checks that the parties ended promptly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,7 +52,7 @@ async fn scenario(name: &str, party: &str, fed: &Fed) -> Result<Json, Error> {
         }
         // A round, then (after GO) 20 more: a job that an intruder's dial
         // must not disturb.
-        // MISSION S1: a peer far ahead; report what this party holds.
+        // Promise S1: a peer far ahead; report what this party holds.
         "held" => {
             println!("XSILO-READY");
             common::wait_go().await;
@@ -464,7 +464,7 @@ fn push_far_ahead(job: &common::Job, as_party: &str, to: &str, n: u64, len: usiz
     })
 }
 
-/// MISSION S1 (RFC 0002, "Object lifetime"): a party keeps what a peer
+/// Promise S1 (RFC 0002, "Object lifetime"): a party keeps what a peer
 /// sends before its driver made it, but only up to its per-peer inbound
 /// budget; past that, objects wait unanswered and the transport's budget
 /// holds the sender.
@@ -738,7 +738,7 @@ fn a_process_with_another_partys_certificate_cannot_start_and_its_peer_fails_nam
     assert!(a.contains("party 'bob'"), "alice: {a}");
 }
 
-/// MISSION E7 over a slow link (20 Mbit/s: 16 MiB take about 7 s): after an
+/// Promise E7 over a slow link (20 Mbit/s: 16 MiB take about 7 s): after an
 /// error, shutdown waits for queued data only with the flag.
 fn queued_data(
     continue_waiting: bool,

@@ -1,4 +1,4 @@
-//! The execution engine across real processes over QUIC (MISSION X1-X4):
+//! The execution engine across real processes over QUIC (promises X1-X4):
 //! user code never runs on the control plane, independent work runs in
 //! parallel, one actor's calls keep their order, async bodies await real
 //! I/O, a panic is the object's error, an abort ends everything at once.

@@ -1,4 +1,4 @@
-//! The FedAvg example (MISSION F1) run as a user runs it: without arguments,
+//! The FedAvg example (promise F1) run as a user runs it: without arguments,
 //! so that alice, bob and carol are three processes over QUIC with mutual
 //! TLS, with fewer rounds than its default.
 //!
@@ -158,7 +158,7 @@ fn a_failure_injected_in_bob_reaches_every_party_and_every_party_exits() {
     assert_eq!(failed.len(), 1, "{lines:#?}");
     let errors = stamp(&lines, "ERROR-AT");
     assert_eq!(errors.len(), 3, "{lines:#?}");
-    // MISSION E3 and issue 9: promptly, not after a timeout. The bound is
+    // Promise E3 and issue 9: promptly, not after a timeout. The bound is
     // the promise (a second), not a performance figure.
     for at in errors {
         assert!(

@@ -1,4 +1,4 @@
-//! Observability end to end (MISSION F2): alice and bob as processes over
+//! Observability end to end (promise F2): alice and bob as processes over
 //! QUIC, each serving its metrics for Prometheus (`[observability]
 //! prometheus`); a 256 MiB object from alice to bob reports its progress
 //! while it travels, and both endpoints, scraped over HTTP, show what

@@ -1,4 +1,4 @@
-//! `codec`: a numeric array's encode plus decode (MISSION L2), the raw
+//! `codec`: a numeric array's encode plus decode (promise L2), the raw
 //! little-endian path (`xsilo_wire::array`, what the value codec uses for
 //! `Vec<f32>` and kin) against msgpack (`rmp_serde`, what it used before
 //! and still uses for every other type), in the same run.

@@ -1,4 +1,4 @@
-//! `fedavg-memory`: does memory stay flat over many FedAvg rounds (MISSION
+//! `fedavg-memory`: does memory stay flat over many FedAvg rounds (promise
 //! L1)?
 //!
 //! Three parties (alice, bob, carol) as three child processes over QUIC

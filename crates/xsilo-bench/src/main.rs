@@ -96,7 +96,7 @@ enum Command {
         #[arg(long)]
         trials: usize,
     },
-    /// Memory over many FedAvg rounds (MISSION L1): three parties as
+    /// Memory over many FedAvg rounds (promise L1): three parties as
     /// processes, a 1M-element f32 model, 500 rounds; resident memory per
     /// party at round 10, at the end, and at its peak.
     FedavgMemory {
@@ -143,7 +143,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// The FedAvg round (MISSION L2): three parties as processes, a
+    /// The FedAvg round (promise L2): three parties as processes, a
     /// 1M-element f32 model, 100 rounds; median round against raw quinn
     /// moving the same bytes between the same processes in the same run;
     /// then 100 rounds with 100 ms of CPU training per party.

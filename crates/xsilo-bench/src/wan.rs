@@ -1,6 +1,6 @@
 //! `wan`: xsilo's transport across emulated wide-area links, against raw
 //! quinn with quinn's own defaults through the same emulator in the same
-//! run, and against the emulated link's capacity (MISSION W).
+//! run, and against the emulated link's capacity (promise W1).
 //!
 //! Two processes per link profile: this one is alice (the sender) and runs
 //! the link emulator (`xsilo-linkem`, on its own thread), a child is bob.

@@ -1,4 +1,4 @@
-//! `workload`: the execution engine under the work users have (MISSION X1,
+//! `workload`: the execution engine under the work users have (promises X1,
 //! X2). Alice and bob as two processes over QUIC with mutual TLS.
 //!
 //! (a) Parallel speed-up: 8 CPU tasks of 0.5 s in alice; the value is the

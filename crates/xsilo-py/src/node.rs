@@ -639,7 +639,7 @@ impl Node {
         Ok(self.handles(&outputs))
     }
 
-    /// Stops an actor after the calls made before (MISSION M6).
+    /// Stops an actor after the calls made before (promise M6).
     fn kill(&self, actor: PyRef<'_, ActorRef>) {
         self.fed.runtime().submit(Call {
             party: actor.owner.clone(),
@@ -685,7 +685,7 @@ impl Node {
         self.fed.runtime().abort(reason);
     }
 
-    /// Intended shutdown (MISSION E8), with the GIL released.
+    /// Intended shutdown (promise E8), with the GIL released.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         let fed = self.fed.clone();
         py.detach(|| self.tokio.block_on(fed.shutdown()))

@@ -12,7 +12,7 @@ use xsilo_wire::{ObjectId, PartyName};
 use crate::errors::{RuntimeError, TaskError};
 
 /// A reference to a federated object: its id, its owner, and the call-site
-/// fingerprint the local driver computed for it (MISSION M1, M8).
+/// fingerprint the local driver computed for it (promises M1, M8).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjRef {
     /// The object's id (the driver's sequence number).
@@ -73,7 +73,7 @@ pub enum Work {
         /// The method body.
         f: AsyncMethodFn,
     },
-    /// Stop an actor (MISSION M6).
+    /// Stop an actor (promise M6).
     Kill {
         /// The actor's id.
         actor: ObjectId,

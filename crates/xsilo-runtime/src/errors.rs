@@ -1,6 +1,6 @@
 //! Errors in one place: what users see ([`RuntimeError`], [`TaskError`]),
 //! and the mapping between a failed object and the RemoteError frame that
-//! crosses the silo boundary in its place (MISSION E2, E4).
+//! crosses the silo boundary in its place (promises E2, E4).
 
 use std::fmt;
 
@@ -72,7 +72,7 @@ impl fmt::Display for TaskError {
 #[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
-    /// A task or actor method failed in this party (MISSION E1).
+    /// A task or actor method failed in this party (promise E1).
     #[error("{} failed in party '{party}': {error}", what(.name.as_deref(), .object))]
     Task {
         /// The party where it ran (this one).
@@ -84,9 +84,9 @@ pub enum RuntimeError {
         /// The full local error.
         error: Box<TaskError>,
     },
-    /// An object this party needed failed in another party (MISSION E2).
+    /// An object this party needed failed in another party (promise E2).
     /// Only the kind and origin cross the silo boundary unless the origin
-    /// enabled `expose_error_trace` (MISSION E4).
+    /// enabled `expose_error_trace` (promise E4).
     #[error("{}", remote_text(.origin, .object, .name.as_deref(), .kind, .message.as_deref(), .causes))]
     Remote {
         /// The party where the failure began.
@@ -113,7 +113,7 @@ pub enum RuntimeError {
         /// Why it is gone.
         reason: String,
     },
-    /// The drivers of two parties diverged (MISSION M8): they disagree on
+    /// The drivers of two parties diverged (promise M8): they disagree on
     /// an object's owner or call site, on who uses it, or on where their
     /// programs ended.
     #[error(
@@ -206,7 +206,7 @@ pub enum RuntimeError {
     /// The runtime could not start (threads, the worker pool).
     #[error("the runtime could not start: {0}")]
     Setup(String),
-    /// Start-up could not dial every party (the barrier, MISSION C6): a
+    /// Start-up could not dial every party (the barrier, promise C6): a
     /// party not running yet, or a wrong address or port for it in this
     /// party's address book. A peer dialling us does not count: only our
     /// own dial proves the address we have for it.
@@ -314,7 +314,7 @@ pub(crate) fn crosses(error: &RuntimeError) -> bool {
 /// `fingerprint` in party `me`), which failed with `error`. A failure that
 /// came from elsewhere passes on as received (its origin decided what
 /// crosses); a failure that began here sends its kind, and its message and
-/// causes only with `expose_error_trace` (MISSION E4).
+/// causes only with `expose_error_trace` (promise E4).
 pub(crate) fn frame_for(
     me: &PartyName,
     object: ObjectId,

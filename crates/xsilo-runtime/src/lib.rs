@@ -13,10 +13,10 @@
 //!
 //! * [`rules::objects::ObjectTable`]: one table for local and remote objects
 //!   (owner, fingerprint, state, waiters, push plan, handles), the actor
-//!   queues, the divergence checks and the lifetime rule (MISSION M1-M8,
+//!   queues, the divergence checks and the lifetime rule (promises M1-M8,
 //!   E1-E3, L1). Driven by `Objects`.
 //! * [`rules::lifecycle::Lifecycle`]: intended shutdown and abort, time
-//!   passed in (MISSION E5-E9, E11). Driven by the supervisor.
+//!   passed in (promises E5-E9, E11). Driven by the supervisor.
 //! * One `Link` per peer owns everything about that peer: sends in flight,
 //!   up and down, the probe, statistics.
 //! * The supervisor is the only actor that holds the others' addresses; it
@@ -91,7 +91,7 @@ impl std::fmt::Debug for Runtime {
 }
 
 /// Tells the runtime that the driver dropped its last handle on an object
-/// or an actor (MISSION L1). Cheap to clone; usable from any thread.
+/// or an actor (promise L1). Cheap to clone; usable from any thread.
 #[derive(Clone)]
 pub struct Releaser(Addr<Objects>);
 
@@ -255,7 +255,7 @@ impl Runtime {
         rx.await.unwrap_or(Err(RuntimeError::ActorGone("objects")))
     }
 
-    /// Waits, at most `bound`, until every peer is known to be up (MISSION
+    /// Waits, at most `bound`, until every peer is known to be up (promise
     /// C6): we connected to it, or it connected to us (a fast peer may
     /// finish and leave before our own dial would reach it).
     pub async fn barrier(&self, bound: Duration) -> Result<(), RuntimeError> {
@@ -275,7 +275,7 @@ impl Runtime {
         self.supervisor.do_send(messages::AbortJob(reason.into()));
     }
 
-    /// Intended shutdown (MISSION E8): waits until every send is
+    /// Intended shutdown (promise E8): waits until every send is
     /// acknowledged, tells the peers where the driver finished, says
     /// goodbye, closes. Idempotent; concurrent callers all get the one
     /// result.

@@ -1,4 +1,4 @@
-//! Giving freed value memory back to the operating system (MISSION L1,
+//! Giving freed value memory back to the operating system (promise L1,
 //! RFC 0002 "Object lifetime", "Resident memory").
 //!
 //! Freeing an object drops its bytes, but glibc's malloc keeps what was

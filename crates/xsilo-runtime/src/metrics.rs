@@ -1,4 +1,4 @@
-//! The party's metrics, through the `metrics` facade (MISSION F2).
+//! The party's metrics, through the `metrics` facade (promise F2).
 //!
 //! Nothing is recorded unless the process installed a recorder (the facade
 //! does for `[observability] prometheus`); without one every update is a

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The user's sending-failure handler (MISSION E5): called exactly once on
+/// The user's sending-failure handler (promise E5): called exactly once on
 /// unintended shutdown, with the last sending error if there was one.
 pub type FailureHandler = Arc<dyn Fn(Option<&xsilo_transport::TransportError>) + Send + Sync>;
 
@@ -36,34 +36,34 @@ pub struct WorkerThreadHooks {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RuntimeOptions {
-    /// Send error messages and causes with RemoteErrors (MISSION E4).
+    /// Send error messages and causes with RemoteErrors (promise E4).
     /// Default false: only the kind and origin cross.
     pub expose_error_trace: bool,
     /// Bound on waiting for the sends in flight at shutdown. Default 65 s:
     /// the transport's default send timeout plus a margin.
     pub drain_timeout: Duration,
-    /// A sending failure is an unintended shutdown (MISSION E6): peers are
+    /// A sending failure is an unintended shutdown (promise E6): peers are
     /// told, the handler runs, calls fail, and, with `exit_process`, the
     /// process exits with status 1. Default false: the job is aborted (every
     /// party's waits fail with the reason) but the process goes on.
     pub exit_on_sending_failure: bool,
     /// After an error was sent or received, shutdown still waits for queued
-    /// data (MISSION E7). Default false: it waits at most 2 s.
+    /// data (promise E7). Default false: it waits at most 2 s.
     pub continue_waiting_for_data_sending_on_error: bool,
-    /// Run on unintended shutdown, exactly once (MISSION E5).
+    /// Run on unintended shutdown, exactly once (promise E5).
     pub failure_handler: Option<FailureHandler>,
     /// How many task bodies and actor methods run at once, each on a worker
-    /// thread of its own, never on the control thread (MISSION X1, X2);
+    /// thread of its own, never on the control thread (promises X1, X2);
     /// async bodies run on as many executor threads. Default: the cores
     /// available to the process.
     pub workers: usize,
-    /// SIGINT and SIGTERM are unintended shutdowns (MISSION E9). Default
+    /// SIGINT and SIGTERM are unintended shutdowns (promise E9). Default
     /// false; `xsilo::init` turns it on. Only one runtime per process should.
     pub handle_signals: bool,
     /// How long an intended shutdown waits, after its sends are
     /// acknowledged, for every peer's driver to finish too, so that drivers
     /// that ended at different places are reported as diverged at both ends
-    /// (MISSION M8). A peer still busy after this is not waited for (it
+    /// (promise M8). A peer still busy after this is not waited for (it
     /// still checks our position against its own). Not waited at all once
     /// an error was seen. Default 10 s.
     pub finish_wait: Duration,
@@ -85,7 +85,7 @@ pub struct RuntimeOptions {
     pub metrics_interval: Option<Duration>,
     /// Bytes of values one peer may send before this party's driver made
     /// them (a peer whose driver runs ahead); more wait unanswered in the
-    /// transport, whose budget then holds the sender (MISSION S1). At most
+    /// transport, whose budget then holds the sender (promise S1). At most
     /// `MAX_EARLY_OBJECTS` objects per peer in any case. Default 500 MiB;
     /// `xsilo::init` sets the per-peer inbound budget.
     pub early_bytes_per_peer: u64,

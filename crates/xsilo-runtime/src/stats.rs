@@ -22,7 +22,7 @@ pub struct Stats {
     /// Objects received from each source (a resend counted again).
     pub received: BTreeMap<PartyName, Counts>,
     /// Objects this party holds now: its own values, values received, and
-    /// entries for objects still expected (MISSION L1).
+    /// entries for objects still expected (promise L1).
     pub live_objects: u64,
     /// Bytes of the values held now.
     pub live_bytes: u64,

@@ -24,7 +24,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct PeerAddress {
     /// The advertised address other parties dial.
     pub addr: SocketAddr,
-    /// Metadata headers sent in the hello to this party (MISSION C7).
+    /// Metadata headers sent in the hello to this party (promise C7).
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -47,7 +47,7 @@ pub struct OutboundObject {
     pub object: ObjectId,
     /// The consuming call in the destination (0 for a push for `get`).
     pub consumer: u64,
-    /// Call-site fingerprint (MISSION M8).
+    /// Call-site fingerprint (promise M8).
     pub fingerprint: u64,
     /// The value's bytes (raw, or a typed array written as its header and
     /// elements). Cloning a `Payload` does not copy it, so a retry resends
@@ -67,7 +67,7 @@ pub struct Delivery {
 /// An object that arrived, waiting for the runtime to take it.
 ///
 /// The sender's `send_object` completes only when [`AckHandle::accept`] is
-/// called (MISSION C3); dropping the handle refuses the object with
+/// called (promise C3); dropping the handle refuses the object with
 /// [`RefusalCode::Unavailable`].
 #[derive(Debug)]
 pub struct InboundObject {

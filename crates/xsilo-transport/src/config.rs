@@ -39,7 +39,7 @@ pub struct TransportConfig {
     /// peer; must be less than half of `peer_lost_timeout`.
     pub keep_alive_interval: Duration,
     /// A peer from which nothing (not even a keep-alive acknowledgement) has
-    /// been heard for this long is reported lost (MISSION E10). Default 10 s.
+    /// been heard for this long is reported lost (promise E10). Default 10 s.
     /// Shorter detects crashes sooner but turns longer network blips into
     /// failures. The QUIC idle timeout is set to this minus
     /// `keep_alive_interval`, because QUIC restarts its idle timer on the

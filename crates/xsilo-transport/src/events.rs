@@ -1,5 +1,5 @@
 //! The channel that carries [`TransportEvent`]s to the runtime, bounded
-//! wherever a peer controls how many there are (MISSION S1, RFC 0001
+//! wherever a peer controls how many there are (promise S1, RFC 0001
 //! "Inbound memory").
 //!
 //! * A peer's **control frames** each take one of that peer's

@@ -1,5 +1,5 @@
 //! The in-memory transport: the same [`Transport`] trait between parties of
-//! one process, for simulation mode and fast tests (MISSION C9).
+//! one process, for simulation mode and fast tests (promise C9).
 //!
 //! It keeps the semantics that matter to the runtime: objects are
 //! acknowledged by the receiving runtime, the size limit and job isolation

@@ -1,4 +1,4 @@
-//! A hostile peer holding a valid party certificate (MISSION S): an
+//! A hostile peer holding a valid party certificate (promise S1): an
 //! in-tree client over quinn and rustls that speaks the wire protocol by
 //! hand, against a real endpoint.
 

@@ -1,5 +1,5 @@
 //! The in-memory transport keeps the semantics the runtime relies on
-//! (MISSION C3, C4, C5, C9).
+//! (promises C3, C4, C5, C9).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

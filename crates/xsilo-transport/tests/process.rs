@@ -1,6 +1,6 @@
 //! A peer in another OS process, killed with SIGKILL: the transport reports
 //! it down within `peer_lost_timeout` and the send waiting on it fails with
-//! an error naming it (MISSION E10, transport part).
+//! an error naming it (promise E10, transport part).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -1,4 +1,4 @@
-//! The QUIC transport over real sockets on 127.0.0.1 (MISSION C1-C5, C8).
+//! The QUIC transport over real sockets on 127.0.0.1 (promises C1-C5, C8).
 //! Every wait is bounded and fails with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,7 +42,7 @@ async fn object_is_delivered_and_the_send_completes_only_after_the_receiver_acks
     assert_eq!(obj.header.job, job("demo"));
     assert_eq!(&obj.payload.to_bytes()[..], b"hello bob");
     // The object is in bob's hands but not yet taken: alice must still wait
-    // (MISSION C3: acknowledged by the receiving runtime, not the transport).
+    // (promise C3: acknowledged by the receiving runtime, not the transport).
     assert!(
         !sending.is_finished(),
         "the send completed before bob's runtime acknowledged"

@@ -1,4 +1,4 @@
-//! The transport across emulated wide-area links (MISSION W): a user-space
+//! The transport across emulated wide-area links (promises W1-W2): a user-space
 //! relay (`xsilo-linkem`) between real QUIC endpoints on loopback, no root
 //! needed. Bounds here are generous multiples of what the transport does
 //! (RFC 0001, "Wide-area links"), and well under what it did before: with

@@ -1,5 +1,5 @@
 //! Numeric arrays as raw little-endian bytes with a small checked header
-//! (MISSION L2).
+//! (promise L2).
 //!
 //! Model weights and gradients are large arrays of one element type. In
 //! msgpack every element carries a tag and is decoded one at a time (a

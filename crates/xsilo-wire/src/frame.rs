@@ -14,7 +14,7 @@ use crate::names::{JobName, PartyName};
 
 /// Identifies an object (a `FedObject` of the runtime) within a job: the
 /// sequence number that every party's driver assigns in the same order
-/// (MISSION M1).
+/// (promise M1).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ObjectId(pub u64);
@@ -87,7 +87,7 @@ pub enum HelloReply {
 /// A frame on the control stream after the hello exchange.
 ///
 /// Control frames are small and travel on their own stream, so they are never
-/// queued behind an object transfer (MISSION C1).
+/// queued behind an object transfer (promise C1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlFrame {
     /// Application-level liveness signal with a sequence number.
@@ -95,9 +95,9 @@ pub enum ControlFrame {
         /// Increases by one per heartbeat.
         seq: u64,
     },
-    /// An object that a consumer waits for failed at its origin (MISSION E2).
+    /// An object that a consumer waits for failed at its origin (promise E2).
     RemoteError(RemoteErrorFrame),
-    /// The sender shuts down unintentionally (MISSION E6).
+    /// The sender shuts down unintentionally (promise E6).
     Abort {
         /// Why, in words.
         reason: String,
@@ -106,7 +106,7 @@ pub enum ControlFrame {
     Goodbye,
     /// The sender's driver program has finished (intended shutdown): where
     /// it ended, so that the receiver can tell whether its own driver made
-    /// the same calls (MISSION M8). Sent once, before the goodbye.
+    /// the same calls (promise M8). Sent once, before the goodbye.
     Finished(FinishedFrame),
 }
 
@@ -140,14 +140,14 @@ pub struct RemoteErrorFrame {
     /// The kind of error (the error's type name, or `panic`); always sent.
     pub kind: String,
     /// The error message; sent only when the origin enables
-    /// `expose_error_trace` (MISSION E4).
+    /// `expose_error_trace` (promise E4).
     #[serde(default)]
     pub message: Option<String>,
     /// The cause chain, outermost first; sent only with `expose_error_trace`.
     #[serde(default)]
     pub causes: Vec<String>,
     /// The call-site fingerprint of `object` in the sender's driver, so that
-    /// a failure is checked for divergence like a value (MISSION M8).
+    /// a failure is checked for divergence like a value (promise M8).
     #[serde(default)]
     pub fingerprint: Option<u64>,
     /// The name of the call that failed at the origin, if it had one
@@ -182,7 +182,7 @@ pub struct ObjectHeader {
 /// The receiver's answer on a data stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataReply {
-    /// The receiving runtime took the object (MISSION C3).
+    /// The receiving runtime took the object (promise C3).
     Ack,
     /// The object was refused.
     Refused(Refusal),

@@ -4,7 +4,7 @@
 //! buffer is allocated for it.
 
 /// Default maximum size of one object's payload: 500 MiB (RayFed's default,
-/// MISSION C5). Larger values are refused at the sender before transfer and at
+/// promise C5). Larger values are refused at the sender before transfer and at
 /// the receiver when a peer announces more. Raise it for bigger models; the
 /// receiver holds one whole payload in memory per concurrent transfer.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 500 * 1024 * 1024;

@@ -85,7 +85,7 @@ impl PartyName {
 }
 
 /// The name of a job. Every connection names its job; an endpoint refuses
-/// hellos and data for jobs it does not serve (MISSION C4).
+/// hellos and data for jobs it does not serve (promise C4).
 ///
 /// ```
 /// use xsilo_wire::JobName;

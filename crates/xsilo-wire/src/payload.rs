@@ -216,7 +216,7 @@ impl std::fmt::Debug for Payload {
 pub const EAGER_RESERVE: u64 = 16 * 1024 * 1024;
 
 /// Checks an outgoing payload against the maximum message size, before
-/// anything is sent (MISSION C5).
+/// anything is sent (promise C5).
 pub fn check_outgoing(len: u64, limit: u64) -> Result<(), WireError> {
     if len > limit {
         return Err(WireError::PayloadTooLarge {

@@ -1,5 +1,5 @@
 //! Property tests of the codec: round trips of every frame, and arbitrary
-//! input never panics and never buffers past the limit (MISSION C8).
+//! input never panics and never buffers past the limit (promise C8).
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;

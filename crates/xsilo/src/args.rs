@@ -1,5 +1,5 @@
 //! Arguments of federated calls: FedObjects, alone or inside tuples, `Vec`s,
-//! `Option`s and arrays (MISSION M3).
+//! `Option`s and arrays (promise M3).
 //!
 //! A call keeps the *shape* of its arguments ([`FedArgs::Shape`]: which
 //! objects, in which structure), not the handles themselves: the handles

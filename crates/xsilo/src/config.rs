@@ -4,8 +4,8 @@
 //! its own entry by name, see [`Config::check_party`]). It names the job, the
 //! parties and the addresses other parties dial, the party's TLS files, the
 //! communication settings (limits, timeouts, retry policy, barrier and the
-//! failure-handling flags of MISSION E4 to E7) and per-party overrides
-//! (MISSION C7). A complete file:
+//! failure-handling flags of promises E4 to E7) and per-party overrides
+//! (promise C7). A complete file:
 //!
 //! ```toml
 //! job = "demo"
@@ -243,7 +243,7 @@ impl RetryConfig {
 }
 
 /// What a party exports about itself (the `[observability]` table;
-/// MISSION F2).
+/// promise F2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ObservabilityConfig {
@@ -270,7 +270,7 @@ impl ObservabilityConfig {
     }
 }
 
-/// Where a party runs its user code (the `[execution]` table; MISSION X1,
+/// Where a party runs its user code (the `[execution]` table; promises X1,
 /// X2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -332,7 +332,7 @@ pub struct CommConfig {
     pub connect_timeout: Duration,
     /// A peer from which nothing has been heard for this long, not even a
     /// keep-alive acknowledgement, is reported lost and every wait on it
-    /// fails (MISSION E10). Default 10 s. Shorter detects a crashed peer
+    /// fails (promise E10). Default 10 s. Shorter detects a crashed peer
     /// sooner but turns longer network blips into failures; longer keeps
     /// every party waiting longer when a peer dies. Must be more than twice
     /// `keep_alive_interval` and at most one day.
@@ -382,7 +382,7 @@ pub struct CommConfig {
     /// From 1 to 4096.
     pub max_concurrent_streams: u32,
     /// Wait at start-up until every party is reachable, bounded by
-    /// `barrier_timeout` (MISSION C6). Default false (RayFed's): parties
+    /// `barrier_timeout` (promise C6). Default false (RayFed's): parties
     /// then connect lazily on their first send, each send retrying within
     /// its policy. Turn it on to fail at start-up, with a clear error, when
     /// a party is missing, rather than at the first send to it.
@@ -392,12 +392,12 @@ pub struct CommConfig {
     /// `barrier_on_initializing` is set; must be above zero.
     pub barrier_timeout: Duration,
     /// Let the message and cause chain of a failed task cross the silo
-    /// boundary in the RemoteError sent to other parties (MISSION E4).
+    /// boundary in the RemoteError sent to other parties (promise E4).
     /// Default false: only the error kind and the party where the failure
     /// began are sent, because messages may contain private data. Turn it on
     /// for debugging between parties that trust each other.
     pub expose_error_trace: bool,
-    /// Treat a failure to send to a peer as fatal (MISSION E6): peers are
+    /// Treat a failure to send to a peer as fatal (promise E6): peers are
     /// told, the sending-failure handler runs, pending and later calls fail
     /// fast and the process exits with status 1 (with `xsilo::init`).
     /// Default false: a sending failure still aborts the job at every party
@@ -405,7 +405,7 @@ pub struct CommConfig {
     /// no handler runs and the process goes on.
     pub exit_on_sending_failure: bool,
     /// After an error was sent to or received from a peer, keep waiting at
-    /// shutdown for queued data sends to finish (MISSION E7). Default false
+    /// shutdown for queued data sends to finish (promise E7). Default false
     /// (RayFed's): the job is failing anyway, so shutdown does not wait for
     /// data that may never be acknowledged. Turn it on when peers must still
     /// receive what was queued. Without it, shutdown (and an abort) waits a
@@ -500,7 +500,7 @@ impl CommConfig {
     }
 }
 
-/// Settings of one party that differ from the shared ones (MISSION C7), the
+/// Settings of one party that differ from the shared ones (promise C7), the
 /// table `[overrides.<party>]`. `Default` overrides nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -530,7 +530,7 @@ pub struct PartyOverride {
 #[non_exhaustive]
 pub struct Config {
     /// The job; every connection names it and data for another job is
-    /// refused (MISSION C4).
+    /// refused (promise C4).
     pub job: JobName,
     /// Every party of the job with the address other parties dial (the
     /// advertised address). Host names are resolved when the configuration

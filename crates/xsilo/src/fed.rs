@@ -203,7 +203,7 @@ impl Fed {
     /// `vec![a, b]`), in any shape [`FedArgs`] allows. Every party calling
     /// `get` on the same objects receives the same values: the owner
     /// broadcasts each value to every party that has not received it
-    /// (MISSION M4).
+    /// (promise M4).
     pub async fn get<A: FedArgs>(&self, args: A) -> Result<A::Value, Error> {
         let mut refs = Vec::new();
         args.refs(&mut refs);
@@ -212,7 +212,7 @@ impl Fed {
         Ok(shape.resolve(&mut values.into_iter())?)
     }
 
-    /// Intended shutdown (MISSION E8): waits until every value this party
+    /// Intended shutdown (promise E8): waits until every value this party
     /// sent is acknowledged, says goodbye to the peers, and stops. Runs once
     /// however often it is called; every call gets its result.
     pub async fn shutdown(&self) -> Result<(), Error> {
@@ -220,7 +220,7 @@ impl Fed {
     }
 
     /// Objects and bytes sent to and received from each peer so far, and
-    /// the objects, bytes and actors this party holds now (MISSION L1).
+    /// the objects, bytes and actors this party holds now (promise L1).
     pub async fn stats(&self) -> Stats {
         self.inner.rt.stats().await
     }
@@ -283,7 +283,7 @@ impl Party<'_> {
     }
 
     /// Like [`Party::task_async`] for a fallible future: an `Err` (or a
-    /// panic) makes the FedObject an error (MISSION E1).
+    /// panic) makes the FedObject an error (promise E1).
     #[track_caller]
     pub fn try_task_async<A, R, E, F, Fut>(&self, args: A, f: F) -> FedObject<R>
     where
@@ -325,7 +325,7 @@ impl Party<'_> {
     }
 
     /// Like [`Party::task`] for a fallible function: an `Err` makes the
-    /// FedObject an error (MISSION E1), as does a panic.
+    /// FedObject an error (promise E1), as does a panic.
     #[track_caller]
     pub fn try_task<A, R, E, F>(&self, args: A, f: F) -> FedObject<R>
     where
@@ -352,7 +352,7 @@ impl Party<'_> {
         self.fed.handle(&outputs[0])
     }
 
-    /// A task returning several values as several FedObjects (MISSION M5):
+    /// A task returning several values as several FedObjects (promise M5):
     /// `let (a, b) = party.task_multi(args, |v| (x, y));`
     #[track_caller]
     pub fn task_multi<A, R, F>(&self, args: A, f: F) -> R::Handles
@@ -379,7 +379,7 @@ impl Party<'_> {
     }
 
     /// Creates an actor living in this party only; `ctor` runs there
-    /// (MISSION M2).
+    /// (promise M2).
     #[track_caller]
     pub fn actor<T, F>(&self, ctor: F) -> Actor<T>
     where
@@ -419,7 +419,7 @@ impl Party<'_> {
 }
 
 /// What all clones of an actor handle share; when the last one drops, the
-/// actor's party frees it (MISSION L1).
+/// actor's party frees it (promise L1).
 struct ActorInner {
     fed: Fed,
     id: ObjectId,
@@ -433,7 +433,7 @@ impl Drop for ActorInner {
 }
 
 /// A stateful object living in one party; its method calls run there, in
-/// the order they were made (MISSION M2). It lives until it is killed or
+/// the order they were made (promise M2). It lives until it is killed or
 /// the last clone of its handle is dropped (in every party alike).
 pub struct Actor<T> {
     inner: Arc<ActorInner>,
@@ -483,7 +483,7 @@ impl<T: Send + 'static> Actor<T> {
     }
 
     /// Calls a fallible method: an `Err` (or a panic) makes the FedObject
-    /// an error (MISSION E1).
+    /// an error (promise E1).
     #[track_caller]
     pub fn try_call_with<A, R, E, F>(&self, args: A, f: F) -> FedObject<R>
     where
@@ -610,7 +610,7 @@ impl<T: Send + 'static> Actor<T> {
         )
     }
 
-    /// Stops the actor in its party (MISSION M6). Calls made before `kill`
+    /// Stops the actor in its party (promise M6). Calls made before `kill`
     /// still run; later calls fail with [`RuntimeError::ActorUnavailable`].
     pub fn kill(&self) {
         if let Ok(owner) = &self.inner.owner {

@@ -98,13 +98,13 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 pub struct InitOptions {
     /// Called once on unintended shutdown (a sending failure with
     /// `exit_on_sending_failure`, or SIGINT/SIGTERM), with the last sending
-    /// error if there was one (MISSION E5); never twice. A second signal
+    /// error if there was one (promise E5); never twice. A second signal
     /// during the shutdown exits at once, before it if it has not run yet.
     /// Default none.
     pub sending_failure_handler: Option<xsilo_runtime::FailureHandler>,
     /// Treat SIGINT and SIGTERM as unintended shutdown: peers are told, the
     /// handler runs, the process exits with status 128 + the signal number
-    /// (130, 143) (MISSION E9). Default true.
+    /// (130, 143) (promise E9). Default true.
     pub handle_signals: bool,
     /// Exit the process after an unintended shutdown: status 1 after a
     /// sending failure, 128 + the signal number after a signal. Default true.
@@ -166,7 +166,7 @@ impl std::fmt::Debug for InitOptions {
 /// Starts party `party` of the job described by `config`: binds its QUIC
 /// endpoint with its TLS identity, starts its actors, and, if
 /// `barrier_on_initializing` is set, waits (bounded) until every party is
-/// reachable (MISSION C6). Call it inside [`block_on`]. SIGINT and SIGTERM
+/// reachable (promise C6). Call it inside [`block_on`]. SIGINT and SIGTERM
 /// become an unintended shutdown; see [`init_with`] for a sending-failure
 /// handler.
 pub async fn init(config: Config, party: &str) -> Result<Fed, Error> {

@@ -29,10 +29,10 @@ impl Drop for Handle {
 
 /// A handle on the value of a call, owned by the party the call is pinned
 /// to. Every party holds the same handle (same id, same owner) because every
-/// party runs the same driver (MISSION M1). Cloning a handle is cheap and
+/// party runs the same driver (promise M1). Cloning a handle is cheap and
 /// does not copy the value.
 ///
-/// **Lifetime** (MISSION L1): the party frees its copy of the value once
+/// **Lifetime** (promise L1): the party frees its copy of the value once
 /// the last clone of the handle is dropped and nothing it still owes needs
 /// the value (a push not yet acknowledged, a call not yet run). Every party
 /// runs the same driver, so every party drops its handles at the same
@@ -108,7 +108,7 @@ pub(crate) fn fingerprint(site: &Location<'_>, index: usize, name: Option<&str>)
     h.finish()
 }
 
-/// Several values returned by one call as several FedObjects (MISSION M5):
+/// Several values returned by one call as several FedObjects (promise M5):
 /// tuples of two to six [`Value`]s.
 pub trait Returns: Send + 'static {
     /// The handles: one FedObject per value.

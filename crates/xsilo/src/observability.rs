@@ -1,4 +1,4 @@
-//! Metrics for Prometheus (MISSION F2): `[observability] prometheus =
+//! Metrics for Prometheus (promise F2): `[observability] prometheus =
 //! "127.0.0.1:9464"` serves every party's metrics of this process at
 //! `http://127.0.0.1:9464/metrics`. The metrics themselves are listed in
 //! [`crate::metrics`].

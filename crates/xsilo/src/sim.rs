@@ -1,4 +1,4 @@
-//! Simulation mode (MISSION M7): every party of a job in one process, each
+//! Simulation mode (promise M7): every party of a job in one process, each
 //! running the very same driver code with its own [`Fed`], over the
 //! in-memory transport or over QUIC on loopback with certificates made in
 //! memory.

@@ -1,7 +1,7 @@
 //! How values cross silos: msgpack (rmp-serde) for typed values, raw bytes
 //! for `bytes::Bytes` and `Vec<u8>` values (no re-encoding), and typed
 //! numeric vectors, sent as raw little-endian arrays behind a checked
-//! header (`xsilo_wire::array`, `xsilo_wire::payload`, MISSION L2).
+//! header (`xsilo_wire::array`, `xsilo_wire::payload`, promise L2).
 
 use std::any::{Any, TypeId};
 

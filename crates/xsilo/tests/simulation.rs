@@ -1,4 +1,4 @@
-//! The programming model in simulation mode (MISSION M1-M7), over memory
+//! The programming model in simulation mode (promises M1-M7), over memory
 //! and over QUIC on loopback. Every wait is bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -301,7 +301,7 @@ fn stress_a_failure_while_100_sends_are_in_flight_never_hangs() {
     }
 }
 
-/// A FedAvg-shaped loop (MISSION L1): each round every party makes an
+/// A FedAvg-shaped loop (promise L1): each round every party makes an
 /// update from the global model (1 MiB), the aggregator makes the next
 /// model, everyone gets a checksum; the loop variable's handles are
 /// overwritten round after round. What a party holds stays that of one

@@ -506,7 +506,7 @@ def kill(actor: _ActorHandle, *, no_restart: bool = True) -> None:
 
 def shutdown() -> None:
     """Waits until every value this party sent is acknowledged, says goodbye
-    and stops (MISSION E8)."""
+    and stops (promise E8)."""
     global _node, _allowed, _cluster_config, _job_config
     if _forked():
         # The runtime's threads are the parent's: there is nothing to stop
@@ -799,7 +799,7 @@ def _is_numpy(obj: Any) -> bool:
 
 
 def _leave_sigint_to_the_runtime() -> None:
-    """Ctrl-C behaves as for a Rust driver (MISSION E9): the runtime tells
+    """Ctrl-C behaves as for a Rust driver (promise E9): the runtime tells
     the peers, runs the sending-failure handler and exits with status 130.
     Python's own KeyboardInterrupt would otherwise end the driver first,
     before the peers are told. The no-op Python handler is installed before
@@ -833,7 +833,7 @@ _previous_sigint = None
 _interrupted = threading.Event()
 
 
-# ----- exit after an unintended shutdown (MISSION E6, E9) ----------------------
+# ----- exit after an unintended shutdown (promises E6, E9) ---------------------
 
 # The interpreter exits itself: the runtime calls _runtime_exit(status) on a
 # thread of its own after the sending-failure handler ran; the main thread

@@ -1,7 +1,7 @@
 //! The `Objects` actor: the shell around the [`ObjectTable`]. It feeds the
 //! table the driver's calls, gets and dropped handles and the objects that
 //! arrive, and carries out what the table asks: hand bodies to the worker
-//! pool or the async executor (never running user code itself: MISSION
+//! pool or the async executor (never running user code itself: promise
 //! X1), keep the user actors' states between their calls, answer gets, and
 //! report pushes, needs and divergences up to the supervisor.
 
@@ -152,7 +152,7 @@ pub(crate) struct Objects {
     /// When to hand freed memory back to the operating system.
     trim: TrimPolicy,
     /// Objects sent ahead of our driver past the table's early bound, in
-    /// arrival order per peer, not yet answered (MISSION S1): the
+    /// arrival order per peer, not yet answered (promise S1): the
     /// transport's budget and the peer's streams bound them.
     deferred: HashMap<PartyName, VecDeque<InboundObject>>,
 }
@@ -404,7 +404,7 @@ impl Objects {
 /// Worker threads run below the control thread's priority (nice about +10
 /// against 0 on Linux): when user code keeps every core busy, the control
 /// plane still gets the CPU the moment it has work (an acknowledgement, a
-/// RemoteError to pass on), instead of waiting for a time slice (MISSION
+/// RemoteError to pass on), instead of waiting for a time slice (promise
 /// X1, RFC 0004). Without the right to change it, workers run as they are.
 fn lower_priority() {
     use thread_priority::{ThreadPriority, ThreadPriorityValue};

@@ -3,7 +3,7 @@
 //! routes the transport's events and the others' [`Report`]s, and drives the
 //! party's [`Lifecycle`] (shutdown and abort), carrying out its actions.
 //! Every trigger of shutdown or failure is a message here, handled one at a
-//! time: the exactly-once guarantees need no lock (MISSION E8, E11).
+//! time: the exactly-once guarantees need no lock (promises E8, E11).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! supervisor actor feeds it events and `now`, carries out the
 //! [`LifeAction`]s it queues, and calls [`Lifecycle::handle_timeout`] when
 //! [`Lifecycle::poll_timeout`] passes. Nothing here reads a clock or holds a
-//! lock, so "exactly once" (MISSION E5, E8, E11) follows from the events
+//! lock, so "exactly once" (promises E5, E8, E11) follows from the events
 //! being handled one at a time.
 //!
 //! ```text
@@ -38,9 +38,9 @@ pub struct LifeOptions {
     pub drain_timeout: Duration,
     /// Bound on waiting for the peers' drivers to finish.
     pub finish_wait: Duration,
-    /// MISSION E7.
+    /// Promise E7.
     pub continue_waiting_for_data_sending_on_error: bool,
-    /// MISSION E6.
+    /// Promise E6.
     pub exit_on_sending_failure: bool,
     /// Exit the process after an unintended shutdown.
     pub exit_process: bool,
@@ -184,7 +184,7 @@ impl Lifecycle {
         matches!(self.phase, Phase::Running)
     }
 
-    /// An error object was sent or received (MISSION E7).
+    /// An error object was sent or received (promise E7).
     pub fn error_seen(&mut self) {
         self.saw_error = true;
     }
@@ -324,7 +324,7 @@ impl Lifecycle {
         }
     }
 
-    /// SIGINT or SIGTERM (MISSION E9).
+    /// SIGINT or SIGTERM (promise E9).
     pub fn signal(&mut self, name: &str, now: Instant) {
         let status = if name == "SIGINT" { 130 } else { 143 };
         let late = self.unintended || matches!(self.phase, Phase::Closed(_) | Phase::Aborted(_));

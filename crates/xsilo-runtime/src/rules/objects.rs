@@ -134,7 +134,7 @@ pub enum Action<W> {
     NeedPeer(PartyName),
     /// The drivers diverged: fail the job.
     Diverged(RuntimeError),
-    /// An error object was made or received (for MISSION E7).
+    /// An error object was made or received (for promise E7).
     ErrorSeen,
 }
 
@@ -279,7 +279,7 @@ pub struct ObjectTable<W> {
     finished: bool,
     /// Peers whose drivers finished, and where.
     peers_finished: HashMap<PartyName, FinishedFrame>,
-    /// What each peer sent ahead of this party's driver (MISSION S1).
+    /// What each peer sent ahead of this party's driver (promise S1).
     early: HashMap<PartyName, EarlyHeld>,
     /// Bytes of early values kept per peer; see [`ObjectTable::early_room`].
     early_bytes_cap: u64,
@@ -290,7 +290,7 @@ pub struct ObjectTable<W> {
 }
 
 /// Objects (values and failures) one peer may have sent ahead of this
-/// party's driver and kept here (MISSION S1).
+/// party's driver and kept here (promise S1).
 pub const MAX_EARLY_OBJECTS: u64 = 4096;
 
 /// Objects and bytes a peer sent before this party's driver made them.

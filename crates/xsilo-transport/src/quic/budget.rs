@@ -1,4 +1,4 @@
-//! The inbound memory budget (MISSION S): bytes of inbound objects read but
+//! The inbound memory budget (promise S1): bytes of inbound objects read but
 //! not yet taken by the runtime, bounded per peer and for the whole
 //! endpoint (RFC 0001, "Inbound memory").
 //!

@@ -428,7 +428,7 @@ impl QuicTransport {
     /// set-up of one party in one job.
     ///
     /// `listen` may differ from the party's advertised address in `book`
-    /// (MISSION C7), for example `0.0.0.0:11011` behind a NAT.
+    /// (promise C7), for example `0.0.0.0:11011` behind a NAT.
     pub fn bind(
         job: JobName,
         party: PartyName,

@@ -589,7 +589,7 @@ pub(super) async fn send_control(
             async move {
                 let mut control = out.control.lock().await;
                 // A stop of our control stream is its peer leaving, not a
-                // breach (write_error, MISSION S3).
+                // breach (write_error, promise S3).
                 control
                     .write_all(bytes)
                     .await
