@@ -95,6 +95,17 @@ struct Party {
     seen: Vec<String>,
 }
 
+/// Waits for alice and bob to finish the quick start: both print its
+/// result and exit with success.
+fn both_finish_the_quick_start(alice: Party, bob: Party) {
+    let (a, a_status) = alice.finish();
+    let (b, b_status) = bob.finish();
+    assert_eq!(a, "XSILO-RESULT [20, 21]");
+    assert_eq!(b, "XSILO-RESULT [20, 21]");
+    assert!(a_status.success(), "{a_status}");
+    assert!(b_status.success(), "{b_status}");
+}
+
 impl Party {
     fn start(name: &str, config: &Path, gate: bool) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -372,11 +383,7 @@ fn all_good_across_two_processes_then_the_job_runs_undisturbed() {
 
     // Then the job itself: bob, probed while it waited, is unaffected.
     let alice = Party::start("alice", &job.configs["alice"], false);
-    let (a, a_status) = alice.finish();
-    let (b, b_status) = bob.finish();
-    assert_eq!(a, "XSILO-RESULT [20, 21]");
-    assert_eq!(b, "XSILO-RESULT [20, 21]");
-    assert!(a_status.success() && b_status.success());
+    both_finish_the_quick_start(alice, bob);
 }
 
 #[test]
@@ -410,12 +417,7 @@ fn a_check_in_the_middle_of_a_job_leaves_its_results_and_exit_status_unchanged()
 
     alice.release();
     bob.release();
-    let (a, a_status) = alice.finish();
-    let (b, b_status) = bob.finish();
-    assert_eq!(a, "XSILO-RESULT [20, 21]");
-    assert_eq!(b, "XSILO-RESULT [20, 21]");
-    assert!(a_status.success(), "{a_status}");
-    assert!(b_status.success(), "{b_status}");
+    both_finish_the_quick_start(alice, bob);
 }
 
 #[test]
@@ -611,11 +613,7 @@ fn a_shared_certificate_is_reported_and_its_job_runs() {
     c.assert_line("bob.hello", "ok", &["accepts job 'e2e' from party 'alice'"]);
 
     let alice = Party::start("alice", &configs["alice"], false);
-    let (a, a_status) = alice.finish();
-    let (b, b_status) = bob.finish();
-    assert_eq!(a, "XSILO-RESULT [20, 21]");
-    assert_eq!(b, "XSILO-RESULT [20, 21]");
-    assert!(a_status.success() && b_status.success());
+    both_finish_the_quick_start(alice, bob);
 }
 
 #[test]

@@ -247,23 +247,12 @@ async fn a_client_certificate_from_another_ca_is_refused() {
         .unwrap()
         .join(job("demo"), cluster.book())
         .unwrap();
-    let err = within(
-        STEP,
-        "the refusal",
-        mallory.send_object(&party("bob"), object(1, "x")),
+    expect_tls_refusal(
+        &mallory,
+        "bob",
+        "not signed by a CA that party 'bob' trusts",
     )
-    .await
-    .unwrap_err();
-    match &err {
-        TransportError::Tls { peer, reason } => {
-            assert_eq!(peer, &party("bob"));
-            assert!(
-                reason.contains("not signed by a CA that party 'bob' trusts"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected a TLS error, got {other}"),
-    }
+    .await;
 }
 
 #[tokio::test]
@@ -282,17 +271,7 @@ async fn a_server_certificate_from_another_ca_is_refused_by_the_dialer() {
     let alice = cluster.endpoints[&party("alice")]
         .join(job("demo"), book)
         .unwrap();
-    let err = within(
-        STEP,
-        "the refusal",
-        alice.send_object(&party("bob"), object(1, "x")),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, TransportError::Tls { peer, reason } if peer == &party("bob") && reason.contains("we rejected its certificate")),
-        "{err}"
-    );
+    expect_tls_refusal(&alice, "bob", "we rejected its certificate").await;
 }
 
 #[tokio::test]
@@ -367,23 +346,7 @@ async fn dialling_a_party_whose_certificate_names_another_is_refused() {
     let alice = cluster.endpoints[&party("alice")]
         .join(job("demo"), book)
         .unwrap();
-    let err = within(
-        STEP,
-        "the refusal",
-        alice.send_object(&party("bob"), object(1, "x")),
-    )
-    .await
-    .unwrap_err();
-    match &err {
-        TransportError::Tls { peer, reason } => {
-            assert_eq!(peer, &party("bob"));
-            assert!(
-                reason.contains("carol"),
-                "the error should name the certificate's party: {reason}"
-            );
-        }
-        other => panic!("expected a TLS error, got {other}"),
-    }
+    expect_tls_refusal(&alice, "bob", "carol").await;
 }
 
 #[tokio::test]

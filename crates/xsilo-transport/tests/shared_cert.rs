@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use xsilo_transport::devcert::{self_signed_shared, DevCa, DevCert};
 use xsilo_transport::{
     inspect_pem_files, CertificateProblem, IdentityMode, PeerAddress, Prober, QuicEndpoint,
-    SetupError, TlsIdentity, Transport, TransportConfig, TransportError, TransportEvent,
+    SetupError, TlsIdentity, Transport, TransportConfig, TransportEvent,
 };
 use xsilo_wire::{HelloReply, PartyName, RefusalCode};
 
@@ -182,41 +182,19 @@ async fn certificates_of_another_ca_are_still_refused_in_shared_mode_both_ways()
     let book = book_of(&[("alice", &alice_ep), ("bob", &mallory_ep)]);
     let _alice = alice_ep.join(job("demo"), book.clone()).unwrap();
     let mallory = mallory_ep.join(job("demo"), book).unwrap();
-    let err = within(
-        STEP,
-        "the refusal",
-        mallory.send_object(&party("alice"), object(1, "x")),
+    expect_tls_refusal(
+        &mallory,
+        "alice",
+        "not signed by a CA that party 'alice' trusts",
     )
-    .await
-    .unwrap_err();
-    match &err {
-        TransportError::Tls { peer, reason } => {
-            assert_eq!(peer, &party("alice"));
-            assert!(
-                reason.contains("not signed by a CA that party 'alice' trusts"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected a TLS error, got {other}"),
-    }
+    .await;
 
     // A server certificate of another CA: the address book puts bob at an
     // endpoint whose shared certificate is of another CA.
     let rogue_ep = bind("bob", &as_own_ca(&theirs));
     let book = book_of(&[("alice", &alice_ep), ("bob", &rogue_ep)]);
     let alice = alice_ep.join(job("other"), book).unwrap();
-    let err = within(
-        STEP,
-        "the refusal",
-        alice.send_object(&party("bob"), object(1, "x")),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, TransportError::Tls { peer, reason }
-            if peer == &party("bob") && reason.contains("we rejected its certificate")),
-        "{err}"
-    );
+    expect_tls_refusal(&alice, "bob", "we rejected its certificate").await;
     // The real bob is untouched by all this.
     drop(bob_ep);
 }
@@ -262,23 +240,7 @@ async fn another_partys_certificate_is_no_shared_certificate() {
     let mut book = book_of(&[("dave", &dave_ep), ("carol", &carol_ep)]);
     book.insert(party("bob"), carol_ep.local_addr().into());
     let dave = dave_ep.join(job("demo"), book).unwrap();
-    let err = within(
-        STEP,
-        "the refusal",
-        dave.send_object(&party("bob"), object(1, "x")),
-    )
-    .await
-    .unwrap_err();
-    match &err {
-        TransportError::Tls { peer, reason } => {
-            assert_eq!(peer, &party("bob"));
-            assert!(
-                reason.contains("naming party 'carol', not 'bob'"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected a TLS error, got {other}"),
-    }
+    expect_tls_refusal(&dave, "bob", "naming party 'carol', not 'bob'").await;
     alice.close().await;
 }
 
@@ -313,18 +275,7 @@ async fn a_party_whose_certificate_names_it_still_refuses_a_shared_certificate()
         ),
         "{err}"
     );
-    let err = within(
-        STEP,
-        "bob's dial",
-        bob.send_object(&party("alice"), object(2, "y")),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, TransportError::Tls { peer, reason }
-            if peer == &party("alice") && reason.contains("we rejected its certificate")),
-        "{err}"
-    );
+    expect_tls_refusal(&bob, "alice", "we rejected its certificate").await;
 }
 
 #[tokio::test]

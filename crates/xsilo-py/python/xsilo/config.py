@@ -14,23 +14,19 @@ import xsilo as _xsilo
 __all__ = ["get_cluster_config", "get_job_config"]
 
 
+def _current(config, what: str):
+    if config is None:
+        raise _xsilo.XsiloError(f"no {what} configuration: call fed.init(addresses=..., party=...) first")
+    return config
+
+
 def get_cluster_config(job_name: Optional[str] = None):
     """The cluster configuration of this process's job (``job_name`` is
     accepted for RayFed's signature; a process runs one job)."""
-    config = _xsilo._cluster_config
-    if config is None:
-        raise _xsilo.XsiloError(
-            "no cluster configuration: call fed.init(addresses=..., party=...) first"
-        )
-    return config
+    return _current(_xsilo._cluster_config, "cluster")
 
 
 def get_job_config(job_name: Optional[str] = None):
     """The job configuration of this process's job (``job_name`` is
     accepted for RayFed's signature; a process runs one job)."""
-    config = _xsilo._job_config
-    if config is None:
-        raise _xsilo.XsiloError(
-            "no job configuration: call fed.init(addresses=..., party=...) first"
-        )
-    return config
+    return _current(_xsilo._job_config, "job")

@@ -12,13 +12,32 @@ use quinn::{RecvStream, SendStream};
 use xsilo_transport::devcert::DevCa;
 use xsilo_transport::{
     EventReceiver, InboundObject, OutboundObject, PeerAddress, QuicEndpoint, QuicTransport,
-    TlsIdentity, TransportConfig, TransportEvent,
+    TlsIdentity, Transport, TransportConfig, TransportError, TransportEvent,
 };
 use xsilo_wire::codec::{decode_body, encode_to_vec, parse_length};
 use xsilo_wire::{Hello, HelloReply, JobName, ObjectId, PartyName, PROTOCOL_VERSION};
 
 /// The longest any single step of a test may take before it fails.
 pub const STEP: Duration = Duration::from_secs(20);
+
+/// Sends an object from `from` to party `to` and expects the send to be
+/// refused with a TLS error naming `to` whose reason contains `needle`.
+pub async fn expect_tls_refusal(from: &impl Transport, to: &str, needle: &str) {
+    let err = within(
+        STEP,
+        "the refusal",
+        from.send_object(&party(to), object(1, "x")),
+    )
+    .await
+    .expect_err("the send should have been refused");
+    match &err {
+        TransportError::Tls { peer, reason } => {
+            assert_eq!(peer, &party(to));
+            assert!(reason.contains(needle), "expected {needle:?} in: {reason}");
+        }
+        other => panic!("expected a TLS error, got {other}"),
+    }
+}
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
