@@ -294,6 +294,9 @@ fn bad(reason: impl std::fmt::Display) -> PyErr {
 struct Reader<'a> {
     rest: &'a [u8],
     budget: &'a std::cell::Cell<usize>,
+    /// Whether the bytes were made by this party (its own value read back),
+    /// not received from a peer: the decode hook trusts its own pickles.
+    local: bool,
 }
 
 /// How many bytes of Python objects a payload's byte may become.
@@ -364,11 +367,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a payload from party `from` (named in errors).
+/// Decodes a payload; `local` when this party made it (its own value read
+/// back), false for a peer's bytes.
 pub(crate) fn decode<'py>(
     py: Python<'py>,
     bytes: &[u8],
     hooks: &Hooks,
+    local: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     if bytes.starts_with(&array::MAGIC) {
         let header = array::parse_header(bytes, bytes.len(), None).map_err(bad)?;
@@ -388,6 +393,7 @@ pub(crate) fn decode<'py>(
     let mut r = Reader {
         rest: bytes,
         budget: &budget,
+        local,
     };
     let value = read(py, &mut r, hooks, 0)?;
     if !r.rest.is_empty() {
@@ -436,7 +442,12 @@ fn read<'py>(
     let budget = r.budget;
     let int = |v: i128| -> PyResult<Bound<'py, PyAny>> {
         if !(-5..=256).contains(&v) {
-            Reader { rest: &[], budget }.charge(32)?;
+            Reader {
+                rest: &[],
+                budget,
+                local: false,
+            }
+            .charge(32)?;
         }
         Ok(v.into_pyobject(py)?.into_any())
     };
@@ -616,6 +627,7 @@ fn ext<'py>(
     let mut inner = Reader {
         rest: body,
         budget: r.budget,
+        local: r.local,
     };
     let value = match kind {
         EXT_TUPLE => {
@@ -657,7 +669,7 @@ fn ext<'py>(
             let parts = read(py, &mut inner, hooks, depth + 1)?;
             let (name, data) =
                 pair(&parts).ok_or_else(|| bad("a codec extension that is not [name, bytes]"))?;
-            hooks.decode.bind(py).call1((name, data))?
+            hooks.decode.bind(py).call1((name, data, inner.local))?
         }
         other => return Err(bad(format!("unknown extension type {other}"))),
     };

@@ -15,6 +15,8 @@
 #[cfg(feature = "python")]
 mod codec;
 #[cfg(feature = "python")]
+mod config;
+#[cfg(feature = "python")]
 mod node;
 #[cfg(feature = "python")]
 mod threads;

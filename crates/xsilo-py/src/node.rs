@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use xsilo_runtime::{Call, ObjRef, Releaser, RuntimeError, TaskError, Work};
 use xsilo_wire::payload::Payload;
-use xsilo_wire::{ObjectId, PartyName};
+use xsilo_wire::{Consumer, Fingerprint, ObjectId, PartyName};
 
 use crate::codec::{self, Hooks};
 
@@ -31,18 +31,15 @@ create_exception!(
 pub(crate) struct FedObject {
     id: ObjectId,
     owner: PartyName,
-    fingerprint: u64,
+    fingerprint: Fingerprint,
     release: Releaser,
-    /// Where this party keeps the exception of the body that made it, if
-    /// that failed here: forgotten with the handle, so that a failed
-    /// body's frames (and what they hold) live no longer than its object.
-    exceptions: Arc<Exceptions>,
+    /// The `fed.init` that made it ([`Node::session`]).
+    session: u64,
 }
 
 impl Drop for FedObject {
     fn drop(&mut self) {
         self.release.object(self.id);
-        self.exceptions.forget(self.id);
     }
 }
 
@@ -80,6 +77,13 @@ pub(crate) struct ActorRef {
     id: ObjectId,
     owner: PartyName,
     release: Releaser,
+    /// The `fed.init` that made it ([`Node::session`]).
+    session: u64,
+    /// For an actor whose constructor takes FedObjects: the output of the
+    /// call that builds it, an input of every later method call, so that a
+    /// constructor (or an argument of it) that failed fails them with its
+    /// own error, in every party.
+    built: Option<Py<FedObject>>,
 }
 
 impl Drop for ActorRef {
@@ -101,9 +105,10 @@ impl ActorRef {
 }
 
 /// How many original exceptions of failed bodies a party keeps for
-/// `TaskError.cause` at most (the most recent ones whose objects still
-/// have a handle; older failures get a cause rebuilt from the error's
-/// kind, message and trace).
+/// `TaskError.cause` (the most recent ones; older failures get a cause
+/// rebuilt from the error's kind, message and trace). Their frames' local
+/// variables are cleared when they are kept, so what a failed body held
+/// (a model, a batch) is not kept with them.
 const KEPT_EXCEPTIONS: usize = 256;
 
 /// The original exception objects of bodies that failed in this party, by
@@ -114,6 +119,14 @@ pub(crate) struct Exceptions(Mutex<VecDeque<(ObjectId, Py<PyAny>)>>);
 
 impl Exceptions {
     fn keep(&self, outputs: &[ObjectId], exception: &Bound<'_, PyAny>) {
+        if let Ok(tb) = exception.getattr("__traceback__") {
+            if !tb.is_none() {
+                let _ = exception
+                    .py()
+                    .import("traceback")
+                    .and_then(|m| m.call_method1("clear_frames", (tb,)));
+            }
+        }
         let Ok(mut kept) = self.0.lock() else {
             return;
         };
@@ -122,14 +135,6 @@ impl Exceptions {
                 kept.pop_front();
             }
             kept.push_back((*id, exception.clone().unbind()));
-        }
-    }
-
-    fn forget(&self, id: ObjectId) {
-        if let Ok(mut kept) = self.0.lock() {
-            if !kept.is_empty() {
-                kept.retain(|(k, _)| *k != id);
-            }
         }
     }
 
@@ -167,7 +172,35 @@ pub(crate) struct Node {
     runner: Arc<Py<PyAny>>,
     /// The original exceptions of failed bodies.
     exceptions: Arc<Exceptions>,
+    /// This `fed.init`'s number in the process: handles carry it, and a
+    /// handle of an earlier `fed.init` is refused instead of naming an
+    /// object of this job that has the same id.
+    session: u64,
+    /// Whether a sending failure ends the process (the Python side waits
+    /// for that exit instead of raising the abort it sees first).
+    exits_on_sending_failure: bool,
 }
+
+/// Tells when a party's runtime has stopped for good (its sockets closed),
+/// for `fed.shutdown()` to wait on before a new `fed.init` binds the same
+/// address.
+#[pyclass(frozen, module = "xsilo._xsilo")]
+pub(crate) struct Stopped(Option<xsilo_runtime::Stopped>);
+
+#[pymethods]
+impl Stopped {
+    /// Waits, at most `seconds`, with the GIL released; whether it stopped.
+    fn wait(&self, py: Python<'_>, seconds: f64) -> bool {
+        let Some(stopped) = &self.0 else {
+            return true;
+        };
+        let bound = std::time::Duration::from_secs_f64(seconds.clamp(0.0, 3600.0));
+        py.detach(|| stopped.wait(bound))
+    }
+}
+
+/// The sessions handed out in this process.
+static SESSIONS: AtomicU64 = AtomicU64::new(0);
 
 fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -205,7 +238,9 @@ fn failure_with(e: &RuntimeError, exception: Option<Py<PyAny>>) -> PyErr {
         ),
         RuntimeError::PeerLost { .. } => ("peer_lost", None, None, None, Vec::new()),
         RuntimeError::Diverged { .. } => ("diverged", None, None, None, Vec::new()),
-        RuntimeError::Aborted { .. } => ("aborted", None, None, None, Vec::new()),
+        RuntimeError::Aborted { by, .. } => {
+            ("aborted", Some(by.to_string()), None, None, Vec::new())
+        }
         RuntimeError::ActorUnavailable { .. } => {
             ("actor_unavailable", None, None, None, Vec::new())
         }
@@ -216,19 +251,10 @@ fn failure_with(e: &RuntimeError, exception: Option<Py<PyAny>>) -> PyErr {
 }
 
 /// FNV-1a of the Python call site (file name, line), the output index and
-/// the call's name: the same in every party running the same driver.
-fn fingerprint(file: &str, line: u32, index: usize, name: Option<&str>) -> u64 {
-    use std::hash::Hasher;
-    let mut h = fnv::FnvHasher::default();
-    h.write(b"py\0");
-    h.write(file.as_bytes());
-    h.write(&line.to_le_bytes());
-    h.write(&(index as u64).to_le_bytes());
-    if let Some(name) = name {
-        h.write(&(name.len() as u64).to_le_bytes());
-        h.write(name.as_bytes());
-    }
-    h.finish()
+/// the call's name: the same in every party running the same driver
+/// ([`Fingerprint::of_python_call`]).
+fn fingerprint(file: &str, line: u32, index: usize, name: Option<&str>) -> Fingerprint {
+    Fingerprint::of_python_call(file, line, index, name)
 }
 
 /// A Python exception as the error of an object: its class name is the
@@ -289,6 +315,7 @@ struct Body {
     exceptions: Arc<Exceptions>,
     outputs: Vec<ObjectId>,
     sources: Vec<PartyName>,
+    me: PartyName,
 }
 
 impl Body {
@@ -305,7 +332,8 @@ impl Body {
             let decoded = PyList::empty(py);
             for (i, v) in values.into_iter().enumerate() {
                 let bytes = v.to_bytes();
-                let value = codec::decode(py, &bytes, &self.hooks).map_err(|e| {
+                let local = self.sources.get(i) == Some(&self.me);
+                let value = codec::decode(py, &bytes, &self.hooks, local).map_err(|e| {
                     let from = self
                         .sources
                         .get(i)
@@ -355,6 +383,14 @@ impl Body {
     }
 }
 
+/// A handle of an earlier `fed.init` of this process.
+fn stale(what: &str, id: ObjectId, owner: &PartyName) -> PyErr {
+    value_error(format!(
+        "this {what} ({id} of party '{owner}') belongs to an earlier fed.init() of this \
+         process; handles do not outlive fed.shutdown()"
+    ))
+}
+
 /// An actor's state that is not a built Python instance (an internal
 /// error: the runtime gave a method another actor's state).
 fn not_python(id: ObjectId) -> TaskError {
@@ -366,6 +402,30 @@ fn not_python(id: ObjectId) -> TaskError {
 }
 
 impl Node {
+    /// The references of `handles`, after checking that each belongs to
+    /// this `fed.init` (a handle kept across `fed.shutdown()` and a new
+    /// `fed.init` would otherwise name this job's object of the same id).
+    fn refs(&self, handles: &[PyRef<'_, FedObject>]) -> PyResult<Vec<ObjRef>> {
+        handles
+            .iter()
+            .map(|h| {
+                if h.session == self.session {
+                    Ok(h.obj_ref())
+                } else {
+                    Err(stale("FedObject", h.id, &h.owner))
+                }
+            })
+            .collect()
+    }
+
+    fn check_actor(&self, actor: &ActorRef) -> PyResult<()> {
+        if actor.session == self.session {
+            Ok(())
+        } else {
+            Err(stale("actor", actor.id, &actor.owner))
+        }
+    }
+
     fn next_id(&self) -> ObjectId {
         ObjectId(self.seq.fetch_add(1, Ordering::Relaxed) + 1)
     }
@@ -395,7 +455,7 @@ impl Node {
                 owner: r.owner.clone(),
                 fingerprint: r.fingerprint,
                 release: self.release.clone(),
-                exceptions: self.exceptions.clone(),
+                session: self.session,
             })
             .collect()
     }
@@ -406,7 +466,7 @@ impl Node {
         party: PartyName,
         site: (&str, u32),
         name: Option<String>,
-        inputs: &[PyRef<'_, FedObject>],
+        inputs: Vec<ObjRef>,
         count: usize,
         work: impl FnOnce(Body) -> Work,
         consumer: Option<ObjectId>,
@@ -423,11 +483,14 @@ impl Node {
             exceptions: self.exceptions.clone(),
             outputs: outputs.iter().map(|o| o.id).collect(),
             sources: inputs.iter().map(|o| o.owner.clone()).collect(),
+            me: self.fed.me().clone(),
         });
         self.fed.runtime().submit(Call {
             party,
-            inputs: inputs.iter().map(|o| o.obj_ref()).collect(),
-            consumer: consumer.map_or_else(|| outputs.first().map_or(0, |o| o.id.0), |c| c.0),
+            inputs,
+            consumer: Consumer::Call(
+                consumer.unwrap_or_else(|| outputs.first().map_or(ObjectId(0), |o| o.id)),
+            ),
             outputs: outputs.clone(),
             work,
             name: name.map(Arc::from),
@@ -470,12 +533,13 @@ impl Node {
             return Err(value_error("num_returns must be at least 1"));
         }
         let owner = self.party_of(party)?;
+        let inputs = self.refs(&inputs)?;
         let runner = self.runner.clone();
         let outputs = self.submit(
             owner,
             (file, line),
             name,
-            &inputs,
+            inputs,
             num_returns,
             |body| {
                 Work::Task(Box::new(move |values| {
@@ -500,6 +564,7 @@ impl Node {
     #[pyo3(signature = (party, file, line, name, cls, args, kwargs, inputs))]
     fn actor(
         &self,
+        py: Python<'_>,
         party: &str,
         file: &str,
         line: u32,
@@ -510,6 +575,7 @@ impl Node {
         inputs: Vec<PyRef<'_, FedObject>>,
     ) -> PyResult<ActorRef> {
         let owner = self.party_of(party)?;
+        let inputs = self.refs(&inputs)?;
         let id = self.next_id();
         let deferred = !inputs.is_empty();
         let mut parts = Some((cls, args, kwargs));
@@ -535,20 +601,19 @@ impl Node {
             party: owner.clone(),
             inputs: Vec::new(),
             outputs: Vec::new(),
-            consumer: id.0,
+            consumer: Consumer::Call(id),
             work: Work::NewActor { actor: id, ctor },
             name: name.clone().map(Arc::from),
         });
+        let mut built_handle = None;
         if let Some((cls, args, kwargs)) = parts {
             let runner = self.runner.clone();
             let init = name.map(|n| format!("{n}.__init__"));
-            // One output, which nobody holds: its handle goes at once (the
-            // release follows the call in the runtime's mailbox).
             let init_outputs = self.submit(
                 owner.clone(),
                 (file, line),
                 init,
-                &inputs,
+                inputs,
                 1,
                 |body| Work::Method {
                     actor: id,
@@ -575,12 +640,18 @@ impl Node {
                 },
                 None,
             );
-            drop(self.handles(&init_outputs));
+            // Its one output is held by the actor's handle, as an input of
+            // every later method call.
+            if let Some(handle) = self.handles(&init_outputs).pop() {
+                built_handle = Some(Py::new(py, handle)?);
+            }
         }
         Ok(ActorRef {
             id,
             owner,
             release: self.release.clone(),
+            session: self.session,
+            built: built_handle,
         })
     }
 
@@ -602,13 +673,20 @@ impl Node {
         if num_returns == 0 {
             return Err(value_error("num_returns must be at least 1"));
         }
+        self.check_actor(&actor)?;
+        let mut inputs = self.refs(&inputs)?;
+        if let Some(built) = &actor.built {
+            // After the values of the call's own arguments, so that the
+            // argument template's slots still number them.
+            inputs.push(built.get().obj_ref());
+        }
         let runner = self.runner.clone();
         let id = actor.id;
         let outputs = self.submit(
             actor.owner.clone(),
             (file, line),
             name.or_else(|| Some(method.clone())),
-            &inputs,
+            inputs,
             num_returns,
             |body| Work::Method {
                 actor: id,
@@ -640,20 +718,23 @@ impl Node {
     }
 
     /// Stops an actor after the calls made before (promise M6).
-    fn kill(&self, actor: PyRef<'_, ActorRef>) {
+    fn kill(&self, actor: PyRef<'_, ActorRef>) -> PyResult<()> {
+        self.check_actor(&actor)?;
         self.fed.runtime().submit(Call {
             party: actor.owner.clone(),
             inputs: Vec::new(),
             outputs: Vec::new(),
-            consumer: actor.id.0,
+            consumer: Consumer::Call(actor.id),
             work: Work::Kill { actor: actor.id },
             name: None,
         });
+        Ok(())
     }
 
     /// The values of `objs`, waiting with the GIL released.
     fn get(&self, py: Python<'_>, objs: Vec<PyRef<'_, FedObject>>) -> PyResult<Vec<Py<PyAny>>> {
-        let refs: Vec<ObjRef> = objs.iter().map(|o| o.obj_ref()).collect();
+        let refs = self.refs(&objs)?;
+        let owners: Vec<PartyName> = refs.iter().map(|r| r.owner.clone()).collect();
         let rt = self.fed.runtime().clone();
         let got = py.detach(|| pollster::block_on(rt.get(refs)));
         let payloads = got.map_err(|e| {
@@ -663,10 +744,39 @@ impl Node {
             };
             failure_with(&e, exception)
         })?;
+        let me = self.fed.me();
         payloads
             .into_iter()
-            .map(|p| codec::decode(py, &p.to_bytes(), &self.hooks).map(Bound::unbind))
+            .zip(owners)
+            .map(|(p, owner)| {
+                codec::decode(py, &p.to_bytes(), &self.hooks, &owner == me)
+                    .map(Bound::unbind)
+                    .map_err(|e| {
+                        if &owner == me {
+                            return e;
+                        }
+                        // Name the party the refused value came from.
+                        value_error(format!(
+                            "a value from party '{owner}' was refused: {}: {}",
+                            type_path(py, &e),
+                            e.value(py)
+                        ))
+                    })
+            })
             .collect()
+    }
+
+    /// What tells when this party's runtime has stopped for good: wait on
+    /// it after `shutdown` and after dropping the node.
+    fn stopped(&self) -> Stopped {
+        Stopped(self.fed.runtime().stopped())
+    }
+
+    /// Whether a sending failure ends this party's process
+    /// (`exit_on_sending_failure`).
+    #[getter]
+    fn exits_on_sending_failure(&self) -> bool {
+        self.exits_on_sending_failure
     }
 
     /// Waits, at most `seconds`, until every peer is known to be up (RayFed's
@@ -725,15 +835,15 @@ impl Node {
     }
 }
 
-/// Starts party `party` of the job in `config_toml` (paths relative to
-/// `base_dir`). With `dev_secret`, the TLS identity is a development one
+/// Starts party `party` of the job in `config`, the TOML text of an xsilo
+/// file or a dict of its tables and keys (paths relative to `base_dir`). With `dev_secret`, the TLS identity is a development one
 /// derived from it (every party of the job derives the same CA).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (config_toml, base_dir, party, dev_secret, failure_handler, encode_hook, decode_hook, runner, exit_hook=None))]
+#[pyo3(signature = (config, base_dir, party, dev_secret, failure_handler, encode_hook, decode_hook, runner, exit_hook=None))]
 pub(crate) fn start(
     py: Python<'_>,
-    config_toml: &str,
+    config: &Bound<'_, PyAny>,
     base_dir: &str,
     party: &str,
     dev_secret: Option<String>,
@@ -752,8 +862,8 @@ pub(crate) fn start(
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
-    let config =
-        xsilo::Config::from_toml_str(config_toml, Path::new(base_dir)).map_err(value_error)?;
+    let config = crate::config::load(config, Path::new(base_dir))?;
+    let exits_on_sending_failure = config.comm.exit_on_sending_failure;
     let name: PartyName = party.parse().map_err(value_error)?;
     let mut options = xsilo::InitOptions::default();
     if let Some(secret) = dev_secret {
@@ -835,6 +945,8 @@ pub(crate) fn start(
         }),
         runner: Arc::new(runner),
         exceptions: Arc::default(),
+        session: SESSIONS.fetch_add(1, Ordering::Relaxed) + 1,
+        exits_on_sending_failure,
     })
 }
 
@@ -866,7 +978,7 @@ pub(crate) fn decode_value(
         encode: encode_hook,
         decode: decode_hook,
     };
-    codec::decode(py, data, &hooks).map(Bound::unbind)
+    codec::decode(py, data, &hooks, false).map(Bound::unbind)
 }
 
 /// Writes a development job into `dir` (a CA, each party's certificate
@@ -915,6 +1027,7 @@ fn _xsilo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Node>()?;
     m.add_class::<FedObject>()?;
     m.add_class::<ActorRef>()?;
+    m.add_class::<Stopped>()?;
     m.add("RuntimeFailure", m.py().get_type::<RuntimeFailure>())?;
     m.add_function(wrap_pyfunction!(start, m)?)?;
     m.add_function(wrap_pyfunction!(encode_value, m)?)?;

@@ -13,3 +13,10 @@ class Other:
         import os
 
         return (os.system, ("echo PWNED",))
+
+
+class Unlisted:
+    """Off the list: a party may still read back its own."""
+
+    def __init__(self, v):
+        self.v = v

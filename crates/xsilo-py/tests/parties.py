@@ -91,6 +91,13 @@ def make_other():
 
 
 @fed.remote
+def make_unlisted():
+    from allowed_values import Unlisted
+
+    return Unlisted(8)
+
+
+@fed.remote
 def read_v(a):
     return a.v
 
@@ -215,7 +222,7 @@ def main():
     comm = {}
     if scenario == "expose":
         comm["expose_error_trace"] = True
-    if scenario == "sending_failure":
+    if scenario in ("sending_failure", "sending_failure_in_get"):
         comm.update({"exit_on_sending_failure": True, "timeout_in_ms": 1500})
 
     def handler(err):
@@ -227,9 +234,48 @@ def main():
         comm.update({"timeout_ms": 1000, "use_global_proxy": True,
                      "grpc_retry_policy": {"maxAttempts": 3, "initialBackoff": "0.5s"}})
     config = {"cross_silo_comm": comm} if comm else {}
-    if scenario not in ("sending_failure", "one_party"):
+    if scenario not in ("sending_failure", "sending_failure_in_get", "one_party"):
         config["barrier_on_initializing"] = True
-    if scenario == "sending_failure":
+    if scenario == "mp_no_shutdown":
+        # RayFed's pattern: each party is a multiprocessing child; alice's
+        # returns without fed.shutdown(), and multiprocessing ends it with
+        # os._exit, past atexit. Her value must still reach bob.
+        import multiprocessing
+
+        def child():
+            fed.init(addresses=addresses, party=party, job_name=job, config=dict(config))
+            x = value.party("alice").remote(20)
+            y = add.party("bob").remote(x, 1)
+            if party == "bob":
+                print("RESULT", fed.get(y), flush=True)
+                fed.shutdown()
+            print("ENDING", flush=True)
+
+        proc = multiprocessing.get_context("fork").Process(target=child)
+        proc.start()
+        proc.join(60)
+        print("CHILD", proc.exitcode, flush=True)
+        return
+    if scenario == "reinit":
+        # Three jobs one after another in this process, on the same
+        # addresses; a handle of the first is refused in the second.
+        results, first = [], None
+        for k in (1, 10, 100):
+            fed.init(addresses=addresses, party=party, job_name=job, config=dict(config))
+            c = Counter.party("bob").remote(k)
+            x = add.party("alice").remote(c.inc.remote(2 * k), 0)
+            results.append(fed.get(x))
+            if first is None:
+                first = x
+            elif k == 100:
+                try:
+                    fed.get(first)
+                except ValueError as e:
+                    print("STALE", e, flush=True)
+            fed.shutdown()
+        print("ROUNDS", json.dumps(results), flush=True)
+        return
+    if scenario in ("sending_failure", "sending_failure_in_get"):
         import atexit
 
         atexit.register(lambda: print("ATEXIT", flush=True))
@@ -308,8 +354,22 @@ def main():
             fed.get(f.ping.remote())
         except Exception as e:  # noqa: BLE001
             print("CTOR-FAILED", type(e).__name__, str(e).replace("\n", " "), flush=True)
+        g = Counter.party("bob").remote(fail.party("alice").remote("no start"))
+        try:
+            fed.get(g.inc.remote(1))
+        except Exception as e:  # noqa: BLE001
+            print("CTOR-ARG-FAILED", type(e).__name__, str(e).replace("\n", " "), flush=True)
+        # With an allow-list a party reads back its own pickled values (only
+        # values from peers are restricted); none is set here, so own values
+        # of other classes still need a codec.
     elif scenario == "allow_list":
         print("ALLOWED", fed.get(read_v.party("bob").remote(make_allowed.party("alice").remote())), flush=True)
+        # A party's own value of a class off the list: not a peer's, so it
+        # is read back (in its get and in its own tasks).
+        own = make_unlisted.party("alice").remote()
+        got = read_v.party("alice").remote(own)
+        if party == "alice":
+            print("OWN", type(fed.get(own)).__name__, fed.get(got), flush=True)
         try:
             fed.get(read_v.party("bob").remote(make_other.party("alice").remote()))
         except Exception as e:  # noqa: BLE001
@@ -350,6 +410,16 @@ def main():
             report_error(e)
             print("AFTER", round(time.monotonic() - t, 1), flush=True)
         os._exit(0)
+    elif scenario == "sending_failure_in_get":
+        # bob never starts; alice waits in get for a value bob would make.
+        x = value.party("alice").remote(1)
+        y = add.party("bob").remote(x, 1)
+        try:
+            print("GOT", fed.get(y), flush=True)
+        except Exception as e:  # noqa: BLE001
+            print("RAISED", type(e).__name__, e, flush=True)
+        finally:
+            print("FINALLY", flush=True)
     elif scenario == "sending_failure":
         # bob never starts: alice's push of x to bob fails after the timeout.
         x = value.party("alice").remote(1)

@@ -239,8 +239,17 @@ def test_rayfed_shapes_errors_nested_refs_and_constructor_arguments(parties):
         assert 'CTOR "abc"' in outs[p], outs[p]
         failed = [line for line in outs[p] if line.startswith("CTOR-FAILED")]
         assert len(failed) == 1 and "ValueError" in failed[0], outs[p]
+        # The constructor's own error, in every party: later methods depend
+        # on the call that builds the actor.
+        assert "cannot build from a" in failed[0] or p == "bob", failed
         if p == "alice":
-            assert "the actor's constructor failed: cannot build from a" in failed[0], failed
+            assert "task 'Fragile.__init__'" in failed[0] and "TaskError(ValueError)" in failed[0], failed
+        else:
+            assert failed[0].startswith("CTOR-FAILED FedRemoteError") and "ValueError" in failed[0], failed
+    for p in ("alice", "bob"):
+        # A constructor whose FedObject argument failed: the argument's error.
+        bad_arg = [line for line in outs[p] if line.startswith("CTOR-ARG-FAILED")]
+        assert len(bad_arg) == 1 and "ValueError" in bad_arg[0] and "'alice'" in bad_arg[0], outs[p]
 
 
 def test_serializing_allowed_list_rebuilds_only_the_listed_classes(parties):
@@ -252,6 +261,7 @@ def test_serializing_allowed_list_rebuilds_only_the_listed_classes(parties):
         assert "PWNED" not in "".join(out) + "".join(err), (out, err)
         outs[p] = out
         assert "ALLOWED 7" in out, out
+    assert "OWN Unlisted 8" in outs["alice"], outs["alice"]
     (e,) = errors(outs["bob"])
     # Refused in bob, naming what the payload names and where it came from.
     assert "_pickle.UnpicklingError" in e["text"], e
@@ -285,3 +295,52 @@ def test_a_listen_port_held_by_another_program_is_an_assertion_error():
         fed.shutdown()  # nothing to stop: a no-op
     finally:
         held.close()
+
+
+def test_init_shutdown_init_in_one_process_and_stale_handles(parties):
+    job = parties("reinit", ["alice", "bob"])
+    for p in ("alice", "bob"):
+        code, out, err = job.finish(p, timeout=90)
+        assert code == 0, err[-3000:]
+        assert "ROUNDS [3, 30, 300]" in out, out
+        stale = [line for line in out if line.startswith("STALE")]
+        assert len(stale) == 1 and "belongs to an earlier fed.init()" in stale[0], out
+
+
+def test_exit_on_sending_failure_while_the_driver_waits_in_get(parties):
+    job = parties("sending_failure_in_get", ["alice", "bob"], start=["alice"])
+    code, out, err = job.finish("alice", timeout=60)
+    # The get does not raise the abort: it waits for the handler and the
+    # exit, which goes through the interpreter (finally, atexit), status 1.
+    assert code == 1, (out, err[-2000:])
+    assert [line for line in out if line.startswith("HANDLER")] == ["HANDLER XsiloError"], out
+    assert "GOT" not in "".join(out) and "RAISED" not in "".join(out), out
+    assert out.index("FINALLY") > out.index("HANDLER XsiloError") and "ATEXIT" in out, out
+
+
+import pytest as _pytest
+
+
+@_pytest.mark.parametrize("comm,key", [
+    ({"timeout_in_ms": -5}, "timeout_in_ms"),
+    ({"messages_max_size_in_bytes": 1.5}, "messages_max_size_in_bytes"),
+    ({"grpc_retry_policy": {"maxAttempts": "abc"}}, "grpc_retry_policy.maxAttempts"),
+    ({"grpc_retry_policy": {"initialBackoff": "nan"}}, "grpc_retry_policy.initialBackoff"),
+    ({"grpc_retry_policy": {"backoffMultiplier": 0}}, "grpc_retry_policy.backoffMultiplier"),
+    ({"grpc_channel_options": [("grpc.max_send_message_length",)]}, "grpc_channel_options"),
+    ({"serializing_allowed_list": {"numpy": None}}, "serializing_allowed_list['numpy']"),
+    ({"exit_on_sending_failure": "yes"}, "exit_on_sending_failure"),
+])
+def test_a_malformed_rayfed_option_is_a_value_error_naming_it(comm, key):
+    import xsilo as fed
+
+    with _pytest.raises(ValueError, match=f"cross_silo_comm.{_pytest.importorskip('re').escape(key)}"):
+        fed.init(addresses={"alice": "127.0.0.1:1"}, party="alice", config={"cross_silo_comm": comm})
+
+
+def test_a_multiprocessing_child_that_ends_without_shutdown_still_delivers(parties):
+    job = parties("mp_no_shutdown", ["alice", "bob"])
+    code, out, err = job.finish("bob", timeout=60)
+    assert code == 0 and "RESULT 21" in out, (out, err[-2000:])
+    code, out, err = job.finish("alice", timeout=60)
+    assert code == 0 and "CHILD 0" in out, (out, err[-2000:])

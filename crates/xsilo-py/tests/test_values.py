@@ -149,3 +149,51 @@ def test_subclasses_need_a_codec_and_do_not_lose_their_meaning():
     be = np.arange(3, dtype=">f4")
     got = dec(enc([be]))[0]
     assert got.dtype == np.dtype(">f4") and list(got) == [0.0, 1.0, 2.0]
+
+
+def _stack_global(module, name, arg):
+    """A protocol-4 pickle that calls module.name(arg) (STACK_GLOBAL, REDUCE)."""
+    out = bytearray(b"\x80\x04")
+    for text in (module, name, arg):
+        b = text.encode()
+        out += b"\x8c" + bytes([len(b)]) + b
+        if text == name:
+            out += b"\x93"
+    out += b"\x85R."
+    return bytes(out)
+
+
+@pytest.mark.parametrize("module,name", [
+    ("numpy._core.numeric", "builtins.exec"),   # a dotted name walks into an import
+    ("numpy._core.numeric", "builtins"),        # a module object
+    ("os", "system"),                           # under '*': defined in posix, not os
+    ("subprocess", "getoutput"),                # a module not on the list
+])
+def test_the_allow_list_refuses_what_a_payload_names_beyond_it(module, name, monkeypatch, tmp_path):
+    import pickle
+
+    monkeypatch.setattr(xsilo, "_allowed", {"numpy._core.numeric": frozenset(["*"]), "os": frozenset(["*"])})
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').write('x')"
+    with pytest.raises(pickle.UnpicklingError, match="is forbidden"):
+        xsilo._decode_hook(xsilo._PICKLE_CODEC, _stack_global(module, name, code), False)
+    assert not marker.exists()
+
+
+def test_task_errors_pickle_and_reach_the_causes_attributes():
+    import pickle
+
+    class Coded(Exception):
+        def __init__(self, code):
+            super().__init__(f"code {code}")
+            self.code = code
+
+    cause = Coded(7)
+    e = xsilo._task_error_class(cause)("alice", "Coded", "code 7", "trace", "task failed", cause)
+    assert isinstance(e, Coded) and isinstance(e, xsilo.TaskError) and e.cause is cause
+    assert e.code == 7  # the cause's attribute, as on Ray's RayTaskError(Coded)
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is xsilo.TaskError and str(back) == "task failed" and back.kind == "Coded"
+    remote = xsilo.FedRemoteError("alice", xsilo.FedRemoteError("alice", xsilo.RemoteCause("Coded", "code 7", None)), "text")
+    again = pickle.loads(pickle.dumps(remote))
+    assert str(again) == "text" and str(again.cause) == "FedRemoteError occurred at alice caused by Coded: code 7"

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use xsilo_wire::payload::Payload;
-use xsilo_wire::{ObjectId, PartyName};
+use xsilo_wire::{Consumer, Fingerprint, ObjectId, PartyName};
 
 use crate::errors::{RuntimeError, TaskError};
 
@@ -19,8 +19,9 @@ pub struct ObjRef {
     pub id: ObjectId,
     /// The party that produces it.
     pub owner: PartyName,
-    /// Call-site fingerprint.
-    pub fingerprint: u64,
+    /// Call-site fingerprint ([`Fingerprint::of_rust_call`],
+    /// [`Fingerprint::of_python_call`]).
+    pub fingerprint: Fingerprint,
 }
 
 /// A task body: takes the inputs' encoded values, returns the outputs'.
@@ -106,9 +107,10 @@ pub struct Call {
     pub inputs: Vec<ObjRef>,
     /// The objects it produces (owned by `party`).
     pub outputs: Vec<ObjRef>,
-    /// The call's id in the receiving party's view (RayFed's downstream id):
-    /// its first output, or the actor id.
-    pub consumer: u64,
+    /// The call as the parties that push its inputs name it (RayFed's
+    /// downstream id): `Consumer::Call` of its first output, or of the
+    /// actor's id.
+    pub consumer: Consumer,
     /// What to run.
     pub work: Work,
     /// The call's name (`Party::named`), for errors and logs.

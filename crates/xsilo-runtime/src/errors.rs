@@ -6,7 +6,7 @@ use std::fmt;
 
 use thiserror::Error;
 use xsilo_transport::TransportError;
-use xsilo_wire::{ObjectId, PartyName, RemoteErrorFrame};
+use xsilo_wire::{Fingerprint, ObjectId, PartyName, RemoteErrorFrame};
 
 /// Why a task, an actor constructor or an actor method failed where it ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,7 +318,7 @@ pub(crate) fn crosses(error: &RuntimeError) -> bool {
 pub(crate) fn frame_for(
     me: &PartyName,
     object: ObjectId,
-    fingerprint: u64,
+    fingerprint: Fingerprint,
     error: &RuntimeError,
     expose: bool,
 ) -> RemoteErrorFrame {
@@ -368,7 +368,7 @@ pub(crate) fn frame_for(
         kind: error_kind(error).to_owned(),
         message,
         causes,
-        fingerprint: Some(fingerprint),
+        fingerprint: Some(fingerprint.0),
         name,
     }
 }
@@ -385,7 +385,7 @@ pub(crate) fn as_crossed(
     match error {
         RuntimeError::Remote { .. } => error.clone(),
         other if !crosses(other) => other.clone(),
-        other => from_frame(&frame_for(me, object, 0, other, expose)),
+        other => from_frame(&frame_for(me, object, Fingerprint::NONE, other, expose)),
     }
 }
 
@@ -425,7 +425,13 @@ mod tests {
 
     #[test]
     fn a_task_error_crosses_with_its_kind_only_unless_exposed() {
-        let hidden = frame_for(&p("alice"), ObjectId(3), 7, &task_error(), false);
+        let hidden = frame_for(
+            &p("alice"),
+            ObjectId(3),
+            Fingerprint(7),
+            &task_error(),
+            false,
+        );
         assert_eq!(hidden.origin, p("alice"));
         assert_eq!(hidden.kind, "TrainingDiverged");
         assert_eq!(hidden.message, None);
@@ -439,7 +445,13 @@ mod tests {
         );
         assert!(!shown.contains("patient"), "private text crossed: {shown}");
 
-        let exposed = frame_for(&p("alice"), ObjectId(3), 7, &task_error(), true);
+        let exposed = frame_for(
+            &p("alice"),
+            ObjectId(3),
+            Fingerprint(7),
+            &task_error(),
+            true,
+        );
         assert_eq!(
             from_frame(&exposed).to_string(),
             "RemoteError: object #3 failed in party 'alice' (TrainingDiverged): loss is NaN for \
@@ -463,7 +475,13 @@ mod tests {
             error.to_string(),
             "task 'train' (object #12) failed in party 'alice': TrainingDiverged: loss is NaN"
         );
-        let crossed = from_frame(&frame_for(&p("alice"), ObjectId(12), 1, &error, false));
+        let crossed = from_frame(&frame_for(
+            &p("alice"),
+            ObjectId(12),
+            Fingerprint(1),
+            &error,
+            false,
+        ));
         assert_eq!(
             crossed.to_string(),
             "RemoteError: task 'train' (object #12) failed in party 'alice' (TrainingDiverged); \
@@ -473,10 +491,16 @@ mod tests {
 
     #[test]
     fn a_forwarded_failure_passes_on_as_received() {
-        let first = frame_for(&p("alice"), ObjectId(3), 7, &task_error(), false);
+        let first = frame_for(
+            &p("alice"),
+            ObjectId(3),
+            Fingerprint(7),
+            &task_error(),
+            false,
+        );
         let seen_by_bob = from_frame(&first);
         // Bob's object #5 failed because it consumed #3: bob forwards.
-        let forwarded = frame_for(&p("bob"), ObjectId(5), 9, &seen_by_bob, true);
+        let forwarded = frame_for(&p("bob"), ObjectId(5), Fingerprint(9), &seen_by_bob, true);
         assert_eq!(forwarded.origin, p("alice"), "the origin stays alice");
         assert_eq!(forwarded.object, ObjectId(5));
         assert_eq!(forwarded.origin_object, ObjectId(3));

@@ -5,21 +5,22 @@
 //!
 //! ```text
 //!  Fed / Party / Actor (facade) ──Submit, Get, Release──▶ Objects ──Report──┐
-//!                               ──Shutdown, Barrier────▶ Supervisor ◀───────┤
-//!  Transport events ──router (in the Supervisor)──▶ Objects | Link[p] | Lifecycle
-//!  Supervisor ──SendObject, SendControl, Drain, Probe──▶ Link[p] ──Report──┘
-//!                                                           └──▶ Transport
+//!                               ──Shutdown, Barrier────▶ Coordinator ◀──────┤
+//!  Transport events ──router (in the Coordinator)──▶ Objects | Link[p] | Lifecycle
+//!  Coordinator ──SendObject, SendControl, Drain, Probe──▶ Link[p] ──Report──┘
+//!                                                            └──▶ Transport
 //! ```
 //!
-//! * [`rules::objects::ObjectTable`]: one table for local and remote objects
-//!   (owner, fingerprint, state, waiters, push plan, handles), the actor
-//!   queues, the divergence checks and the lifetime rule (promises M1-M8,
-//!   E1-E3, L1). Driven by `Objects`.
+//! * [`rules::object_table::ObjectTable`]: one table for local and remote
+//!   objects (owner, fingerprint, state, waiters, push plan, handles), the
+//!   actor queues, the divergence checks and the lifetime rule (promises
+//!   M1-M8, E1-E3, L1). Driven by `Objects` (`actors/objects.rs`).
 //! * [`rules::lifecycle::Lifecycle`]: intended shutdown and abort, time
-//!   passed in (promises E5-E9, E11). Driven by the supervisor.
-//! * One `Link` per peer owns everything about that peer: sends in flight,
-//!   up and down, the probe, statistics.
-//! * The supervisor is the only actor that holds the others' addresses; it
+//!   passed in (promises E5-E9, E11). Driven by the coordinator.
+//! * [`rules::peer::PeerState`]: everything this party knows of one peer
+//!   and owes it: sends in flight, up and down, the probe, the barrier's
+//!   dial, statistics. Driven by that peer's `Link`.
+//! * The coordinator is the only actor that holds the others' addresses; it
 //!   creates them wired, before any handles a message. The others report to
 //!   it through one type. Every internal message is in `messages.rs`.
 //!
@@ -45,8 +46,8 @@ use xsilo_transport::Transport;
 use xsilo_wire::payload::Payload;
 use xsilo_wire::{JobName, ObjectId, PartyName};
 
+use actors::coordinator::Coordinator;
 use actors::objects::Objects;
-use actors::supervisor::Supervisor;
 pub use call::{
     AsyncMethodFn, AsyncTaskFn, BoxFuture, Call, CtorFn, MethodFn, ObjRef, TaskFn, Work,
 };
@@ -66,8 +67,64 @@ pub struct Runtime {
     job: JobName,
     peers: Vec<PartyName>,
     objects: Addr<Objects>,
-    supervisor: Addr<Supervisor>,
+    coordinator: Addr<Coordinator>,
     _alive: Arc<KeepAlive>,
+    stopped: Option<Stopped>,
+}
+
+/// Set when the control thread that [`Runtime::launch`] started has ended:
+/// its actors, its transport and the transport's sockets are gone, so the
+/// same listen address can be bound again at once (a language binding that
+/// runs one job after another in a process waits for it).
+#[derive(Clone, Default)]
+pub struct Stopped(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl std::fmt::Debug for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Stopped").field(&self.is_set()).finish()
+    }
+}
+
+impl Stopped {
+    fn set(&self) {
+        let (done, cv) = &*self.0;
+        *done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        cv.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        *self
+            .0
+             .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits, at most `bound`, for the control thread to end; whether it
+    /// has. Drop every [`Runtime`] clone first: the thread ends after the
+    /// last one.
+    pub fn wait(&self, bound: Duration) -> bool {
+        let (done, cv) = &*self.0;
+        let guard = done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = cv
+            .wait_timeout_while(guard, bound, |d| !*d)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard
+    }
+}
+
+/// Sets its [`Stopped`] when dropped: the last thing the control thread
+/// does, panicking or not.
+struct SetOnDrop(Stopped);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
 }
 
 /// Dropped with the last [`Runtime`] clone: tells the control thread.
@@ -135,9 +192,12 @@ impl Runtime {
             return Self::start(transport, options).map_err(E::from);
         }
         let (tx, rx) = oneshot::channel::<Result<Self, E>>();
+        let stopped = Stopped::default();
+        let stopped_here = stopped.clone();
         let thread = std::thread::Builder::new()
             .name("xsilo-control".into())
             .spawn(move || {
+                let _stopped = SetOnDrop(stopped_here);
                 let system = actix_rt::System::new();
                 system.block_on(async move {
                     let transport = match make().await {
@@ -149,8 +209,9 @@ impl Runtime {
                     };
                     let (stop_tx, stop_rx) = oneshot::channel();
                     match Self::start_with(transport, options, stop_tx) {
-                        Ok(rt) => {
-                            let supervisor = rt.supervisor.clone();
+                        Ok(mut rt) => {
+                            rt.stopped = Some(stopped);
+                            let coordinator = rt.coordinator.clone();
                             if tx.send(Ok(rt)).is_err() {
                                 return;
                             }
@@ -158,7 +219,7 @@ impl Runtime {
                             // the job if the driver did not.
                             let _ = stop_rx.await;
                             let (done_tx, done_rx) = oneshot::channel();
-                            supervisor.do_send(messages::Shutdown(done_tx));
+                            coordinator.do_send(messages::Shutdown(done_tx));
                             let _ = done_rx.await;
                         }
                         Err(e) => {
@@ -204,13 +265,12 @@ impl Runtime {
         let events = transport
             .take_events()
             .ok_or(RuntimeError::ActorGone("transport events (already taken)"))?;
-        let pool =
-            actors::objects::Pool::new(&party, options.workers, options.worker_thread.clone())?;
+        let pool = actors::pool::Pool::new(&party, options.workers, options.worker_thread.clone())?;
         let handle_signals = options.handle_signals;
-        let (supervisor, objects) = Supervisor::launch(transport, events, pool, options);
+        let (coordinator, objects) = Coordinator::launch(transport, events, pool, options);
         let objects = objects.ok_or(RuntimeError::ActorGone("objects"))?;
         if handle_signals {
-            actors::supervisor::watch_signals(supervisor.clone());
+            actors::coordinator::watch_signals(coordinator.clone());
         }
         tracing::debug!(%party, %job, "runtime started");
         Ok(Self {
@@ -218,9 +278,16 @@ impl Runtime {
             job,
             peers,
             objects,
-            supervisor,
+            coordinator,
             _alive: Arc::new(KeepAlive(Some(stop))),
+            stopped: None,
         })
+    }
+
+    /// What tells that the control thread [`Runtime::launch`] started has
+    /// ended (none when the runtime runs on the caller's actix System).
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped.clone()
     }
 
     /// This party.
@@ -260,9 +327,9 @@ impl Runtime {
     /// finish and leave before our own dial would reach it).
     pub async fn barrier(&self, bound: Duration) -> Result<(), RuntimeError> {
         let (reply, rx) = oneshot::channel();
-        self.supervisor.do_send(messages::Barrier { bound, reply });
+        self.coordinator.do_send(messages::Barrier { bound, reply });
         rx.await
-            .unwrap_or(Err(RuntimeError::ActorGone("supervisor")))
+            .unwrap_or(Err(RuntimeError::ActorGone("coordinator")))
     }
 
     /// Aborts the job from this party (for example when start-up failed):
@@ -272,7 +339,7 @@ impl Runtime {
     ///
     /// [`shutdown`]: Runtime::shutdown
     pub fn abort(&self, reason: impl Into<String>) {
-        self.supervisor.do_send(messages::AbortJob(reason.into()));
+        self.coordinator.do_send(messages::AbortJob(reason.into()));
     }
 
     /// Intended shutdown (promise E8): waits until every send is
@@ -281,15 +348,15 @@ impl Runtime {
     /// result.
     pub async fn shutdown(&self) -> Result<(), RuntimeError> {
         let (tx, rx) = oneshot::channel();
-        self.supervisor.do_send(messages::Shutdown(tx));
+        self.coordinator.do_send(messages::Shutdown(tx));
         rx.await
-            .unwrap_or(Err(RuntimeError::ActorGone("supervisor")))
+            .unwrap_or(Err(RuntimeError::ActorGone("coordinator")))
     }
 
     /// How many times the shutdown sequence has run in this party: 0 before
     /// the first `shutdown`, then 1 however often it is called.
     pub async fn shutdowns_run(&self) -> u32 {
-        self.supervisor
+        self.coordinator
             .send(messages::ShutdownsRun)
             .await
             .unwrap_or_default()
@@ -298,7 +365,7 @@ impl Runtime {
     /// Traffic statistics of this party, and what it holds.
     pub async fn stats(&self) -> Stats {
         let (tx, rx) = oneshot::channel();
-        self.supervisor.do_send(messages::GatherStats(tx));
+        self.coordinator.do_send(messages::GatherStats(tx));
         rx.await.unwrap_or_default()
     }
 }

@@ -1,37 +1,38 @@
 //! Every message between the runtime's actors, in one place.
 //!
 //! * The facade talks to the [`Objects`](crate::actors::objects::Objects)
-//!   actor (calls, gets, dropped handles) and to the supervisor (shutdown,
+//!   actor (calls, gets, dropped handles) and to the
+//!   [`Coordinator`](crate::actors::coordinator::Coordinator) (shutdown,
 //!   abort, barrier, statistics).
-//! * `Objects` and each `Link` report up to the supervisor through one type,
-//!   [`Report`]; they hold no other actor's address.
-//! * The supervisor, the only actor that addresses the others, routes
+//! * `Objects` and each `Link` report up to the coordinator through one
+//!   type, [`Report`]; they hold no other actor's address.
+//! * The coordinator, the only actor that addresses the others, routes
 //!   transport events and reports to `Objects` and the links.
+//! * A push has one type from the object table to the transport,
+//!   [`OutboundObject`]: `Action::Push`, `Report::Push` and [`SendObject`]
+//!   carry it as it is.
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use xsilo_transport::{InboundObject, TransportError};
+use xsilo_transport::{InboundObject, OutboundObject, TransportError};
 use xsilo_wire::payload::Payload;
 use xsilo_wire::{ControlFrame, FinishedFrame, ObjectId, PartyName, RemoteErrorFrame};
 
 use crate::call::{Call, ObjRef};
 use crate::errors::RuntimeError;
-use crate::rules::objects::Held;
+use crate::rules::object_table::Held;
 use crate::stats::Counts;
 
-// ----- reports, up to the supervisor ---------------------------------------
+// ----- reports, up to the coordinator --------------------------------------
 
-/// What `Objects` and the links tell the supervisor.
+/// What `Objects` and the links tell the coordinator.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) enum Report {
     /// Objects: send this value to `dest`.
     Push {
         dest: PartyName,
-        object: ObjectId,
-        consumer: u64,
-        fingerprint: u64,
-        payload: Payload,
+        push: OutboundObject,
     },
     /// Objects: send this error frame to `dest` in place of a value.
     PushError {
@@ -150,12 +151,7 @@ pub(crate) struct HeldNow;
 /// Send a value to the link's peer.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct SendObject {
-    pub(crate) object: ObjectId,
-    pub(crate) consumer: u64,
-    pub(crate) fingerprint: u64,
-    pub(crate) payload: Payload,
-}
+pub(crate) struct SendObject(pub(crate) OutboundObject);
 
 /// Send a control frame to the link's peer. `object` is set for a
 /// RemoteError in place of a value (its end is reported as a push's).
@@ -203,7 +199,7 @@ pub(crate) struct WaitUp(pub(crate) oneshot::Sender<Result<(), RuntimeError>>);
 #[rtype(result = "(Counts, Counts)")]
 pub(crate) struct LinkStats;
 
-// ----- to the supervisor -------------------------------------------------------
+// ----- to the coordinator ------------------------------------------------------
 
 /// Intended shutdown; the answer comes on the channel.
 #[derive(Message)]

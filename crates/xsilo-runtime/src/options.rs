@@ -32,33 +32,32 @@ pub struct WorkerThreadHooks {
     pub on_stop: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// Options of the runtime.
+/// Options of the runtime. Where a setting is one of the configuration's,
+/// its meaning and default are documented there, in `xsilo`'s
+/// `CommConfig`, `ExecutionConfig` and `InitOptions`; this crate's own
+/// default is given where it differs.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RuntimeOptions {
-    /// Send error messages and causes with RemoteErrors (promise E4).
-    /// Default false: only the kind and origin cross.
+    /// See `xsilo::CommConfig::expose_error_trace` (promise E4).
     pub expose_error_trace: bool,
-    /// Bound on waiting for the sends in flight at shutdown. Default 65 s:
-    /// the transport's default send timeout plus a margin.
+    /// Bound on flushing and draining the sends in flight at an intended
+    /// shutdown. Derived, see [`RuntimeOptions::for_transport`]: 65 s by
+    /// default.
     pub drain_timeout: Duration,
-    /// A sending failure is an unintended shutdown (promise E6): peers are
-    /// told, the handler runs, calls fail, and, with `exit_process`, the
-    /// process exits with status 1. Default false: the job is aborted (every
-    /// party's waits fail with the reason) but the process goes on.
+    /// See `xsilo::CommConfig::exit_on_sending_failure` (promise E6); the
+    /// process exits only with `exit_process`.
     pub exit_on_sending_failure: bool,
-    /// After an error was sent or received, shutdown still waits for queued
-    /// data (promise E7). Default false: it waits at most 2 s.
+    /// See `xsilo::CommConfig::continue_waiting_for_data_sending_on_error`
+    /// (promise E7).
     pub continue_waiting_for_data_sending_on_error: bool,
-    /// Run on unintended shutdown, exactly once (promise E5).
+    /// See `xsilo::InitOptions::sending_failure_handler` (promise E5).
     pub failure_handler: Option<FailureHandler>,
-    /// How many task bodies and actor methods run at once, each on a worker
-    /// thread of its own, never on the control thread (promises X1, X2);
-    /// async bodies run on as many executor threads. Default: the cores
-    /// available to the process.
+    /// See `xsilo::ExecutionConfig::workers` (promises X1, X2). Default:
+    /// the cores available to the process.
     pub workers: usize,
-    /// SIGINT and SIGTERM are unintended shutdowns (promise E9). Default
-    /// false; `xsilo::init` turns it on. Only one runtime per process should.
+    /// See `xsilo::InitOptions::handle_signals` (promise E9). Default
+    /// false. Only one runtime per process should.
     pub handle_signals: bool,
     /// How long an intended shutdown waits, after its sends are
     /// acknowledged, for every peer's driver to finish too, so that drivers
@@ -67,11 +66,9 @@ pub struct RuntimeOptions {
     /// still checks our position against its own). Not waited at all once
     /// an error was seen. Default 10 s.
     pub finish_wait: Duration,
-    /// Exit the process (status 1) after an unintended shutdown. Default
-    /// false; `xsilo::init` turns it on.
+    /// See `xsilo::InitOptions::exit_process`. Default false.
     pub exit_process: bool,
-    /// With `exit_process`: exit through this hook instead of
-    /// `std::process::exit`. Default none.
+    /// See `xsilo::InitOptions::exit_hook`. Default none.
     pub exit_hook: Option<ExitHook>,
     /// Progress reports of large transfers (the transport's
     /// `TransferProgress`, at most eight per object of 32 MiB or more) are
@@ -86,11 +83,43 @@ pub struct RuntimeOptions {
     /// Bytes of values one peer may send before this party's driver made
     /// them (a peer whose driver runs ahead); more wait unanswered in the
     /// transport, whose budget then holds the sender (promise S1). At most
-    /// `MAX_EARLY_OBJECTS` objects per peer in any case. Default 500 MiB;
-    /// `xsilo::init` sets the per-peer inbound budget.
+    /// `MAX_EARLY_OBJECTS` objects per peer in any case. Derived, see
+    /// [`RuntimeOptions::for_transport`]: 500 MiB by default.
     pub early_bytes_per_peer: u64,
-    /// Run on each worker thread as it starts and stops. Default none.
+    /// See `xsilo::InitOptions::worker_thread`. Default none.
     pub worker_thread: Option<WorkerThreadHooks>,
+}
+
+/// How much longer than the send timeout an intended shutdown's flush and
+/// drain may take: a send started just before the shutdown may use its
+/// whole `send_timeout`.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+
+impl RuntimeOptions {
+    /// The default options for a party whose transport has these settings,
+    /// with what derives from them derived (the one place it is):
+    /// `drain_timeout` is the send timeout plus 5 s, and
+    /// `early_bytes_per_peer` the per-peer inbound budget (by default
+    /// `max_message_size`), so that values a peer's driver sends ahead are
+    /// held within what the transport admits from it.
+    pub fn for_transport(transport: &xsilo_transport::TransportConfig) -> Self {
+        Self {
+            expose_error_trace: false,
+            drain_timeout: transport.send_timeout.saturating_add(DRAIN_MARGIN),
+            exit_on_sending_failure: false,
+            continue_waiting_for_data_sending_on_error: false,
+            failure_handler: None,
+            workers: default_workers(),
+            handle_signals: false,
+            finish_wait: Duration::from_secs(10),
+            exit_process: false,
+            exit_hook: None,
+            progress: None,
+            metrics_interval: None,
+            early_bytes_per_peer: transport.inbound_limits().1,
+            worker_thread: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for RuntimeOptions {
@@ -118,23 +147,9 @@ impl std::fmt::Debug for RuntimeOptions {
 }
 
 impl Default for RuntimeOptions {
+    /// [`RuntimeOptions::for_transport`] with the transport's defaults.
     fn default() -> Self {
-        Self {
-            expose_error_trace: false,
-            drain_timeout: Duration::from_secs(65),
-            exit_on_sending_failure: false,
-            continue_waiting_for_data_sending_on_error: false,
-            failure_handler: None,
-            workers: default_workers(),
-            handle_signals: false,
-            finish_wait: Duration::from_secs(10),
-            exit_process: false,
-            exit_hook: None,
-            progress: None,
-            metrics_interval: None,
-            early_bytes_per_peer: 500 << 20,
-            worker_thread: None,
-        }
+        Self::for_transport(&xsilo_transport::TransportConfig::default())
     }
 }
 

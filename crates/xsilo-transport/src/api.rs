@@ -9,7 +9,8 @@ use std::pin::Pin;
 use tokio::sync::oneshot;
 use xsilo_wire::payload::Payload;
 use xsilo_wire::{
-    ControlFrame, DataReply, JobName, ObjectHeader, ObjectId, PartyName, Refusal, RefusalCode,
+    Consumer, ControlFrame, DataReply, Fingerprint, JobName, ObjectHeader, ObjectId, PartyName,
+    Refusal, RefusalCode,
 };
 
 use crate::error::TransportError;
@@ -40,19 +41,43 @@ impl From<SocketAddr> for PeerAddress {
 /// The parties of a job and their addresses (the local party included).
 pub type AddressBook = BTreeMap<PartyName, PeerAddress>;
 
-/// An object to send: ids and the raw payload (already serialised).
+/// A push: an object to send, with its ids and its raw payload (already
+/// serialised). The one type a push has from the runtime's object table,
+/// which makes it, to the transport, which writes it as an
+/// [`ObjectHeader`] and the payload. `consumer` and `fingerprint` are as
+/// the header carries them; [`OutboundObject::new`] writes them from their
+/// types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundObject {
     /// The object.
     pub object: ObjectId,
-    /// The consuming call in the destination (0 for a push for `get`).
+    /// The consuming call in the destination, 0 for a push for `get`
+    /// ([`Consumer::to_wire`]).
     pub consumer: u64,
-    /// Call-site fingerprint (promise M8).
+    /// Call-site fingerprint (promise M8), as [`Fingerprint`]'s `u64`.
     pub fingerprint: u64,
     /// The value's bytes (raw, or a typed array written as its header and
     /// elements). Cloning a `Payload` does not copy it, so a retry resends
     /// the same buffer.
     pub payload: Payload,
+}
+
+impl OutboundObject {
+    /// The push of `object`'s value `payload`, made at call site
+    /// `fingerprint`, to `consumer` in the destination.
+    pub fn new(
+        object: ObjectId,
+        consumer: Consumer,
+        fingerprint: Fingerprint,
+        payload: Payload,
+    ) -> Self {
+        Self {
+            object,
+            consumer: consumer.to_wire(),
+            fingerprint: fingerprint.0,
+            payload,
+        }
+    }
 }
 
 /// What a successful send reports.

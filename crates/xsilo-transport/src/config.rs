@@ -6,6 +6,11 @@ use xsilo_wire::limits::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// Settings of a transport. `Default` gives the documented defaults.
 ///
+/// Most of these are settings of the job's configuration, documented (with
+/// their defaults and limits) once, on `xsilo::CommConfig`, the
+/// `[communication]` table, from which `xsilo` builds this; the fields
+/// documented here in full are the transport's own.
+///
 /// ```
 /// use std::time::Duration;
 /// use xsilo_transport::TransportConfig;
@@ -16,35 +21,23 @@ use xsilo_wire::limits::DEFAULT_MAX_MESSAGE_SIZE;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct TransportConfig {
-    /// Largest object payload, in bytes, sent or accepted. Default 500 MiB
-    /// (RayFed's). An object over it fails at the sender before any byte is
-    /// sent; a peer announcing more is refused at the receiver.
+    /// See `xsilo::CommConfig::max_message_size`.
     pub max_message_size: u64,
-    /// Bound on the time a `send_object` or `send_control` goes without
-    /// progress, dialling and retries included. Default 60 s. Progress is a
-    /// piece of the payload (1 MiB) taken into QUIC's send window, the last
-    /// byte acknowledged, then the answer. When it passes, the send fails
-    /// with [`crate::TransportError::Timeout`] naming the peer. The receiver
-    /// uses its own value to bound each wait for the next bytes of an
-    /// object: a stream that delivers nothing for that long is refused.
+    /// See `xsilo::CommConfig::send_timeout`. Applies to `send_object` and
+    /// `send_control`; a send that passes it fails with
+    /// [`crate::TransportError::Timeout`].
     pub send_timeout: Duration,
-    /// Bound on one connection attempt (QUIC + TLS handshake + hello).
-    /// Default 5 s; the full handshake takes about 1 ms on loopback.
+    /// See `xsilo::CommConfig::connect_timeout`.
     pub connect_timeout: Duration,
-    /// Retry policy for connection attempts and for sends interrupted by a
-    /// lost connection. Refusals are never retried.
+    /// See `xsilo::RetryConfig`, the `[communication.retry]` table.
     pub retry: RetryPolicy,
-    /// Interval of QUIC keep-alive packets. Default 1 s. Keeps the
-    /// connection alive through NATs and lets the idle timeout detect a dead
-    /// peer; must be less than half of `peer_lost_timeout`.
+    /// See `xsilo::CommConfig::keep_alive_interval`.
     pub keep_alive_interval: Duration,
-    /// A peer from which nothing (not even a keep-alive acknowledgement) has
-    /// been heard for this long is reported lost (promise E10). Default 10 s.
-    /// Shorter detects crashes sooner but turns longer network blips into
-    /// failures. The QUIC idle timeout is set to this minus
-    /// `keep_alive_interval`, because QUIC restarts its idle timer on the
-    /// first keep-alive it sends after the last packet received; so this is
-    /// the bound from a peer's death to the `PeerDown` event.
+    /// See `xsilo::CommConfig::peer_lost_timeout` (promise E10). The QUIC
+    /// idle timeout is set to this minus `keep_alive_interval`, because
+    /// QUIC restarts its idle timer on the first keep-alive it sends after
+    /// the last packet received; so this is the bound from a peer's death
+    /// to the `PeerDown` event.
     pub peer_lost_timeout: Duration,
     /// Per-stream receive window in bytes: how much of one object may be
     /// in flight. Default from the default link hint (1 Gbit/s x 100 ms):
@@ -56,9 +49,7 @@ pub struct TransportConfig {
     pub receive_window: u64,
     /// Connection send window in bytes. Default as `receive_window`.
     pub send_window: u64,
-    /// Congestion controller. Default [`Congestion::Bbr`]: on lossy
-    /// wide-area links Cubic and NewReno collapse (RFC 0001 has the
-    /// figures).
+    /// See `xsilo::CommConfig::congestion`.
     pub congestion: Congestion,
     /// The congestion controller's initial window in bytes. Default from
     /// the link hint: a quarter of its bandwidth-delay product, from
@@ -75,24 +66,14 @@ pub struct TransportConfig {
     /// trip estimate, which a party pays whenever it dials a peer a moment
     /// before the peer has bound its port.
     pub first_flight_resend: Duration,
-    /// Maximum concurrent data streams a peer may open towards us; one
-    /// object per stream. Default [`DEFAULT_MAX_CONCURRENT_STREAMS`] (16).
-    /// Also bounds how many received objects wait for the runtime's
-    /// acknowledgement at once, and the reassembly buffers quinn keeps for
-    /// each stream slot for the whole connection (RFC 0001, "Settings"):
-    /// every slot ends up holding the largest reassembly heap any stream
-    /// through it needed, about 4% of the bytes buffered in it.
+    /// See `xsilo::CommConfig::max_concurrent_streams`; the default is
+    /// [`DEFAULT_MAX_CONCURRENT_STREAMS`].
     pub max_concurrent_streams: u32,
-    /// Bytes of inbound objects read but not yet taken by the runtime, all
-    /// peers together. `None` (the default): twice `max_message_size`
-    /// (1000 MiB by default). Objects are admitted whole on their header;
-    /// one that does not fit is not read until earlier ones are taken, so
-    /// QUIC flow control holds its sender (RFC 0001, "Inbound memory").
-    /// At least the per-peer budget.
+    /// See `xsilo::CommConfig::inbound_budget`; the default is filled in
+    /// by [`TransportConfig::inbound_limits`].
     pub inbound_budget: Option<u64>,
-    /// The same per peer. `None` (the default): `max_message_size`, so one
-    /// peer, hostile or not, holds at most half of the endpoint's budget.
-    /// At least `max_message_size`, or an object could never be admitted.
+    /// See `xsilo::CommConfig::inbound_budget_per_peer`; the default is
+    /// filled in by [`TransportConfig::inbound_limits`].
     pub inbound_budget_per_peer: Option<u64>,
     /// UDP socket send and receive buffer size requested from the OS.
     /// Default 4 MiB: with the OS default (208 KiB) a 256 MiB transfer lost
@@ -302,7 +283,9 @@ impl TransportConfig {
 }
 
 /// Exponential backoff between attempts: `initial_backoff`, then times
-/// `multiplier` each attempt, capped at `max_backoff`.
+/// `multiplier` each attempt, capped at `max_backoff`. The settings, their
+/// defaults and limits are documented on `xsilo::RetryConfig` (the
+/// `[communication.retry]` table).
 ///
 /// ```
 /// use std::time::Duration;
@@ -315,15 +298,13 @@ impl TransportConfig {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
-    /// Attempts in all (the first one included). Default 8: with the other
-    /// defaults, a peer that is not up yet is tried over about 11 s of
-    /// backoff plus the attempts' own time, always within `send_timeout`.
+    /// See `xsilo::RetryConfig::max_attempts`.
     pub max_attempts: u32,
-    /// Wait after the first failed attempt. Default 100 ms.
+    /// See `xsilo::RetryConfig::initial_backoff`.
     pub initial_backoff: Duration,
-    /// Longest wait between two attempts. Default 5 s.
+    /// See `xsilo::RetryConfig::max_backoff`.
     pub max_backoff: Duration,
-    /// Growth factor of the wait. Default 2.0.
+    /// See `xsilo::RetryConfig::multiplier`.
     pub multiplier: f64,
 }
 

@@ -31,6 +31,63 @@ impl fmt::Debug for ObjectId {
     }
 }
 
+/// Whom a pushed object is for in the receiving party: what
+/// [`ObjectHeader::consumer`] means. The header carries it as a `u64`
+/// ([`Consumer::to_wire`], [`Consumer::from_wire`]): 0 for a `get`, the
+/// call's id otherwise.
+///
+/// ```
+/// use xsilo_wire::{Consumer, ObjectId};
+/// assert_eq!(Consumer::from_wire(0), Consumer::Get);
+/// assert_eq!(Consumer::from_wire(5), Consumer::Call(ObjectId(5)));
+/// assert_eq!(Consumer::Call(ObjectId(5)).to_wire(), 5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Consumer {
+    /// A `get`, or a failure announced to every party: the owner sends it
+    /// to every party that has not had it (promises M4, E3).
+    Get,
+    /// A call pinned to the receiving party, named by its id in every
+    /// party's driver (RayFed's downstream sequence id): its first output,
+    /// or the actor it creates, calls or kills. A call with neither is
+    /// `Call(ObjectId(0))`, which the header cannot tell from a `get`.
+    Call(ObjectId),
+}
+
+impl Consumer {
+    /// What [`ObjectHeader::consumer`] carries: 0 for a `get`, the call's
+    /// id otherwise.
+    pub const fn to_wire(self) -> u64 {
+        match self {
+            Self::Get => 0,
+            Self::Call(id) => id.0,
+        }
+    }
+
+    /// The consumer an [`ObjectHeader::consumer`] names.
+    pub const fn from_wire(consumer: u64) -> Self {
+        match consumer {
+            0 => Self::Get,
+            id => Self::Call(ObjectId(id)),
+        }
+    }
+
+    /// Whether a call consumes the object (not a `get`), as the header
+    /// tells it.
+    pub const fn is_call(self) -> bool {
+        self.to_wire() != 0
+    }
+}
+
+impl fmt::Display for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Get => f.write_str("get"),
+            Self::Call(id) => write!(f, "call {id}"),
+        }
+    }
+}
+
 /// First frame on the control stream, sent by the dialer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -118,7 +175,8 @@ pub struct FinishedFrame {
     pub objects: u64,
     /// A running digest of every object's (id, call-site fingerprint,
     /// owner), in program order; the owner is left out for a call on a
-    /// party unknown to the job, which every party makes as its own.
+    /// party unknown to the job, which every party makes as its own
+    /// ([`PositionDigest::value`](crate::PositionDigest::value)).
     pub digest: u64,
     /// No object of the job failed and no error was seen by the sender: a
     /// driver that ran into an error may legitimately stop early, so only
@@ -146,8 +204,9 @@ pub struct RemoteErrorFrame {
     /// The cause chain, outermost first; sent only with `expose_error_trace`.
     #[serde(default)]
     pub causes: Vec<String>,
-    /// The call-site fingerprint of `object` in the sender's driver, so that
-    /// a failure is checked for divergence like a value (promise M8).
+    /// The call-site fingerprint of `object` in the sender's driver (a
+    /// [`Fingerprint`](crate::Fingerprint)'s `u64`), so that a failure is
+    /// checked for divergence like a value (promise M8).
     #[serde(default)]
     pub fingerprint: Option<u64>,
     /// The name of the call that failed at the origin, if it had one
@@ -166,9 +225,11 @@ pub struct ObjectHeader {
     /// The object carried.
     pub object: ObjectId,
     /// The call that consumes it in the receiving party (RayFed's downstream
-    /// sequence id); 0 when the object is pushed for a `get`.
+    /// sequence id); 0 when the object is pushed for a `get`: a
+    /// [`Consumer`] as [`Consumer::to_wire`] writes it.
     pub consumer: u64,
-    /// Call-site fingerprint of the object, for divergence detection (M8).
+    /// Call-site fingerprint of the object, for divergence detection (M8):
+    /// a [`Fingerprint`](crate::Fingerprint)'s `u64`.
     pub fingerprint: u64,
     /// Exact number of payload bytes that follow the header.
     pub payload_len: u64,
@@ -253,5 +314,29 @@ impl fmt::Display for RefusalCode {
             Self::Unavailable => "unavailable",
             Self::ShuttingDown => "shutting down",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_is_written_as_the_header_has_always_carried_it() {
+        assert_eq!(Consumer::Get.to_wire(), 0);
+        assert_eq!(Consumer::from_wire(0), Consumer::Get);
+        for id in [1, 2, 1_000_000, u64::MAX] {
+            let call = Consumer::Call(ObjectId(id));
+            assert_eq!(call.to_wire(), id);
+            assert_eq!(Consumer::from_wire(id), call);
+            assert!(call.is_call());
+        }
+        assert!(!Consumer::Get.is_call());
+        // A call that makes nothing reads back as a get: the header has no
+        // other value for it.
+        assert_eq!(
+            Consumer::from_wire(Consumer::Call(ObjectId(0)).to_wire()),
+            Consumer::Get
+        );
     }
 }

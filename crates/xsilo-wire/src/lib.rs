@@ -25,6 +25,8 @@
 //!   bytes behind a checked header (element type, shape).
 //! * [`handshake`]: the acceptance rules for a hello and for an object header.
 //! * [`names`]: validated party and job names.
+//! * [`position`]: the call-site fingerprint and the position digest, which
+//!   every party computes alike to tell whether the drivers diverged.
 //! * [`limits`]: the default limits and why they are what they are.
 //!
 //! Decoding never panics on arbitrary input and never allocates more than the
@@ -51,14 +53,16 @@ pub mod handshake;
 pub mod limits;
 pub mod names;
 pub mod payload;
+pub mod position;
 
 pub use error::WireError;
 pub use frame::Probe;
 pub use frame::{
-    ControlFrame, DataReply, FinishedFrame, Hello, HelloReply, ObjectHeader, ObjectId, Refusal,
-    RefusalCode, RemoteErrorFrame,
+    Consumer, ControlFrame, DataReply, FinishedFrame, Hello, HelloReply, ObjectHeader, ObjectId,
+    Refusal, RefusalCode, RemoteErrorFrame,
 };
 pub use names::{JobName, NameError, PartyName};
+pub use position::{Fingerprint, PositionDigest};
 
 /// The protocol's name, as carried in ALPN together with the version.
 pub const PROTOCOL_NAME: &str = "xsilo";

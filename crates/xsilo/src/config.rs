@@ -57,14 +57,26 @@
 //! key: either a [`ConfigError::Invalid`] carrying the dotted key path (such as
 //! `communication.retry.multiplier`), or, for TOML syntax and type errors, a
 //! [`ConfigError::Toml`] whose message quotes the offending line.
+//!
+//! The types below are the TOML form itself (serde, every table
+//! `deny_unknown_fields`, durations through `humantime_serde`): a key is
+//! defined, documented and defaulted once, on its field. Names are checked
+//! and addresses resolved as they are read; [`Config::validate`] then checks
+//! what needs more than one value or a range. The settings the lower crates
+//! take are made from these in one place each:
+//! [`Config::transport_config_for`] for the transport, and the runtime's
+//! options (`xsilo_runtime::RuntimeOptions::for_transport` derives the drain
+//! bound and the early-bytes budget from the transport's settings).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Deserializer, Serialize};
 use thiserror::Error;
+use xsilo_runtime::RuntimeOptions;
 use xsilo_transport::{
     AddressBook, Congestion, PeerAddress, RetryPolicy, SetupError, TlsIdentity, TransportConfig,
 };
@@ -86,7 +98,9 @@ pub enum ConfigError {
         error: std::io::Error,
     },
     /// The text is not valid TOML, a key is unknown, or a value has the wrong
-    /// type or form. The message is toml's, which quotes the offending line.
+    /// type or form. The message is toml's, which quotes the offending line
+    /// (or, for a table built in code, [`Config::from_toml_table`], names
+    /// the key).
     #[error("cannot parse {}: {message}", origin(.path.as_deref()))]
     Toml {
         /// The file, when loaded from one.
@@ -150,22 +164,52 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// `prefix.name`, quoting `name` as TOML does when it is not a bare key.
-fn key_path(prefix: &str, name: &str) -> String {
+/// `name` as a TOML key: as it is when bare, quoted otherwise.
+fn key_segment(name: &str) -> String {
     let bare = !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if bare {
-        format!("{prefix}.{name}")
+        name.to_owned()
     } else {
-        format!("{prefix}.{name:?}")
+        format!("{name:?}")
     }
 }
 
-/// Paths of the party's TLS files, all PEM. When loaded from a TOML file,
-/// relative paths are resolved against the file's folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `prefix.name`, quoting `name` as TOML does when it is not a bare key.
+fn key_path(prefix: &str, name: &str) -> String {
+    format!("{prefix}.{}", key_segment(name))
+}
+
+/// The dotted key of a value serde stopped at.
+fn dotted(path: &serde_path_to_error::Path) -> String {
+    let mut key = String::new();
+    for segment in path {
+        match segment {
+            serde_path_to_error::Segment::Map { key: name } if key.is_empty() => {
+                key = key_segment(name);
+            }
+            serde_path_to_error::Segment::Map { key: name } => key = key_path(&key, name),
+            serde_path_to_error::Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            _ => {}
+        }
+    }
+    key
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Bytes per second in one Mbit/s (`communication.link_bandwidth_mbit`).
+const BYTES_PER_MBIT: u64 = 125_000;
+
+/// Paths of the party's TLS files, all PEM (the `[tls]` table). When
+/// loaded from a TOML file, relative paths are resolved against the file's
+/// folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct TlsPaths {
     /// The CA certificate(s) that sign every party's certificate.
@@ -186,6 +230,14 @@ impl TlsPaths {
             key: key.into(),
         }
     }
+
+    fn relative_to(&mut self, base_dir: &Path) {
+        for path in [&mut self.ca, &mut self.cert, &mut self.key] {
+            if path.is_relative() {
+                *path = base_dir.join(&*path);
+            }
+        }
+    }
 }
 
 /// Retry policy for connection attempts and for sends interrupted by a lost
@@ -193,7 +245,8 @@ impl TlsPaths {
 /// wait starting at `initial_backoff` and multiplied by `multiplier` after
 /// each failed attempt, capped at `max_backoff`. Refusals (wrong job, wrong
 /// identity, oversize) are never retried: retrying gives the same answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts in all, the first one included. Default 8: with the other
@@ -206,9 +259,11 @@ pub struct RetryConfig {
     /// Wait after the first failed attempt. Default 100 ms: long enough not
     /// to spin on a peer that is restarting, short enough that a one-off
     /// loss costs little. Must not exceed `max_backoff`.
+    #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
     /// Longest wait between two attempts. Default 5 s. Longer caps use fewer
     /// attempts on a long outage but notice the peer's return later.
+    #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Growth factor of the wait. Default 2.0. Must be finite and at least
     /// 1.0 (1.0 retries at a constant interval); large factors reach
@@ -244,7 +299,8 @@ impl RetryConfig {
 
 /// What a party exports about itself (the `[observability]` table;
 /// promise F2).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ObservabilityConfig {
     /// Serve the party's metrics (see [`crate::metrics`]: objects and
@@ -255,6 +311,10 @@ pub struct ObservabilityConfig {
     /// has one metrics registry: parties started in one process (a
     /// simulation) must give the same address, and share the endpoint,
     /// told apart by their `party` label.
+    #[serde(
+        deserialize_with = "checked_some",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prometheus: Option<SocketAddr>,
 }
 
@@ -272,7 +332,8 @@ impl ObservabilityConfig {
 
 /// Where a party runs its user code (the `[execution]` table; promises X1,
 /// X2).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ExecutionConfig {
     /// How many task bodies and actor methods run at once, each on a worker
@@ -281,6 +342,7 @@ pub struct ExecutionConfig {
     /// default): the cores available to the process. More than the cores
     /// helps only for bodies that block on I/O (prefer `task_async` there);
     /// fewer leaves cores to other work on the machine. From 1 to 1024.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
 }
 
@@ -303,8 +365,11 @@ impl ExecutionConfig {
 
 /// Communication settings shared by every party of the job (the
 /// `[communication]` table). `Default` gives the documented defaults, which
-/// are RayFed's where RayFed has the setting.
-#[derive(Debug, Clone, PartialEq)]
+/// are RayFed's where RayFed has the setting. The transport and the runtime
+/// take these (see [`CommConfig::transport_config`]); their own docs point
+/// here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CommConfig {
     /// Largest object payload, in bytes, sent or accepted. Default 500 MiB
@@ -321,14 +386,18 @@ pub struct CommConfig {
     /// the last byte acknowledged, or the receiver's answer: a 256 MiB
     /// object on a slow link takes as long as it takes while its bytes keep
     /// moving, and a send that stalls fails after this long with a timeout
-    /// naming the peer. The receiver also refuses an object none of whose
-    /// bytes arrived for its own value. Shorter notices a stalled peer
-    /// sooner; must be above zero.
+    /// naming the peer. The receiver bounds each wait for the next bytes
+    /// of an object by its own value: a stream that delivers nothing for
+    /// that long is refused. Shorter notices a stalled peer sooner; must be
+    /// above zero. An intended shutdown waits this long plus 5 s for its
+    /// sends in flight.
+    #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
     /// Bound on one connection attempt (QUIC and TLS handshakes and the
     /// hello). Default 5 s, while a handshake takes about 1 ms on loopback
     /// and a few round trips across a WAN. Too short fails every attempt on
     /// a long-distance link. Must be above zero.
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// A peer from which nothing has been heard for this long, not even a
     /// keep-alive acknowledgement, is reported lost and every wait on it
@@ -336,12 +405,14 @@ pub struct CommConfig {
     /// sooner but turns longer network blips into failures; longer keeps
     /// every party waiting longer when a peer dies. Must be more than twice
     /// `keep_alive_interval` and at most one day.
+    #[serde(with = "humantime_serde")]
     pub peer_lost_timeout: Duration,
     /// Interval of QUIC keep-alive packets. Default 1 s. Keeps an idle but
     /// live connection from being reported lost and keeps NAT bindings
     /// open. Must be less than half of `peer_lost_timeout` (the QUIC idle
     /// timeout is `peer_lost_timeout` minus this interval); shorter sends
     /// more packets.
+    #[serde(with = "humantime_serde")]
     pub keep_alive_interval: Duration,
     /// Retry policy for connection attempts and interrupted sends.
     pub retry: RetryConfig,
@@ -360,26 +431,33 @@ pub struct CommConfig {
     /// The link hint's round trip: the longest this party expects to a
     /// peer. Default 100 ms. Larger windows (a larger hint) let more bytes
     /// per peer be in flight, hence held in memory. From 1 ms to 10 s.
+    #[serde(with = "humantime_serde")]
     pub link_rtt: Duration,
     /// Bytes of inbound objects read but not yet taken by the runtime, all
-    /// peers together. `None` (default): twice `max_message_size`. An
-    /// object is admitted whole before it is read; one that does not fit
-    /// waits unread (QUIC flow control holds its sender), so a hostile or
-    /// broken peer cannot make this party hold more. At least the per-peer
-    /// budget.
+    /// peers together. `None` (default): twice `max_message_size` (1000 MiB
+    /// by default). An object is admitted whole before it is read; one that
+    /// does not fit waits unread (QUIC flow control holds its sender), so a
+    /// hostile or broken peer cannot make this party hold more (RFC 0001,
+    /// "Inbound memory"). At least the per-peer budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound_budget: Option<u64>,
-    /// The same per peer. `None` (default): `max_message_size`. At least
-    /// `max_message_size`. Also bounds the bytes of values a peer may send
-    /// before this party's driver made them (a driver running ahead); past
-    /// that they wait unanswered and hold the sender (RFC 0002).
+    /// The same per peer. `None` (default): `max_message_size`, so that one
+    /// peer, hostile or not, holds at most half of the default budget. At
+    /// least `max_message_size`, or such an object could never be
+    /// admitted. Also bounds the bytes of values a peer may send before
+    /// this party's driver made them (a driver running ahead; promise S1);
+    /// past that they wait unanswered and hold the sender (RFC 0002).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound_budget_per_peer: Option<u64>,
     /// Objects one peer may have in flight towards this party at once (one
-    /// QUIC stream each); more wait for a free stream. Default 16. Each
-    /// stream slot keeps, for the whole connection, the reassembly buffer
-    /// the largest object through it needed (about 4% of its bytes), so
-    /// memory grows with this; raise it for many small objects in flight
-    /// over a long link (at most about this many objects per round trip).
-    /// From 1 to 4096.
+    /// QUIC stream each); more wait for a free stream. Default 16. Also
+    /// bounds how many received objects wait for the runtime's
+    /// acknowledgement at once. Each stream slot keeps, for the whole
+    /// connection, the reassembly buffer the largest object through it
+    /// needed (about 4% of its bytes; RFC 0001, "Settings"), so memory
+    /// grows with this; raise it for many small objects in flight over a
+    /// long link (at most about this many objects per round trip). From 1
+    /// to 4096.
     pub max_concurrent_streams: u32,
     /// Wait at start-up until every party is reachable, bounded by
     /// `barrier_timeout` (promise C6). Default false (RayFed's): parties
@@ -390,6 +468,7 @@ pub struct CommConfig {
     /// Bound on the start-up barrier. Default 60 s, enough for parties
     /// started by hand a little apart. Only used when
     /// `barrier_on_initializing` is set; must be above zero.
+    #[serde(with = "humantime_serde")]
     pub barrier_timeout: Duration,
     /// Let the message and cause chain of a failed task cross the silo
     /// boundary in the RemoteError sent to other parties (promise E4).
@@ -426,10 +505,10 @@ impl Default for CommConfig {
             keep_alive_interval: t.keep_alive_interval,
             retry: RetryConfig::default(),
             congestion: t.congestion,
-            link_bandwidth_mbit: xsilo_transport::DEFAULT_LINK_BANDWIDTH / 125_000,
+            link_bandwidth_mbit: xsilo_transport::DEFAULT_LINK_BANDWIDTH / BYTES_PER_MBIT,
             link_rtt: xsilo_transport::DEFAULT_LINK_RTT,
-            inbound_budget: None,
-            inbound_budget_per_peer: None,
+            inbound_budget: t.inbound_budget,
+            inbound_budget_per_peer: t.inbound_budget_per_peer,
             max_concurrent_streams: t.max_concurrent_streams,
             barrier_on_initializing: false,
             barrier_timeout: Duration::from_secs(60),
@@ -457,10 +536,32 @@ impl CommConfig {
         config.inbound_budget_per_peer = self.inbound_budget_per_peer;
         config.max_concurrent_streams = self.max_concurrent_streams;
         config.set_link(
-            self.link_bandwidth_mbit.saturating_mul(125_000),
+            self.link_bandwidth_mbit.saturating_mul(BYTES_PER_MBIT),
             self.link_rtt,
         );
         config
+    }
+
+    /// The runtime's options for a party with these settings, `transport`
+    /// (its transport settings, overrides applied) and `execution`: what
+    /// derives from the transport's settings is derived by
+    /// [`RuntimeOptions::for_transport`], the failure-handling flags and
+    /// the workers are taken from here. Both [`crate::init_with`] and the
+    /// simulation start from this; `init_with` then adds what
+    /// [`crate::InitOptions`] holds.
+    pub(crate) fn runtime_options(
+        &self,
+        transport: &TransportConfig,
+        execution: &ExecutionConfig,
+    ) -> RuntimeOptions {
+        let mut options = RuntimeOptions::for_transport(transport);
+        options.expose_error_trace = self.expose_error_trace;
+        options.exit_on_sending_failure = self.exit_on_sending_failure;
+        options.continue_waiting_for_data_sending_on_error =
+            self.continue_waiting_for_data_sending_on_error;
+        options.workers = execution.workers();
+        options.metrics_interval = Some(Duration::from_secs(1));
+        options
     }
 
     /// Checks the settings; errors name the key as in TOML, such as
@@ -502,22 +603,30 @@ impl CommConfig {
 
 /// Settings of one party that differ from the shared ones (promise C7), the
 /// table `[overrides.<party>]`. `Default` overrides nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PartyOverride {
     /// The address this party binds, when it differs from the advertised
     /// one in `[parties]` (behind NAT, in a container, or `0.0.0.0` to
     /// listen on every interface).
+    #[serde(
+        deserialize_with = "checked_some",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub listen: Option<SocketAddr>,
     /// Metadata headers sent in the hello to this party, for example a
     /// token its gateway expects. At most 64 entries of at most 1024 bytes
     /// each (key and value).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
     /// This party's own send timeout, in place of
     /// `communication.send_timeout`, for every send it makes.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub send_timeout: Option<Duration>,
     /// This party's own connect timeout, in place of
     /// `communication.connect_timeout`, for every connection it dials.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
 }
 
@@ -525,27 +634,42 @@ pub struct PartyOverride {
 ///
 /// Fields are public so that code can build and adjust a configuration;
 /// call [`Config::validate`] after changing them. [`Config::new`],
-/// [`Config::from_toml_str`] and [`Config::from_file`] validate already.
-#[derive(Debug, Clone, PartialEq)]
+/// [`Config::from_toml_str`], [`Config::from_toml_table`] and
+/// [`Config::from_file`] validate already (deserializing a `Config` with
+/// serde directly checks names and resolves addresses, but neither
+/// validates the rest nor resolves relative TLS paths).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
     /// The job; every connection names it and data for another job is
     /// refused (promise C4).
+    #[serde(deserialize_with = "checked")]
     pub job: JobName,
     /// Every party of the job with the address other parties dial (the
-    /// advertised address). Host names are resolved when the configuration
-    /// is loaded.
+    /// advertised address), the `[parties]` table. Host names are resolved
+    /// when the configuration is loaded.
+    #[serde(deserialize_with = "checked_map")]
     pub parties: BTreeMap<PartyName, SocketAddr>,
     /// The local party's TLS files; required to use QUIC, not needed in
     /// simulation mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsPaths>,
     /// Communication settings (the `[communication]` table).
+    #[serde(rename = "communication", default)]
     pub comm: CommConfig,
     /// Where user code runs (the `[execution]` table).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub execution: ExecutionConfig,
     /// What the party exports (the `[observability]` table).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub observability: ObservabilityConfig,
     /// Per-party overrides (the `[overrides.<party>]` tables).
+    #[serde(
+        default,
+        deserialize_with = "checked_keys",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub overrides: BTreeMap<PartyName, PartyOverride>,
 }
 
@@ -600,12 +724,48 @@ impl Config {
         Self::parse(&text, base_dir, Some(path))
     }
 
-    fn parse(text: &str, base_dir: &Path, path: Option<&Path>) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
-            path: path.map(Path::to_path_buf),
+    /// Reads and validates a configuration given as a TOML table built in
+    /// code (the tables and keys of the file, such as a language binding
+    /// makes from its own dictionaries) rather than as text. Relative TLS
+    /// paths are resolved against `base_dir`. Errors name the key:
+    /// [`ConfigError::Invalid`] with its dotted path, or
+    /// [`ConfigError::Toml`] whose message ends with it (``in
+    /// `communication.send_timeout` ``).
+    pub fn from_toml_table(table: toml::Table, base_dir: &Path) -> Result<Self, ConfigError> {
+        Self::read(toml::Value::Table(table), base_dir, |e| ConfigError::Toml {
+            path: None,
             message: e.to_string().trim_end().to_owned(),
-        })?;
-        let config = raw.into_config(base_dir)?;
+        })
+    }
+
+    fn parse(text: &str, base_dir: &Path, path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::read(toml::Deserializer::new(text), base_dir, |e| {
+            ConfigError::Toml {
+                path: path.map(Path::to_path_buf),
+                message: e.to_string().trim_end().to_owned(),
+            }
+        })
+    }
+
+    /// Deserializes, resolves the TLS paths and validates. A name or an
+    /// address refused while reading becomes [`ConfigError::Invalid`] with
+    /// the key serde was at; any other error is the format's (`other`).
+    fn read<'de, D: Deserializer<'de>>(
+        input: D,
+        base_dir: &Path,
+        other: impl FnOnce(D::Error) -> ConfigError,
+    ) -> Result<Self, ConfigError> {
+        REFUSED.with(|r| r.borrow_mut().take());
+        let mut config: Self =
+            serde_path_to_error::deserialize(input).map_err(|e| {
+                match REFUSED.with(|r| r.borrow_mut().take()) {
+                    Some(reason) => invalid(dotted(e.path()), reason),
+                    None => other(e.into_inner()),
+                }
+            })?;
+        if let Some(tls) = &mut config.tls {
+            tls.relative_to(base_dir);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -614,7 +774,7 @@ impl Config {
     /// reads. Every communication setting is written out, durations in the
     /// humantime form (`"1m"`, `"250ms"`); TLS paths are written as held.
     pub fn to_toml_string(&self) -> Result<String, ConfigError> {
-        toml::to_string(&RawConfig::from_config(self)).map_err(|e| ConfigError::Encode {
+        toml::to_string(self).map_err(|e| ConfigError::Encode {
             message: e.to_string(),
         })
     }
@@ -782,345 +942,102 @@ impl Config {
 }
 
 // ---------------------------------------------------------------------------
-// The TOML form. Kept apart from the public types so that names and addresses
-// are validated here, with errors naming the key, and so that every table
-// rejects unknown keys.
+// Names and addresses, checked as they are read. A value of the right type
+// (a string) that is refused, such as a party name with an uppercase letter
+// or a host that does not resolve, is `ConfigError::Invalid` with its key,
+// not a TOML error: the refusal's reason is left here for `Config::read`,
+// which takes the key from serde's path.
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    job: String,
-    parties: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tls: Option<RawTls>,
-    #[serde(default)]
-    communication: RawComm,
-    #[serde(default, skip_serializing_if = "RawExecution::is_empty")]
-    execution: RawExecution,
-    #[serde(default, skip_serializing_if = "RawObservability::is_empty")]
-    observability: RawObservability,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    overrides: BTreeMap<String, RawOverride>,
+thread_local! {
+    static REFUSED: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+/// A value written as a string and checked or resolved when read.
+trait FromConfigStr: Sized {
+    /// What the string must be, for type errors.
+    const EXPECTING: &'static str;
+    fn from_config_str(text: &str) -> Result<Self, String>;
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawComm {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_message_size: Option<u64>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    send_timeout: Option<Duration>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    connect_timeout: Option<Duration>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    peer_lost_timeout: Option<Duration>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    keep_alive_interval: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    barrier_on_initializing: Option<bool>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    barrier_timeout: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    expose_error_trace: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    exit_on_sending_failure: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    continue_waiting_for_data_sending_on_error: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retry: Option<RawRetry>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    congestion: Option<Congestion>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    link_bandwidth_mbit: Option<u64>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    link_rtt: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    inbound_budget: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    inbound_budget_per_peer: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_concurrent_streams: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawExecution {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    workers: Option<usize>,
-}
-
-impl RawExecution {
-    fn is_empty(&self) -> bool {
-        self.workers.is_none()
+impl FromConfigStr for PartyName {
+    const EXPECTING: &'static str = "a party name";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        PartyName::new(text).map_err(|e| e.to_string())
     }
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawObservability {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    prometheus: Option<String>,
-}
-
-impl RawObservability {
-    fn is_empty(&self) -> bool {
-        self.prometheus.is_none()
+impl FromConfigStr for JobName {
+    const EXPECTING: &'static str = "a job name";
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        JobName::new(text).map_err(|e| e.to_string())
     }
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_attempts: Option<u32>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    initial_backoff: Option<Duration>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    max_backoff: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    multiplier: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawOverride {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    listen: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    metadata: BTreeMap<String, String>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    send_timeout: Option<Duration>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    connect_timeout: Option<Duration>,
-}
-
-/// Resolves `host:port`; a literal address is taken without a lookup, a
-/// host name through the system resolver, keeping its first address.
-fn resolve(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let mut addrs = text.to_socket_addrs().map_err(|e| {
-        invalid(
-            key,
-            format!("cannot resolve {text:?} as \"host:port\": {e}"),
-        )
-    })?;
-    addrs
-        .next()
-        .ok_or_else(|| invalid(key, format!("{text:?} resolves to no address")))
-}
-
-fn resolve_path(base_dir: &Path, path: PathBuf) -> PathBuf {
-    if path.is_absolute() {
-        path
-    } else {
-        base_dir.join(path)
-    }
-}
-
-impl RawConfig {
-    fn into_config(self, base_dir: &Path) -> Result<Config, ConfigError> {
-        let job = JobName::new(self.job).map_err(|e| invalid("job", e.to_string()))?;
-        let mut parties = BTreeMap::new();
-        for (name, addr) in self.parties {
-            let key = key_path("parties", &name);
-            let party = PartyName::new(name).map_err(|e| invalid(&key, e.to_string()))?;
-            parties.insert(party, resolve(&key, &addr)?);
+impl FromConfigStr for SocketAddr {
+    const EXPECTING: &'static str = "an address \"host:port\"";
+    /// A literal address is taken without a lookup, a host name through the
+    /// system resolver, keeping its first address.
+    fn from_config_str(text: &str) -> Result<Self, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(addr);
         }
-        let tls = self.tls.map(|t| TlsPaths {
-            ca: resolve_path(base_dir, t.ca),
-            cert: resolve_path(base_dir, t.cert),
-            key: resolve_path(base_dir, t.key),
-        });
-        let comm = self.communication.into_comm();
-        let observability = ObservabilityConfig {
-            prometheus: match self.observability.prometheus {
-                Some(text) => Some(resolve("observability.prometheus", &text)?),
-                None => None,
-            },
-        };
-        let mut overrides = BTreeMap::new();
-        for (name, o) in self.overrides {
-            let key = key_path("overrides", &name);
-            let party = PartyName::new(name).map_err(|e| invalid(&key, e.to_string()))?;
-            let listen = match o.listen {
-                Some(text) => Some(resolve(&format!("{key}.listen"), &text)?),
-                None => None,
-            };
-            overrides.insert(
-                party,
-                PartyOverride {
-                    listen,
-                    metadata: o.metadata,
-                    send_timeout: o.send_timeout,
-                    connect_timeout: o.connect_timeout,
-                },
-            );
-        }
-        Ok(Config {
-            job,
-            parties,
-            tls,
-            comm,
-            execution: ExecutionConfig {
-                workers: self.execution.workers,
-            },
-            observability,
-            overrides,
-        })
+        let mut addrs = text
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {text:?} as \"host:port\": {e}"))?;
+        addrs
+            .next()
+            .ok_or_else(|| format!("{text:?} resolves to no address"))
     }
+}
 
-    fn from_config(config: &Config) -> Self {
-        let c = &config.comm;
-        Self {
-            job: config.job.to_string(),
-            parties: config
-                .parties
-                .iter()
-                .map(|(p, a)| (p.to_string(), a.to_string()))
-                .collect(),
-            tls: config.tls.as_ref().map(|t| RawTls {
-                ca: t.ca.clone(),
-                cert: t.cert.clone(),
-                key: t.key.clone(),
-            }),
-            communication: RawComm {
-                max_message_size: Some(c.max_message_size),
-                send_timeout: Some(c.send_timeout),
-                connect_timeout: Some(c.connect_timeout),
-                peer_lost_timeout: Some(c.peer_lost_timeout),
-                keep_alive_interval: Some(c.keep_alive_interval),
-                barrier_on_initializing: Some(c.barrier_on_initializing),
-                barrier_timeout: Some(c.barrier_timeout),
-                expose_error_trace: Some(c.expose_error_trace),
-                exit_on_sending_failure: Some(c.exit_on_sending_failure),
-                continue_waiting_for_data_sending_on_error: Some(
-                    c.continue_waiting_for_data_sending_on_error,
-                ),
-                retry: Some(RawRetry {
-                    max_attempts: Some(c.retry.max_attempts),
-                    initial_backoff: Some(c.retry.initial_backoff),
-                    max_backoff: Some(c.retry.max_backoff),
-                    multiplier: Some(c.retry.multiplier),
-                }),
-                congestion: Some(c.congestion),
-                link_bandwidth_mbit: Some(c.link_bandwidth_mbit),
-                link_rtt: Some(c.link_rtt),
-                inbound_budget: c.inbound_budget,
-                inbound_budget_per_peer: c.inbound_budget_per_peer,
-                max_concurrent_streams: Some(c.max_concurrent_streams),
-            },
-            execution: RawExecution {
-                workers: config.execution.workers,
-            },
-            observability: RawObservability {
-                prometheus: config.observability.prometheus.map(|a| a.to_string()),
-            },
-            overrides: config
-                .overrides
-                .iter()
-                .map(|(p, o)| {
-                    (
-                        p.to_string(),
-                        RawOverride {
-                            listen: o.listen.map(|a| a.to_string()),
-                            metadata: o.metadata.clone(),
-                            send_timeout: o.send_timeout,
-                            connect_timeout: o.connect_timeout,
-                        },
-                    )
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Checked<T>(T);
+
+impl<'de, T: FromConfigStr> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<T: FromConfigStr> de::Visitor<'_> for Visitor<T> {
+            type Value = Checked<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                T::from_config_str(text).map(Checked).map_err(|reason| {
+                    REFUSED.with(|r| *r.borrow_mut() = Some(reason.clone()));
+                    E::custom(reason)
                 })
-                .collect(),
+            }
         }
+        deserializer.deserialize_str(Visitor(std::marker::PhantomData))
     }
 }
 
-impl RawComm {
-    fn into_comm(self) -> CommConfig {
-        let d = CommConfig::default();
-        let r = self.retry.unwrap_or_default();
-        CommConfig {
-            max_message_size: self.max_message_size.unwrap_or(d.max_message_size),
-            send_timeout: self.send_timeout.unwrap_or(d.send_timeout),
-            connect_timeout: self.connect_timeout.unwrap_or(d.connect_timeout),
-            peer_lost_timeout: self.peer_lost_timeout.unwrap_or(d.peer_lost_timeout),
-            keep_alive_interval: self.keep_alive_interval.unwrap_or(d.keep_alive_interval),
-            retry: RetryConfig {
-                max_attempts: r.max_attempts.unwrap_or(d.retry.max_attempts),
-                initial_backoff: r.initial_backoff.unwrap_or(d.retry.initial_backoff),
-                max_backoff: r.max_backoff.unwrap_or(d.retry.max_backoff),
-                multiplier: r.multiplier.unwrap_or(d.retry.multiplier),
-            },
-            congestion: self.congestion.unwrap_or(d.congestion),
-            link_bandwidth_mbit: self.link_bandwidth_mbit.unwrap_or(d.link_bandwidth_mbit),
-            link_rtt: self.link_rtt.unwrap_or(d.link_rtt),
-            inbound_budget: self.inbound_budget,
-            inbound_budget_per_peer: self.inbound_budget_per_peer,
-            max_concurrent_streams: self
-                .max_concurrent_streams
-                .unwrap_or(d.max_concurrent_streams),
-            barrier_on_initializing: self
-                .barrier_on_initializing
-                .unwrap_or(d.barrier_on_initializing),
-            barrier_timeout: self.barrier_timeout.unwrap_or(d.barrier_timeout),
-            expose_error_trace: self.expose_error_trace.unwrap_or(d.expose_error_trace),
-            exit_on_sending_failure: self
-                .exit_on_sending_failure
-                .unwrap_or(d.exit_on_sending_failure),
-            continue_waiting_for_data_sending_on_error: self
-                .continue_waiting_for_data_sending_on_error
-                .unwrap_or(d.continue_waiting_for_data_sending_on_error),
-        }
-    }
+fn checked<'de, D: Deserializer<'de>, T: FromConfigStr>(d: D) -> Result<T, D::Error> {
+    Checked::deserialize(d).map(|c| c.0)
+}
+
+fn checked_some<'de, D: Deserializer<'de>, T: FromConfigStr>(d: D) -> Result<Option<T>, D::Error> {
+    checked(d).map(Some)
+}
+
+fn checked_map<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    K: FromConfigStr + Ord,
+    V: FromConfigStr,
+{
+    let map = BTreeMap::<Checked<K>, Checked<V>>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k.0, v.0)).collect())
+}
+
+fn checked_keys<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    K: FromConfigStr + Ord,
+    V: Deserialize<'de>,
+{
+    let map = BTreeMap::<Checked<K>, V>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k.0, v)).collect())
 }
 
 #[cfg(test)]
@@ -1728,5 +1645,85 @@ send_timeout = "120s"
             .to_string();
         assert!(err.contains("no [tls] section"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn a_table_built_in_code_reads_as_the_text_does() {
+        let table: toml::Table = toml::from_str(FULL).unwrap();
+        let c = Config::from_toml_table(table, Path::new("/srv/xsilo")).unwrap();
+        assert_eq!(c, load(FULL).unwrap());
+
+        let table_of = |text: &str| -> Result<Config, ConfigError> {
+            let table: toml::Table = toml::from_str(text).unwrap();
+            Config::from_toml_table(table, Path::new("/"))
+        };
+        // A value of the wrong type, an unknown key: the message names it.
+        let msg = table_of(&format!(
+            "{MINIMAL}[communication]\nexpose_error_trace = \"yes\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("communication.expose_error_trace"), "{msg}");
+        let msg = table_of(&format!("{MINIMAL}[communication]\nsend_timout = \"1s\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("send_timout"), "{msg}");
+        // A refused name or address, an invalid value: `Invalid` with the key.
+        for (text, key) in [
+            (MINIMAL.replace("bob =", "Bob ="), "parties.Bob"),
+            (
+                format!("{MINIMAL}[overrides.bob]\nlisten = \"nowhere\"\n"),
+                "overrides.bob.listen",
+            ),
+            (
+                format!("{MINIMAL}[communication.retry]\nmultiplier = 0.5\n"),
+                "communication.retry.multiplier",
+            ),
+        ] {
+            match table_of(&text).unwrap_err() {
+                ConfigError::Invalid { key: k, .. } => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn runtime_options_are_derived_once() {
+        let c = load(FULL).unwrap();
+        let execution = ExecutionConfig { workers: Some(3) };
+        // alice overrides her send timeout: her drain bound follows it.
+        let alice = c
+            .comm
+            .runtime_options(&c.transport_config_for(&p("alice")), &execution);
+        assert_eq!(alice.drain_timeout, Duration::from_secs(125));
+        let bob = c
+            .comm
+            .runtime_options(&c.transport_config_for(&p("bob")), &execution);
+        assert_eq!(bob.drain_timeout, Duration::from_secs(65));
+        assert_eq!(bob.early_bytes_per_peer, 524_288_000);
+        assert_eq!(bob.workers, 3);
+        assert!(bob.exit_on_sending_failure);
+        assert!(bob.continue_waiting_for_data_sending_on_error);
+        assert!(!bob.expose_error_trace);
+        assert_eq!(bob.metrics_interval, Some(Duration::from_secs(1)));
+
+        let budget = load(&format!(
+            "{MINIMAL}[communication]\nmax_message_size = 1000\ninbound_budget_per_peer = 4000\ninbound_budget = 8000\n"
+        ))
+        .unwrap();
+        let o = budget.comm.runtime_options(
+            &budget.transport_config_for(&p("bob")),
+            &ExecutionConfig::default(),
+        );
+        assert_eq!(o.early_bytes_per_peer, 4000);
+
+        // The runtime's own defaults are the same derivation.
+        let d = RuntimeOptions::default();
+        let from_defaults = CommConfig::default().runtime_options(
+            &CommConfig::default().transport_config(),
+            &ExecutionConfig::default(),
+        );
+        assert_eq!(d.drain_timeout, Duration::from_secs(65));
+        assert_eq!(from_defaults.drain_timeout, d.drain_timeout);
+        assert_eq!(from_defaults.early_bytes_per_peer, d.early_bytes_per_peer);
     }
 }

@@ -9,7 +9,7 @@ use xsilo_runtime::{
     BoxFuture, Call, ObjRef, Releaser, Runtime, RuntimeError, Stats, TaskError, Work,
 };
 use xsilo_wire::payload::Payload;
-use xsilo_wire::{ObjectId, PartyName};
+use xsilo_wire::{Consumer, ObjectId, PartyName};
 
 use crate::args::{ArgShape, FedArgs};
 use crate::error::Error;
@@ -191,7 +191,7 @@ impl Fed {
         self.inner.rt.submit(Call {
             party: owner,
             inputs,
-            consumer: outputs.first().map_or(0, |o| o.id.0),
+            consumer: Consumer::Call(outputs.first().map_or(ObjectId(0), |o| o.id)),
             outputs: outputs.clone(),
             work,
             name: label.clone(),
@@ -402,7 +402,7 @@ impl Party<'_> {
             party: owner.clone(),
             inputs: Vec::new(),
             outputs: Vec::new(),
-            consumer: id.0,
+            consumer: Consumer::Call(id),
             work,
             name: self.label.clone(),
         });
@@ -618,7 +618,7 @@ impl<T: Send + 'static> Actor<T> {
                 party: owner.clone(),
                 inputs: Vec::new(),
                 outputs: Vec::new(),
-                consumer: self.inner.id.0,
+                consumer: Consumer::Call(self.inner.id),
                 work: Work::Kill {
                     actor: self.inner.id,
                 },

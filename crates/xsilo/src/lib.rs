@@ -190,14 +190,14 @@ pub async fn init_with(config: Config, party: &str, init: InitOptions) -> Result
         None => config.tls_identity()?,
     };
     let transport_config = config.transport_config_for(&party);
-    let mut options = sim::runtime_options(&config.comm);
-    options.drain_timeout = transport_config.send_timeout + std::time::Duration::from_secs(5);
+    let mut options = config
+        .comm
+        .runtime_options(&transport_config, &config.execution);
     options.failure_handler = init.sending_failure_handler;
     options.handle_signals = init.handle_signals;
     options.exit_process = init.exit_process;
     options.exit_hook = init.exit_hook;
     options.worker_thread = init.worker_thread;
-    options.workers = config.execution.workers();
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(64);
     options.progress = Some(progress_tx);
     let (job, listen, book) = (

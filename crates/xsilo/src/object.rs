@@ -1,14 +1,13 @@
 //! `FedObject<T>`: a handle on a value produced by one party.
 
 use std::fmt;
-use std::hash::Hasher;
 use std::marker::PhantomData;
 use std::panic::Location;
 use std::sync::Arc;
 
 use xsilo_runtime::{ObjRef, Releaser, TaskError};
 use xsilo_wire::payload::Payload;
-use xsilo_wire::{ObjectId, PartyName};
+use xsilo_wire::{Fingerprint, ObjectId, PartyName};
 
 use crate::value::{encode, Value};
 
@@ -17,7 +16,7 @@ use crate::value::{encode, Value};
 struct Handle {
     id: ObjectId,
     owner: PartyName,
-    fingerprint: u64,
+    fingerprint: Fingerprint,
     release: Releaser,
 }
 
@@ -91,21 +90,12 @@ impl<T> fmt::Debug for FedObject<T> {
     }
 }
 
-/// The fingerprint of a call site, output index and call name: FNV-1a of
-/// the source file, line, column, the index and the name (if any). Stable
-/// across processes, builds and machines running the same source.
-pub(crate) fn fingerprint(site: &Location<'_>, index: usize, name: Option<&str>) -> u64 {
-    let mut h = fnv::FnvHasher::default();
-    // Explicit little-endian bytes: the same on every architecture.
-    h.write(site.file().as_bytes());
-    h.write(&site.line().to_le_bytes());
-    h.write(&site.column().to_le_bytes());
-    h.write(&(index as u64).to_le_bytes());
-    if let Some(name) = name {
-        h.write(&(name.len() as u64).to_le_bytes());
-        h.write(name.as_bytes());
-    }
-    h.finish()
+/// The fingerprint of a call site, output index and call name
+/// ([`Fingerprint::of_rust_call`]: the source file, line, column, the index
+/// and the name, if any). Stable across processes, builds and machines
+/// running the same source.
+pub(crate) fn fingerprint(site: &Location<'_>, index: usize, name: Option<&str>) -> Fingerprint {
+    Fingerprint::of_rust_call(site.file(), site.line(), site.column(), index, name)
 }
 
 /// Several values returned by one call as several FedObjects (promise M5):

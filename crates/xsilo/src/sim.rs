@@ -8,12 +8,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use xsilo_runtime::{Runtime, RuntimeError, RuntimeOptions};
+use xsilo_runtime::{Runtime, RuntimeError};
 use xsilo_transport::devcert::DevCa;
 use xsilo_transport::{MemoryNetwork, PeerAddress, QuicEndpoint, Transport};
 use xsilo_wire::{JobName, PartyName};
 
-use crate::config::{CommConfig, ConfigError};
+use crate::config::{CommConfig, ConfigError, ExecutionConfig};
 use crate::error::Error;
 use crate::fed::Fed;
 
@@ -53,7 +53,7 @@ pub struct Simulation {
     parties: Vec<PartyName>,
     network: SimNetwork,
     comm: CommConfig,
-    workers: Option<usize>,
+    execution: ExecutionConfig,
 }
 
 impl Simulation {
@@ -87,7 +87,7 @@ impl Simulation {
             parties: names,
             network: SimNetwork::Memory,
             comm: CommConfig::default(),
-            workers: None,
+            execution: ExecutionConfig::default(),
         })
     }
 
@@ -105,17 +105,14 @@ impl Simulation {
 
     /// Uses `n` workers in every party (default: one per core).
     pub fn with_workers(mut self, n: usize) -> Self {
-        self.workers = Some(n.max(1));
+        self.execution.workers = Some(n.max(1));
         self
     }
 
     /// Starts every party, each on a control thread of its own.
     async fn start(&self) -> Result<Vec<Fed>, Error> {
-        let mut options = runtime_options(&self.comm);
-        if let Some(n) = self.workers {
-            options.workers = n;
-        }
         let config = self.comm.transport_config();
+        let options = self.comm.runtime_options(&config, &self.execution);
         let mut launches = Vec::new();
         match self.network {
             SimNetwork::Memory => {
@@ -243,16 +240,4 @@ impl Simulation {
             })
             .await
     }
-}
-
-pub(crate) fn runtime_options(comm: &CommConfig) -> RuntimeOptions {
-    let mut options = RuntimeOptions::default();
-    options.expose_error_trace = comm.expose_error_trace;
-    options.exit_on_sending_failure = comm.exit_on_sending_failure;
-    options.continue_waiting_for_data_sending_on_error =
-        comm.continue_waiting_for_data_sending_on_error;
-    options.drain_timeout = comm.send_timeout + std::time::Duration::from_secs(5);
-    options.metrics_interval = Some(std::time::Duration::from_secs(1));
-    options.early_bytes_per_peer = comm.transport_config().inbound_limits().1;
-    options
 }

@@ -80,6 +80,9 @@ class FedRemoteError(XsiloError):
             return self._text
         return _remote_text(self.src_party, self.cause)
 
+    def __reduce__(self):
+        return (FedRemoteError, (self.src_party, self.cause, self._text))
+
 
 def _remote_text(src_party: str, cause: Optional[Exception]) -> str:
     text = f"FedRemoteError occurred at {src_party}"
@@ -98,6 +101,9 @@ class RemoteCause(Exception):
         self.kind = kind
         self.message = message
         self.trace = trace
+
+    def __reduce__(self):
+        return (RemoteCause, (self.kind, self.message, self.trace))
 
 
 class TaskError(XsiloError):
@@ -119,6 +125,19 @@ class TaskError(XsiloError):
 
     def __str__(self) -> str:
         return self._text
+
+    def __getattr__(self, name: str):
+        # Attributes of the original exception (e.code, e.errno) are
+        # reachable on the error, as on Ray's RayTaskError(MyError).
+        cause = self.__dict__.get("cause")
+        if cause is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cause, name)
+
+    def __reduce__(self):
+        # Picklable (a multiprocessing.Queue, copy): as a plain TaskError,
+        # the cause as its kind, message and trace.
+        return (TaskError, (self.party, self.kind, self.message, self.trace, self._text))
 
 
 class AddressInUseError(XsiloError, ValueError, AssertionError):
@@ -202,8 +221,14 @@ def _encode_hook(obj: Any):
     return (name, bytes(data))
 
 
-def _decode_hook(name: str, data: bytes):
+def _decode_hook(name: str, data: bytes, local: bool = False):
     if name == _PICKLE_CODEC:
+        if local:
+            # This party's own value read back (its fed.get, or a task of
+            # its own that uses it): it pickled it, so it is not a peer's.
+            import pickle
+
+            return pickle.loads(data)
         if _allowed is None:
             import pickle
 
@@ -488,6 +513,8 @@ def get(objs):
         return [o._value for o in objs]
     node = _require()
     single = isinstance(objs, FedObject)
+    if not single and not isinstance(objs, (list, tuple)):
+        raise TypeError(f"fed.get() takes a FedObject or a list of them, not {type(objs).__name__}")
     items = [objs] if single else list(objs)
     for o in items:
         if not isinstance(o, FedObject):
@@ -518,6 +545,7 @@ def shutdown() -> None:
     if node is None:
         return
     error = None
+    stopped = node.stopped()
     try:
         node.shutdown()
     except _xsilo.RuntimeFailure as e:
@@ -528,8 +556,17 @@ def shutdown() -> None:
                 _node = None
                 _allowed = _cluster_config = _job_config = None
         _restore_sigint()
+    # The runtime's thread ends (and its sockets close) once the node is
+    # gone: wait for it, bounded, so that a new fed.init in this process
+    # can bind the same address at once.
+    del node
+    stopped.wait(_STOP_WAIT)
     if error is not None:
         _fail(error)
+
+
+# How long fed.shutdown() waits for the runtime's thread to end.
+_STOP_WAIT = 5.0
 
 
 def _forked() -> bool:
@@ -611,7 +648,12 @@ def _warn_once(key: str, why: str) -> None:
     _warned.add(key)
     import warnings
 
-    warnings.warn(f"xsilo: fed.init(): {key!r} is ignored: {why}", XsiloConfigWarning, stacklevel=3)
+    # Point at the driver's fed.init(), not at this package.
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"xsilo: fed.init(): {key!r} is ignored: {why}", XsiloConfigWarning, stacklevel=level)
 
 
 def _no_unknown(where: str, unknown: dict) -> None:
@@ -620,27 +662,24 @@ def _no_unknown(where: str, unknown: dict) -> None:
         raise TypeError(f"{where}(): unknown option {key!r}")
 
 
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return _toml_str(str(v))
+def _whole(key: str, v, least: int) -> int:
+    """A RayFed option that is a whole number of at least ``least``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")) \
+            or int(v) != v or v < least or v >= 2**63:
+        raise ValueError(f"fed.init(): cross_silo_comm.{key} must be a whole number of at least {least}, not {v!r}")
+    return int(v)
 
 
 def _grpc_duration(key: str, v) -> str:
     """A gRPC duration ("1s", "0.5s") or a number of seconds, as "Nms"."""
     text = str(v).strip()
+    what = f"fed.init(): cross_silo_comm.grpc_retry_policy.{key} must be a duration such as '5s' (at most a day)"
     try:
         seconds = float(text[:-1]) if text.endswith("s") else float(text)
     except ValueError:
-        raise ValueError(f"fed.init(): cross_silo_comm.grpc_retry_policy.{key} must be a duration such as '5s', not {v!r}") from None
-    if seconds < 0:
-        raise ValueError(f"fed.init(): cross_silo_comm.grpc_retry_policy.{key} must not be negative")
+        raise ValueError(f"{what}, not {v!r}") from None
+    if not 0 <= seconds <= 86400:  # also refuses nan
+        raise ValueError(f"{what}, not {v!r}")
     return f"{int(round(seconds * 1000))}ms"
 
 
@@ -650,13 +689,17 @@ def _retry_policy(policy) -> dict:
         raise ValueError("fed.init(): cross_silo_comm.grpc_retry_policy must be a dict")
     retry = {}
     for k, v in policy.items():
+        if v is None:
+            continue
         if k == "maxAttempts":
-            retry["max_attempts"] = int(v)
+            retry["max_attempts"] = _whole(f"grpc_retry_policy.{k}", v, 1)
         elif k == "initialBackoff":
             retry["initial_backoff"] = _grpc_duration(k, v)
         elif k == "maxBackoff":
             retry["max_backoff"] = _grpc_duration(k, v)
         elif k == "backoffMultiplier":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= 1000:
+                raise ValueError(f"fed.init(): cross_silo_comm.grpc_retry_policy.{k} must be a number from 1 to 1000, not {v!r}")
             retry["multiplier"] = float(v)
         else:
             _warn_once(f"cross_silo_comm.grpc_retry_policy.{k}", "it is gRPC's own; xsilo retries every transient failure")
@@ -670,17 +713,20 @@ def _allowed_list(value) -> Dict[str, frozenset]:
     for module, names in value.items():
         if isinstance(names, str):
             names = [names]
-        out[module] = frozenset(str(n) for n in names)
+        if not isinstance(names, (list, tuple, set, frozenset)) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"fed.init(): cross_silo_comm.serializing_allowed_list[{module!r}] must be a list of "
+                             f"names ('*' for all), not {names!r}")
+        out[module] = frozenset(names)
     return out
 
 
-def _rayfed_toml(addresses, party, job_name, config, tls_config):
-    """xsilo's TOML for RayFed's arguments, and the pickle allow-list."""
+def _rayfed_config(addresses, party, job_name, config, tls_config):
+    """xsilo's configuration for RayFed's arguments, as the dict of the
+    tables and keys of an xsilo TOML file (job, parties, tls,
+    communication, communication.retry), and the pickle allow-list."""
     if not isinstance(addresses, dict) or not addresses:
         raise ValueError("fed.init(): addresses must be a dict of party name to 'host:port'")
-    lines = [f"job = {_toml_str(job_name)}", "", "[parties]"]
-    for p, a in addresses.items():
-        lines.append(f"{p} = {_toml_str(str(a))}")
+    out: Dict[str, Any] = {"job": job_name, "parties": {str(p): str(a) for p, a in addresses.items()}}
     if tls_config:
         unknown = set(tls_config) - {"ca_cert", "cert", "key"}
         if unknown:
@@ -688,10 +734,11 @@ def _rayfed_toml(addresses, party, job_name, config, tls_config):
         missing = {"ca_cert", "cert", "key"} - set(tls_config)
         if missing:
             raise ValueError(f"fed.init(): tls_config needs {sorted(missing)[0]!r}")
-        lines += ["", "[tls]",
-                  f"ca = {_toml_str(os.path.abspath(tls_config['ca_cert']))}",
-                  f"cert = {_toml_str(os.path.abspath(tls_config['cert']))}",
-                  f"key = {_toml_str(os.path.abspath(tls_config['key']))}"]
+        out["tls"] = {
+            "ca": os.path.abspath(tls_config["ca_cert"]),
+            "cert": os.path.abspath(tls_config["cert"]),
+            "key": os.path.abspath(tls_config["key"]),
+        }
     comm: Dict[str, Any] = {}
     retry: Dict[str, Any] = {}
     allowed = None
@@ -702,17 +749,26 @@ def _rayfed_toml(addresses, party, job_name, config, tls_config):
             if not isinstance(value, dict):
                 raise ValueError("fed.init(): config['cross_silo_comm'] must be a dict")
             for k, v in value.items():
+                if v is None:
+                    continue  # RayFed's "not set"
                 if k in _COMM_KEYS:
                     if k == "timeout_in_ms":
-                        v = f"{int(v)}ms"
+                        v = f"{_whole(k, v, 1)}ms"
+                    elif k == "messages_max_size_in_bytes":
+                        v = _whole(k, v, 1)
+                    elif not isinstance(v, bool):
+                        raise ValueError(f"fed.init(): cross_silo_comm.{k} must be True or False, not {v!r}")
                     comm[_COMM_KEYS[k]] = v
                 elif k == "grpc_retry_policy":
                     retry = _retry_policy(v)
                 elif k == "grpc_channel_options":
-                    for option in v or ():
-                        name, setting = option
+                    if not isinstance(v, (list, tuple)) or not all(
+                            isinstance(o, (list, tuple)) and len(o) == 2 for o in v):
+                        raise ValueError("fed.init(): cross_silo_comm.grpc_channel_options must be a list of "
+                                         f"(name, value) pairs, not {v!r}")
+                    for name, setting in v:
                         if name in _GRPC_SIZE_OPTIONS:
-                            grpc_size = max(grpc_size or 0, int(setting))
+                            grpc_size = max(grpc_size or 0, _whole(f"grpc_channel_options {name}", setting, 1))
                         else:
                             _warn_once(f"cross_silo_comm.grpc_channel_options {name}", "it is gRPC's own")
                 elif k == "serializing_allowed_list":
@@ -727,11 +783,11 @@ def _rayfed_toml(addresses, party, job_name, config, tls_config):
             _warn_once(key, "not an option of RayFed's config (known: cross_silo_comm, barrier_on_initializing)")
     if grpc_size is not None and "max_message_size" not in comm:
         comm["max_message_size"] = grpc_size
-    if comm:
-        lines += ["", "[communication]"] + [f"{k} = {_toml_value(v)}" for k, v in comm.items()]
     if retry:
-        lines += ["", "[communication.retry]"] + [f"{k} = {_toml_value(v)}" for k, v in retry.items()]
-    return "\n".join(lines) + "\n", allowed
+        comm["retry"] = retry
+    if comm:
+        out["communication"] = comm
+    return out, allowed
 
 
 class _ClusterConfig:
@@ -773,22 +829,44 @@ def _pickle_dumps(obj: Any) -> bytes:
 
 
 def _restricted_loads(data: bytes) -> Any:
-    """Unpickles with RayFed's rule: a global is rebuilt only if its module
-    is on the allow-list with its name (or '*'); anything else is refused
-    before it is looked up, so no other code runs."""
+    """Unpickles a peer's bytes with RayFed's rule: a global is rebuilt only
+    if its module is on the allow-list with its name (or ``"*"``, any name
+    the module defines). Anything else is refused before it is looked up,
+    so no other code runs. Stricter than a plain name check, because pickle
+    resolves a dotted name attribute by attribute (``"builtins.exec"`` in a
+    listed module would reach any module it imported):
+
+    * a name with a dot is refused;
+    * a module object is refused (it would open the way to its globals);
+    * under ``"*"``, the object must belong to the listed module's own
+      package (its ``__module__``): a function the module merely imported,
+      such as ``os.system``, is refused.
+    """
     import io
     import pickle
+    import types
 
     allowed = _allowed or {}
 
     class _Restricted(pickle.Unpickler):
         def find_class(self, module, name):
             names = allowed.get(module)
-            if names is not None and ("*" in names or name in names):
-                return super().find_class(module, name)
-            raise pickle.UnpicklingError(
-                f"global '{module}.{name}' is forbidden: not on this party's serializing_allowed_list"
-            )
+            listed = names is not None and ("*" in names or name in names)
+            if not listed or "." in name:
+                raise pickle.UnpicklingError(
+                    f"global '{module}.{name}' is forbidden: not on this party's serializing_allowed_list"
+                )
+            found = super().find_class(module, name)
+            owner = getattr(found, "__module__", None) or ""
+            package = module.split(".")[0]
+            if isinstance(found, types.ModuleType):
+                raise pickle.UnpicklingError(f"global '{module}.{name}' is forbidden: it is a module")
+            if name not in names and owner != package and not owner.startswith(package + "."):
+                raise pickle.UnpicklingError(
+                    f"global '{module}.{name}' is forbidden: it is defined in {owner or 'no module'!r}, "
+                    f"and serializing_allowed_list lets '*' mean only what {module!r} defines"
+                )
+            return found
 
     return _Restricted(io.BytesIO(data)).load()
 
@@ -799,38 +877,54 @@ def _is_numpy(obj: Any) -> bool:
 
 
 def _leave_sigint_to_the_runtime() -> None:
-    """Ctrl-C behaves as for a Rust driver (promise E9): the runtime tells
-    the peers, runs the sending-failure handler and exits with status 130.
-    Python's own KeyboardInterrupt would otherwise end the driver first,
-    before the peers are told. The no-op Python handler is installed before
-    the runtime starts, so that the runtime's handler chains to it rather
-    than being replaced by it."""
+    """Ctrl-C and SIGTERM behave as for a Rust driver (promise E9): the
+    runtime tells the peers, runs the sending-failure handler and exits
+    with status 130 or 143. Python's own KeyboardInterrupt (or SIGTERM's
+    default) would otherwise end the driver first, before the peers are
+    told. The recording Python handlers are installed before the runtime
+    starts, so that the runtime's handlers chain to them rather than being
+    replaced by them; a driver's own SIGTERM handler is left alone."""
     import signal
 
-    global _previous_sigint
-    try:
-        _previous_sigint = signal.signal(signal.SIGINT, lambda signum, frame: _interrupted.set())
-    except ValueError:
-        pass  # not the main thread: the driver's own handling stays
+    global _previous_signals
+    _previous_signals = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            current = signal.getsignal(signum)
+            if signum == signal.SIGTERM and current not in (signal.SIG_DFL, None):
+                continue
+            _previous_signals[signum] = signal.signal(signum, _record_signal)
+        except ValueError:
+            pass  # not the main thread: the driver's own handling stays
+
+
+def _record_signal(signum, frame) -> None:
+    global _interrupted_by
+    _interrupted_by = signum
+    _interrupted.set()
 
 
 def _restore_sigint() -> None:
-    """Gives SIGINT back to Python's handling (after shutdown, or when the
-    start failed)."""
+    """Gives SIGINT and SIGTERM back to Python's handling (after shutdown,
+    or when the start failed)."""
     import signal
 
-    global _previous_sigint
-    if _previous_sigint is None:
-        return
-    try:
-        signal.signal(signal.SIGINT, _previous_sigint)
-    except ValueError:
-        return
-    _previous_sigint = None
+    global _previous_signals
+    for signum, previous in list(_previous_signals.items()):
+        try:
+            signal.signal(signum, previous)
+        except (ValueError, TypeError):
+            pass
+    _previous_signals = {}
 
 
-_previous_sigint = None
+_previous_signals: Dict[int, Any] = {}
 _interrupted = threading.Event()
+_interrupted_by: Optional[int] = None
+
+
+def _signal_status() -> int:
+    return 128 + int(_interrupted_by) if _interrupted_by is not None else 130
 
 
 # ----- exit after an unintended shutdown (promises E6, E9) ---------------------
@@ -848,9 +942,22 @@ _exit_requested = threading.Event()
 _exit_signal_set = False
 
 
+_exit_raised = False
+
+
+def _raise_exit(status: int):
+    """Raises SystemExit(status) in the main thread, once: whichever comes
+    first, a failed wait or the signal, raises it; the other stays quiet, so
+    that a finally block the exit runs through is not cut short."""
+    global _exit_raised
+    if threading.current_thread() is threading.main_thread():
+        _exit_raised = True
+    raise SystemExit(status)
+
+
 def _on_exit_signal(signum, frame):
-    if _exit_status is not None:
-        raise SystemExit(_exit_status)
+    if _exit_status is not None and not _exit_raised:
+        _raise_exit(_exit_status)
 
 
 def _take_exit_signal() -> None:
@@ -887,13 +994,26 @@ def _runtime_exit(status: int) -> None:
         os._exit(_exit_status)
 
 
+def _exit_follows(e: "_xsilo.RuntimeFailure") -> bool:
+    """Whether the runtime is taking the process down after this failure:
+    the job was aborted by this party itself, and a sending failure here
+    ends the process (exit_on_sending_failure). The waits fail before the
+    handler runs and the exit comes."""
+    node = _node
+    return (e.args[0] == "aborted" and e.args[2] == _me and node is not None
+            and node.exits_on_sending_failure)
+
+
 def _fail(e: "_xsilo.RuntimeFailure"):
-    """Raises the error of a failed wait; once the runtime is taking the
-    process down (Ctrl-C, or a sending failure with exit_on_sending_failure),
-    raises SystemExit with its status instead (bounded wait for it)."""
-    if _interrupted.is_set() or _exit_status is not None:
-        _exit_requested.wait(_EXIT_GRACE)
-        raise SystemExit(_exit_status if _exit_status is not None else 130)
+    """Raises the error of a failed wait; when the runtime is taking the
+    process down (a signal, or a sending failure with
+    exit_on_sending_failure), waits (bounded) for it to have told the peers
+    and run the handler, then raises SystemExit with its status instead."""
+    if _interrupted.is_set() or _exit_status is not None or _exit_follows(e):
+        if _exit_requested.wait(_EXIT_GRACE) and _exit_status is not None:
+            _raise_exit(_exit_status)
+        if _interrupted.is_set():
+            _raise_exit(_signal_status())
     raise _translate(e) from None
 
 
@@ -949,7 +1069,7 @@ def init(
         cluster, job = None, None
     else:
         job_name = job_name or "Anonymous_job"
-        text, allowed = _rayfed_toml(addresses, party, job_name, config, tls_config)
+        text, allowed = _rayfed_config(addresses, party, job_name, config, tls_config)  # a dict of the tables
         base = os.getcwd()
         comm = dict((config or {}).get("cross_silo_comm") or {}) if isinstance(config, dict) else {}
         cluster = _ClusterConfig(addresses, party, tls_config or {})
@@ -978,8 +1098,18 @@ def init(
         except _xsilo.RuntimeFailure as e:
             _allowed = None
             _restore_sigint()
+            if _interrupted.is_set():
+                raise SystemExit(_signal_status()) from None
             raise _translate(e) from None
         except BaseException:
             _allowed = None
             _restore_sigint()
+            if _interrupted.is_set():
+                raise SystemExit(_signal_status()) from None
             raise
+        if "multiprocessing" in sys.modules:
+            # A multiprocessing child ends with os._exit, past atexit: the
+            # shutdown at exit runs among multiprocessing's own finalizers.
+            from multiprocessing import util as _mp_util
+
+            _mp_util.Finalize(None, _shutdown_at_exit, exitpriority=100)

@@ -1,9 +1,9 @@
 //! The `Objects` actor: the shell around the [`ObjectTable`]. It feeds the
 //! table the driver's calls, gets and dropped handles and the objects that
 //! arrive, and carries out what the table asks: hand bodies to the worker
-//! pool or the async executor (never running user code itself: promise
+//! [`Pool`] or the async executor (never running user code itself: promise
 //! X1), keep the user actors' states between their calls, answer gets, and
-//! report pushes, needs and divergences up to the supervisor.
+//! report pushes, needs and divergences up to the coordinator.
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
@@ -14,8 +14,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use xsilo_transport::InboundObject;
 use xsilo_wire::payload::Payload;
-use xsilo_wire::{FinishedFrame, ObjectId, PartyName};
+use xsilo_wire::{Consumer, Fingerprint, FinishedFrame, ObjectId, PartyName};
 
+use crate::actors::pool::Pool;
 use crate::call::{AsyncMethodFn, AsyncTaskFn, CtorFn, MethodFn, TaskFn, Work};
 use crate::errors::{RuntimeError, TaskError};
 use crate::memory::{self, TrimPolicy};
@@ -23,11 +24,10 @@ use crate::messages::{
     Arrived, ArrivedError, FailAll, Finish, Flush, Get, HeldNow, PeerFinished, PeerGone, PushDone,
     Release, ReleaseActor, Report, Submit,
 };
-use crate::options::WorkerThreadHooks;
-use crate::rules::objects::{Action, CallId, GetId, Held, ObjectTable, Op, Submission};
+use crate::rules::object_table::{Action, CallId, GetId, Held, ObjectTable, Op, Submission};
 
-/// What a body is.
-pub(crate) enum Body {
+/// The code of a call's body, by how it runs.
+pub(crate) enum Code {
     Task(TaskFn),
     AsyncTask(AsyncTaskFn),
     Ctor(CtorFn),
@@ -35,21 +35,22 @@ pub(crate) enum Body {
     AsyncMethod(AsyncMethodFn),
 }
 
-/// The work a call carries, as the table holds it: the body and the
-/// call's name.
-pub(crate) struct Job {
-    body: Body,
+/// A call's body as the object table holds it until the call runs: its
+/// code and the call's name (for errors and logs). What the driver
+/// submitted as [`Work`]; the table's [`Op`] says which call it is.
+pub(crate) struct Body {
+    code: Code,
     name: Option<Arc<str>>,
 }
 
-impl std::fmt::Debug for Job {
+impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.body {
-            Body::Task(_) => "Task",
-            Body::AsyncTask(_) => "AsyncTask",
-            Body::Ctor(_) => "Ctor",
-            Body::Method(_) => "Method",
-            Body::AsyncMethod(_) => "AsyncMethod",
+        let kind = match self.code {
+            Code::Task(_) => "Task",
+            Code::AsyncTask(_) => "AsyncTask",
+            Code::Ctor(_) => "Ctor",
+            Code::Method(_) => "Method",
+            Code::AsyncMethod(_) => "AsyncMethod",
         };
         write!(f, "{kind}({:?})", self.name)
     }
@@ -85,62 +86,10 @@ pub(crate) struct Created {
     result: Result<State, TaskError>,
 }
 
-/// Where user code runs: sync bodies on at most `workers` blocking threads
-/// at once, async bodies on `workers` executor threads. Never the control
-/// thread.
-pub(crate) struct Pool {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Pool {
-    pub(crate) fn new(
-        me: &PartyName,
-        workers: usize,
-        hooks: Option<WorkerThreadHooks>,
-    ) -> Result<Self, RuntimeError> {
-        let workers = workers.max(1);
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder
-            .worker_threads(workers)
-            .max_blocking_threads(workers)
-            .thread_name(format!("xsilo-{me}-worker"));
-        let on_start = hooks.as_ref().map(|h| h.on_start.clone());
-        builder.on_thread_start(move || {
-            lower_priority();
-            if let Some(f) = &on_start {
-                f();
-            }
-        });
-        if let Some(on_stop) = hooks.map(|h| h.on_stop) {
-            builder.on_thread_stop(move || on_stop());
-        }
-        let runtime = builder.enable_all().build().map_err(|e| {
-            RuntimeError::Setup(format!("cannot start {workers} worker threads: {e}"))
-        })?;
-        Ok(Self {
-            runtime: Some(runtime),
-        })
-    }
-
-    fn handle(&self) -> Option<&tokio::runtime::Handle> {
-        self.runtime.as_ref().map(tokio::runtime::Runtime::handle)
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // Never wait for bodies still running: the job is over for them
-        // (RFC 0004, cancellation).
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 /// The object table of one party and the user actors' states.
 pub(crate) struct Objects {
     me: PartyName,
-    table: ObjectTable<Job>,
+    table: ObjectTable<Body>,
     report: Recipient<Report>,
     pool: Pool,
     gets: HashMap<GetId, oneshot::Sender<Result<Vec<Payload>, RuntimeError>>>,
@@ -174,7 +123,7 @@ impl Objects {
             report,
             pool,
             gets: HashMap::new(),
-            next_get: 1,
+            next_get: GetId(1),
             states: HashMap::new(),
             flush_waiters: Vec::new(),
             diverged: None,
@@ -207,8 +156,8 @@ impl Objects {
         self.table.arrived(
             &from,
             header.object,
-            header.fingerprint,
-            header.consumer,
+            Fingerprint(header.fingerprint),
+            Consumer::from_wire(header.consumer),
             header.resend,
             payload,
         );
@@ -244,29 +193,17 @@ impl Objects {
             match action {
                 Action::Run {
                     call,
-                    work,
+                    body,
                     inputs,
                     actor,
                     outputs: _,
                     first,
-                } => self.start(ctx, call, work, inputs, actor, first),
+                } => self.start(ctx, call, body, inputs, actor, first),
                 Action::CreateActor { actor, ctor } => self.create(ctx, actor, ctor),
                 Action::DropActor(actor) => {
                     self.states.remove(&actor);
                 }
-                Action::Push {
-                    dest,
-                    object,
-                    consumer,
-                    fingerprint,
-                    payload,
-                } => self.report.do_send(Report::Push {
-                    dest,
-                    object,
-                    consumer,
-                    fingerprint,
-                    payload,
-                }),
+                Action::Push { dest, push } => self.report.do_send(Report::Push { dest, push }),
                 Action::PushError { dest, frame } => {
                     self.report.do_send(Report::PushError { dest, frame });
                 }
@@ -302,12 +239,12 @@ impl Objects {
         &mut self,
         ctx: &mut Context<Self>,
         call: CallId,
-        job: Job,
+        body: Body,
         inputs: Vec<Payload>,
         actor: Option<ObjectId>,
         first: ObjectId,
     ) {
-        let Job { body, name } = job;
+        let Body { code, name } = body;
         let me = self.me.clone();
         let back = ctx.address();
         let Some(pool) = self.pool.handle().cloned() else {
@@ -323,11 +260,11 @@ impl Objects {
                 actor,
             });
         };
-        match (body, actor) {
-            (Body::Task(f), _) => {
+        match (code, actor) {
+            (Code::Task(f), _) => {
                 pool.spawn_blocking(move || done(run_catching(|| f(inputs)), None));
             }
-            (Body::AsyncTask(f), _) => {
+            (Code::AsyncTask(f), _) => {
                 let inner = pool.clone();
                 pool.spawn(async move {
                     // Its own task, so that a panic in it is caught here.
@@ -338,7 +275,7 @@ impl Objects {
                     done(result, None);
                 });
             }
-            (Body::Method(f), Some(actor)) => {
+            (Code::Method(f), Some(actor)) => {
                 let Some(mut state) = self.states.remove(&actor) else {
                     done(Err(lost_state(actor)), Some((actor, None)));
                     return;
@@ -348,7 +285,7 @@ impl Objects {
                     done(result, Some((actor, Some(state))));
                 });
             }
-            (Body::AsyncMethod(f), Some(actor)) => {
+            (Code::AsyncMethod(f), Some(actor)) => {
                 let Some(state) = self.states.remove(&actor) else {
                     done(Err(lost_state(actor)), Some((actor, None)));
                     return;
@@ -367,7 +304,7 @@ impl Objects {
                     }
                 });
             }
-            (Body::Method(_) | Body::AsyncMethod(_), None) | (Body::Ctor(_), _) => {
+            (Code::Method(_) | Code::AsyncMethod(_), None) | (Code::Ctor(_), _) => {
                 done(
                     Err(TaskError {
                         kind: "Internal".into(),
@@ -380,13 +317,13 @@ impl Objects {
         }
     }
 
-    fn create(&mut self, ctx: &mut Context<Self>, actor: ObjectId, job: Job) {
+    fn create(&mut self, ctx: &mut Context<Self>, actor: ObjectId, body: Body) {
         let back = ctx.address();
         let Some(pool) = self.pool.handle().cloned() else {
             return;
         };
-        match job.body {
-            Body::Ctor(ctor) => {
+        match body.code {
+            Code::Ctor(ctor) => {
                 pool.spawn_blocking(move || {
                     back.do_send(Created {
                         actor,
@@ -397,22 +334,6 @@ impl Objects {
             _ => self
                 .table
                 .actor_created(actor, Err("internal: not a constructor".into())),
-        }
-    }
-}
-
-/// Worker threads run below the control thread's priority (nice about +10
-/// against 0 on Linux): when user code keeps every core busy, the control
-/// plane still gets the CPU the moment it has work (an acknowledgement, a
-/// RemoteError to pass on), instead of waiting for a time slice (promise
-/// X1, RFC 0004). Without the right to change it, workers run as they are.
-fn lower_priority() {
-    use thread_priority::{ThreadPriority, ThreadPriorityValue};
-    if let Ok(value) = ThreadPriorityValue::try_from(22u8) {
-        if let Err(e) =
-            thread_priority::set_current_thread_priority(ThreadPriority::Crossplatform(value))
-        {
-            tracing::debug!(error = ?e, "worker priority unchanged");
         }
     }
 }
@@ -484,13 +405,13 @@ impl Handler<Submit> for Objects {
     type Result = ();
     fn handle(&mut self, Submit(call): Submit, ctx: &mut Self::Context) {
         let name = call.name;
-        let job = |body| Job { body, name };
+        let body = |code| Body { code, name };
         let op = match call.work {
-            Work::Task(f) => Op::Task(job(Body::Task(f))),
-            Work::AsyncTask(f) => Op::Task(job(Body::AsyncTask(f))),
-            Work::NewActor { actor, ctor } => Op::NewActor(actor, job(Body::Ctor(ctor))),
-            Work::Method { actor, f } => Op::Method(actor, job(Body::Method(f))),
-            Work::AsyncMethod { actor, f } => Op::Method(actor, job(Body::AsyncMethod(f))),
+            Work::Task(f) => Op::Task(body(Code::Task(f))),
+            Work::AsyncTask(f) => Op::Task(body(Code::AsyncTask(f))),
+            Work::NewActor { actor, ctor } => Op::NewActor(actor, body(Code::Ctor(ctor))),
+            Work::Method { actor, f } => Op::Method(actor, body(Code::Method(f))),
+            Work::AsyncMethod { actor, f } => Op::Method(actor, body(Code::AsyncMethod(f))),
             Work::Kill { actor } => Op::Kill(actor),
             Work::Fail(e) => Op::Fail(e),
         };
@@ -509,7 +430,7 @@ impl Handler<Get> for Objects {
     type Result = ();
     fn handle(&mut self, msg: Get, ctx: &mut Self::Context) {
         let id = self.next_get;
-        self.next_get += 1;
+        self.next_get.0 += 1;
         self.gets.insert(id, msg.reply);
         self.table.get(id, &msg.refs);
         self.pump(ctx);
@@ -606,98 +527,5 @@ impl Handler<HeldNow> for Objects {
     fn handle(&mut self, _: HeldNow, _: &mut Self::Context) -> Self::Result {
         let held: Held = self.table.held();
         MessageResult(held)
-    }
-}
-
-#[cfg(test)]
-mod pool_tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use std::cell::Cell;
-    use std::collections::HashSet;
-    use std::sync::{Condvar, Mutex};
-    use std::thread::ThreadId;
-    use std::time::Duration;
-
-    use super::*;
-
-    thread_local! {
-        static STARTED_HERE: Cell<bool> = const { Cell::new(false) };
-    }
-
-    #[derive(Default)]
-    struct Seen {
-        threads: Mutex<(HashSet<ThreadId>, HashSet<ThreadId>)>,
-        changed: Condvar,
-    }
-
-    impl Seen {
-        /// Waits (at most 10 s) until `done` holds of (started, stopped).
-        fn wait(&self, what: &str, done: impl Fn(&HashSet<ThreadId>, &HashSet<ThreadId>) -> bool) {
-            let threads = self.threads.lock().unwrap();
-            let (threads, waited) = self
-                .changed
-                .wait_timeout_while(threads, Duration::from_secs(10), |(s, t)| !done(s, t))
-                .unwrap();
-            assert!(
-                !waited.timed_out(),
-                "{what} within 10 s: started {:?}, stopped {:?}",
-                threads.0,
-                threads.1
-            );
-        }
-    }
-
-    #[test]
-    fn the_worker_thread_hooks_run_first_and_last_on_every_worker_thread() {
-        let seen = Arc::new(Seen::default());
-        let hooks = WorkerThreadHooks {
-            on_start: Arc::new({
-                let seen = seen.clone();
-                move || {
-                    STARTED_HERE.with(|s| s.set(true));
-                    let me = std::thread::current().id();
-                    seen.threads.lock().unwrap().0.insert(me);
-                    seen.changed.notify_all();
-                }
-            }),
-            on_stop: Arc::new({
-                let seen = seen.clone();
-                move || {
-                    let me = std::thread::current().id();
-                    let mut threads = seen.threads.lock().unwrap();
-                    // A thread whose start hook did not run is caught when
-                    // the sets are compared.
-                    threads.1.insert(me);
-                    drop(threads);
-                    seen.changed.notify_all();
-                }
-            }),
-        };
-        let pool = Pool::new(&"alice".parse().unwrap(), 2, Some(hooks)).unwrap();
-        let handle = pool.handle().unwrap().clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sync_tx = tx.clone();
-        handle.spawn_blocking(move || sync_tx.send(("sync", STARTED_HERE.with(Cell::get))));
-        handle.spawn(async move { tx.send(("async", STARTED_HERE.with(Cell::get))) });
-        for _ in 0..2 {
-            let (kind, hooked) = rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("a body did not run within 10 s");
-            assert!(
-                hooked,
-                "a {kind} body ran on a thread whose start hook had not run"
-            );
-        }
-        // Both executor threads and the blocking one started; none stopped
-        // while the pool lives.
-        seen.wait("three worker threads started", |started, stopped| {
-            started.len() >= 3 && stopped.is_empty()
-        });
-        drop(pool);
-        seen.wait(
-            "every worker thread ran its stop hook",
-            |started, stopped| started == stopped,
-        );
     }
 }

@@ -1,6 +1,6 @@
 //! The lifecycle of one party, shutdown and abort, as a plain state machine
 //! with time passed in (the way `quinn-proto` drives a connection): the
-//! supervisor actor feeds it events and `now`, carries out the
+//! coordinator actor feeds it events and `now`, carries out the
 //! [`LifeAction`]s it queues, and calls [`Lifecycle::handle_timeout`] when
 //! [`Lifecycle::poll_timeout`] passes. Nothing here reads a clock or holds a
 //! lock, so "exactly once" (promises E5, E8, E11) follows from the events
@@ -31,7 +31,8 @@ pub const ABORT_GRACE: Duration = Duration::from_secs(2);
 /// only end after its whole connect bound.
 pub const ABORT_LINGER: Duration = Duration::from_secs(1);
 
-/// The settings the machine needs.
+/// The settings the machine needs: the fields of the same names of
+/// [`crate::RuntimeOptions`], which document them.
 #[derive(Debug, Clone)]
 pub struct LifeOptions {
     /// Bound on flushing and draining at an intended shutdown.

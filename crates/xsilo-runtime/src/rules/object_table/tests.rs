@@ -14,7 +14,7 @@ fn r(id: u64, owner: &str) -> ObjRef {
     ObjRef {
         id: ObjectId(id),
         owner: p(owner),
-        fingerprint: 1000 + id,
+        fingerprint: Fingerprint(1000 + id),
     }
 }
 
@@ -41,7 +41,7 @@ fn task(
     Submission {
         party: p(party),
         inputs,
-        consumer: out.id.0,
+        consumer: Consumer::Call(out.id),
         outputs: vec![out],
         op: Op::Task(body),
     }
@@ -50,7 +50,7 @@ fn task(
 fn runs(acts: &[Action<&'static str>]) -> Vec<(&'static str, usize)> {
     acts.iter()
         .filter_map(|a| match a {
-            Action::Run { work, inputs, .. } => Some((*work, inputs.len())),
+            Action::Run { body, inputs, .. } => Some((*body, inputs.len())),
             _ => None,
         })
         .collect()
@@ -59,7 +59,7 @@ fn runs(acts: &[Action<&'static str>]) -> Vec<(&'static str, usize)> {
 fn pushes(acts: &[Action<&'static str>]) -> Vec<(String, u64)> {
     acts.iter()
         .filter_map(|a| match a {
-            Action::Push { dest, object, .. } => Some((dest.to_string(), object.0)),
+            Action::Push { dest, push } => Some((dest.to_string(), push.object.0)),
             Action::PushError { dest, frame } => Some((format!("{dest}!"), frame.object.0)),
             _ => None,
         })
@@ -69,7 +69,7 @@ fn pushes(acts: &[Action<&'static str>]) -> Vec<(String, u64)> {
 fn call_of(acts: &[Action<&'static str>], body: &str) -> CallId {
     acts.iter()
         .find_map(|a| match a {
-            Action::Run { call, work, .. } if *work == body => Some(*call),
+            Action::Run { call, body: b, .. } if *b == body => Some(*call),
             _ => None,
         })
         .expect("the body was run")
@@ -95,7 +95,7 @@ fn diverged(acts: &[Action<&'static str>]) -> Option<String> {
 fn ack_all(t: &mut ObjectTable<&'static str>, acts: &[Action<&'static str>]) {
     for a in acts {
         match a {
-            Action::Push { object, .. } => t.push_done(*object),
+            Action::Push { push, .. } => t.push_done(push.object),
             Action::PushError { frame, .. } => t.push_done(frame.object),
             _ => {}
         }
@@ -139,7 +139,14 @@ fn a_remote_value_is_cached_for_every_local_consumer_then_freed() {
         .iter()
         .any(|x| matches!(x, Action::NeedPeer(q) if *q == p("alice"))));
     assert!(runs(&a).is_empty());
-    t.arrived(&p("alice"), ObjectId(1), 1001, 2, false, v("abc"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Call(ObjectId(2)),
+        false,
+        v("abc"),
+    );
     let a = actions(&mut t);
     assert_eq!(runs(&a), vec![("use1", 1), ("use2", 1)]);
     t.completed(call_of(&a, "use1"), Ok(vec![v("x")]));
@@ -163,7 +170,7 @@ fn a_value_arriving_after_its_object_was_freed_is_discarded() {
         r(3, "bob"),
         "sum",
     ));
-    t.get(7, &[r(3, "bob")]);
+    t.get(GetId(7), &[r(3, "bob")]);
     actions(&mut t);
     let frame = RemoteErrorFrame {
         origin: p("carol"),
@@ -177,7 +184,7 @@ fn a_value_arriving_after_its_object_was_freed_is_discarded() {
     };
     t.arrived_error(&p("carol"), &frame);
     let a = actions(&mut t);
-    let e = answer(&a, 7).unwrap_err().to_string();
+    let e = answer(&a, GetId(7)).unwrap_err().to_string();
     assert!(e.contains("failed in party 'carol' (Boom)"), "{e}");
     assert!(runs(&a).is_empty(), "a call with a failed input never runs");
     ack_all(&mut t, &a);
@@ -186,7 +193,14 @@ fn a_value_arriving_after_its_object_was_freed_is_discarded() {
     }
     assert_eq!(t.held().objects, 0, "{:?}", t.entries);
     // Now alice's push arrives: acknowledged and discarded, no divergence.
-    t.arrived(&p("alice"), ObjectId(1), 1001, 3, false, v("late"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Call(ObjectId(3)),
+        false,
+        v("late"),
+    );
     let a = actions(&mut t);
     assert_eq!(diverged(&a), None);
     assert_eq!(t.held(), Held::default());
@@ -214,11 +228,11 @@ fn a_remote_error_arriving_before_the_call_that_consumes_it() {
     assert_eq!(t.held().objects, 1, "kept for the call that will come");
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "use"));
-    t.get(1, &[r(2, "bob")]);
+    t.get(GetId(1), &[r(2, "bob")]);
     let a = actions(&mut t);
     assert_eq!(diverged(&a), None);
     assert!(runs(&a).is_empty());
-    let e = answer(&a, 1).unwrap_err().to_string();
+    let e = answer(&a, GetId(1)).unwrap_err().to_string();
     assert!(
         e.contains("RemoteError: object #1 failed in party 'alice' (Boom)"),
         "{e}"
@@ -228,7 +242,14 @@ fn a_remote_error_arriving_before_the_call_that_consumes_it() {
 #[test]
 fn a_value_arriving_before_its_call_is_checked_when_the_call_comes() {
     let mut t = table("bob");
-    t.arrived(&p("alice"), ObjectId(1), 1001, 2, false, v("early"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Call(ObjectId(2)),
+        false,
+        v("early"),
+    );
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "use"));
     let a = actions(&mut t);
@@ -237,7 +258,14 @@ fn a_value_arriving_before_its_call_is_checked_when_the_call_comes() {
 
     // The same early arrival, but bob's driver made #1 elsewhere.
     let mut t = table("bob");
-    t.arrived(&p("alice"), ObjectId(1), 999, 2, false, v("early"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(1),
+        Fingerprint(999),
+        Consumer::Call(ObjectId(2)),
+        false,
+        v("early"),
+    );
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     let e = diverged(&actions(&mut t)).expect("a divergence");
     assert!(
@@ -253,7 +281,14 @@ fn an_object_sent_by_a_party_that_does_not_own_it_is_a_divergence() {
     let mut t = table("alice");
     t.submit(task("alice", vec![], r(1, "alice"), "mine"));
     actions(&mut t);
-    t.arrived(&p("bob"), ObjectId(1), 1001, 3, false, v("bob's"));
+    t.arrived(
+        &p("bob"),
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Call(ObjectId(3)),
+        false,
+        v("bob's"),
+    );
     let e = diverged(&actions(&mut t)).expect("a divergence");
     assert!(
         e.contains(
@@ -271,15 +306,36 @@ fn a_push_for_a_call_this_party_never_makes_is_a_divergence() {
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     t.submit(task("alice", vec![], r(2, "alice"), "b"));
     t.release(ObjectId(1));
-    t.arrived(&p("alice"), ObjectId(1), 1001, 3, false, v("x"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Call(ObjectId(3)),
+        false,
+        v("x"),
+    );
     let e = diverged(&actions(&mut t)).expect("a divergence");
     assert!(e.contains("makes no call that consumes it"), "{e}");
     // A resend or a get's broadcast of a freed object is not one.
     let mut t = table("bob");
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     t.release(ObjectId(1));
-    t.arrived(&p("alice"), ObjectId(1), 1001, 3, true, v("x"));
-    t.arrived(&p("alice"), ObjectId(1), 1001, 0, false, v("x"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Call(ObjectId(3)),
+        true,
+        v("x"),
+    );
+    t.arrived(
+        &p("alice"),
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Get,
+        false,
+        v("x"),
+    );
     assert_eq!(diverged(&actions(&mut t)), None);
 }
 
@@ -357,7 +413,7 @@ fn a_failure_that_begins_here_goes_to_every_party_and_dependents_fail_locally() 
         t.submit(task("alice", vec![], r(1, "alice"), "a"));
         t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "b"));
         t.submit(task("carol", vec![r(2, "bob")], r(3, "carol"), "c"));
-        t.get(9, &[r(3, "carol")]);
+        t.get(GetId(9), &[r(3, "carol")]);
     }
     let a = actions(&mut alice);
     let call = call_of(&a, "a");
@@ -379,7 +435,7 @@ fn a_failure_that_begins_here_goes_to_every_party_and_dependents_fail_locally() 
     sent.sort();
     // bob (its consumer, and the broadcast) and carol: one frame each.
     assert_eq!(sent, vec![("bob!".into(), 1), ("carol!".into(), 1)]);
-    let e = answer(&a, 9).unwrap_err().to_string();
+    let e = answer(&a, GetId(9)).unwrap_err().to_string();
     assert!(
         e.contains("RemoteError: object #1 failed in party 'alice' (Boom)"),
         "{e}"
@@ -398,7 +454,7 @@ fn a_failure_that_begins_here_goes_to_every_party_and_dependents_fail_locally() 
     carol.arrived_error(&p("alice"), &frame);
     let c = actions(&mut carol);
     assert!(runs(&c).is_empty());
-    let e = answer(&c, 9).unwrap_err().to_string();
+    let e = answer(&c, GetId(9)).unwrap_err().to_string();
     assert!(e.contains("failed in party 'alice'"), "{e}");
     // carol derived #2's failure (nobody sent it) and her own #3's; she
     // sends #3 only because every party's `get` asks for it (M4).
@@ -414,14 +470,14 @@ fn actor_calls_run_one_at_a_time_in_order_even_when_an_early_one_waits() {
         party: p("bob"),
         inputs: vec![],
         outputs: vec![],
-        consumer: 1,
+        consumer: Consumer::Call(ObjectId(1)),
         op: Op::NewActor(ObjectId(1), "ctor"),
     });
     t.submit(task("alice", vec![], r(2, "alice"), "remote"));
     let method = |inputs, out: ObjRef, body| Submission {
         party: p("bob"),
         inputs,
-        consumer: out.id.0,
+        consumer: Consumer::Call(out.id),
         outputs: vec![out],
         op: Op::Method(ObjectId(1), body),
     };
@@ -434,7 +490,14 @@ fn actor_calls_run_one_at_a_time_in_order_even_when_an_early_one_waits() {
         runs(&actions(&mut t)).is_empty(),
         "second waits behind first"
     );
-    t.arrived(&p("alice"), ObjectId(2), 1002, 3, false, v("in"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(2),
+        Fingerprint(1002),
+        Consumer::Call(ObjectId(3)),
+        false,
+        v("in"),
+    );
     let a = actions(&mut t);
     assert_eq!(runs(&a), vec![("first", 1)]);
     t.completed(call_of(&a, "first"), Ok(vec![v("1")]));
@@ -446,16 +509,16 @@ fn actor_calls_run_one_at_a_time_in_order_even_when_an_early_one_waits() {
         party: p("bob"),
         inputs: vec![],
         outputs: vec![],
-        consumer: 1,
+        consumer: Consumer::Call(ObjectId(1)),
         op: Op::Kill(ObjectId(1)),
     });
     t.submit(method(vec![], r(5, "bob"), "late"));
-    t.get(1, &[r(5, "bob")]);
+    t.get(GetId(1), &[r(5, "bob")]);
     let a = actions(&mut t);
     assert!(a
         .iter()
         .any(|x| matches!(x, Action::DropActor(ObjectId(1)))));
-    assert!(answer(&a, 1)
+    assert!(answer(&a, GetId(1))
         .unwrap_err()
         .to_string()
         .contains("it was killed"));
@@ -474,13 +537,13 @@ fn a_dropped_actor_is_freed_after_its_queued_calls() {
         party: p("alice"),
         inputs: vec![],
         outputs: vec![],
-        consumer: 1,
+        consumer: Consumer::Call(ObjectId(1)),
         op: Op::NewActor(ObjectId(1), "ctor"),
     });
     t.submit(Submission {
         party: p("alice"),
         inputs: vec![],
-        consumer: 2,
+        consumer: Consumer::Call(ObjectId(2)),
         outputs: vec![r(2, "alice")],
         op: Op::Method(ObjectId(1), "m"),
     });
@@ -502,7 +565,7 @@ fn an_abort_fails_every_wait_drops_queued_work_and_later_calls_fail_at_once() {
     let mut t = table("bob");
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
     t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "queued"));
-    t.get(1, &[r(2, "bob")]);
+    t.get(GetId(1), &[r(2, "bob")]);
     actions(&mut t);
     let abort = RuntimeError::Aborted {
         by: p("carol"),
@@ -510,32 +573,39 @@ fn an_abort_fails_every_wait_drops_queued_work_and_later_calls_fail_at_once() {
     };
     t.fail_all(abort.clone());
     let a = actions(&mut t);
-    assert!(answer(&a, 1)
+    assert!(answer(&a, GetId(1))
         .unwrap_err()
         .to_string()
         .contains("aborted by party 'carol'"));
     assert_eq!(t.held().calls, 0, "queued work is dropped");
     // The value arriving now runs nothing.
-    t.arrived(&p("alice"), ObjectId(1), 1001, 2, false, v("x"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Call(ObjectId(2)),
+        false,
+        v("x"),
+    );
     assert!(runs(&actions(&mut t)).is_empty());
     t.submit(task("bob", vec![], r(3, "bob"), "later"));
-    t.get(2, &[r(3, "bob")]);
+    t.get(GetId(2), &[r(3, "bob")]);
     let a = actions(&mut t);
     assert!(runs(&a).is_empty());
-    assert!(answer(&a, 2).is_err());
+    assert!(answer(&a, GetId(2)).is_err());
 }
 
 #[test]
 fn a_lost_peer_fails_what_this_party_waits_for_from_it() {
     let mut t = table("bob");
     t.submit(task("alice", vec![], r(1, "alice"), "a"));
-    t.get(1, &[r(1, "alice")]);
+    t.get(GetId(1), &[r(1, "alice")]);
     actions(&mut t);
     t.peer_gone(
         &p("alice"),
         "nothing heard from it within peer_lost_timeout",
     );
-    let e = answer(&actions(&mut t), 1).unwrap_err().to_string();
+    let e = answer(&actions(&mut t), GetId(1)).unwrap_err().to_string();
     assert!(e.contains("party 'alice' is gone"), "{e}");
 }
 
@@ -565,13 +635,20 @@ fn many_rounds_keep_the_table_flat() {
         let call = call_of(&actions(&mut a), "model");
         a.completed(call, Ok(vec![Payload::from(vec![0u8; 1024])]));
         a.submit(task("bob", vec![model.clone()], update.clone(), "train"));
-        a.get(id, std::slice::from_ref(&update));
+        a.get(GetId(id), std::slice::from_ref(&update));
         for act in actions(&mut a) {
-            if let Action::Push { object, .. } = act {
-                a.push_done(object);
+            if let Action::Push { push, .. } = act {
+                a.push_done(push.object);
             }
         }
-        a.arrived(&p("bob"), update.id, update.fingerprint, 0, false, v("u"));
+        a.arrived(
+            &p("bob"),
+            update.id,
+            update.fingerprint,
+            Consumer::Get,
+            false,
+            v("u"),
+        );
         actions(&mut a);
         a.release(model.id);
         a.release(update.id);
@@ -592,16 +669,16 @@ fn a_call_on_an_unknown_party_fails_alike_everywhere_and_nothing_crosses() {
             party: p(&me),
             inputs: vec![],
             outputs: vec![r(1, &me)],
-            consumer: 1,
+            consumer: Consumer::Call(ObjectId(1)),
             op: Op::Fail(RuntimeError::UnknownParty {
                 party: "dave".into(),
                 known: "alice, bob".into(),
             }),
         });
-        t.get(1, &[r(1, &me)]);
+        t.get(GetId(1), &[r(1, &me)]);
         let a = actions(t);
         assert!(pushes(&a).is_empty(), "{me}: {:?}", pushes(&a));
-        assert!(answer(&a, 1)
+        assert!(answer(&a, GetId(1))
             .unwrap_err()
             .to_string()
             .contains("'dave' is not a party"));
@@ -619,8 +696,22 @@ fn a_call_on_an_unknown_party_fails_alike_everywhere_and_nothing_crosses() {
 #[test]
 fn two_parties_sending_the_same_early_object_is_a_divergence() {
     let mut t = table("carol");
-    t.arrived(&p("alice"), ObjectId(5), 1, 0, false, v("a"));
-    t.arrived(&p("bob"), ObjectId(5), 1, 0, false, v("b"));
+    t.arrived(
+        &p("alice"),
+        ObjectId(5),
+        Fingerprint(1),
+        Consumer::Get,
+        false,
+        v("a"),
+    );
+    t.arrived(
+        &p("bob"),
+        ObjectId(5),
+        Fingerprint(1),
+        Consumer::Get,
+        false,
+        v("b"),
+    );
     let e = diverged(&actions(&mut t)).expect("a divergence");
     assert!(
         e.contains("both party 'alice' and party 'bob' sent it as their own"),
@@ -653,13 +744,13 @@ fn every_object_expected_from_a_lost_peer_names_that_peer() {
         t.submit(task("alice", vec![], r(1, "alice"), "a"));
         t.submit(task("bob", vec![r(1, "alice")], r(2, "bob"), "b"));
         t.submit(task("alice", vec![r(2, "bob")], r(3, "alice"), "c"));
-        t.get(9, &[r(3, "alice")]);
+        t.get(GetId(9), &[r(3, "alice")]);
         actions(&mut t);
         t.peer_gone(
             &p("alice"),
             "nothing heard from it within peer_lost_timeout",
         );
-        let e = answer(&actions(&mut t), 9).unwrap_err().to_string();
+        let e = answer(&actions(&mut t), GetId(9)).unwrap_err().to_string();
         assert!(e.contains("party 'alice' is gone"), "{e}");
         assert!(e.contains("object #3"), "{e}");
     }
@@ -672,7 +763,14 @@ fn what_a_peer_sends_ahead_of_the_driver_is_bounded_and_freed_as_the_driver_catc
     let alice = p("alice");
     // One object always fits when none is kept, however large.
     assert!(t.early_room(&alice, ObjectId(1), 1_000));
-    t.arrived(&alice, ObjectId(1), 1001, 2, false, v("0123456"));
+    t.arrived(
+        &alice,
+        ObjectId(1),
+        Fingerprint(1001),
+        Consumer::Call(ObjectId(2)),
+        false,
+        v("0123456"),
+    );
     // 7 bytes kept: 4 more would pass the 10-byte bound; 3 do not.
     assert!(!t.early_room(&alice, ObjectId(2), 4));
     assert!(t.early_room(&alice, ObjectId(2), 3));
@@ -692,7 +790,14 @@ fn at_most_max_early_objects_per_peer_are_kept_and_a_failure_past_them_fails_the
     let alice = p("alice");
     for id in 1..=MAX_EARLY_OBJECTS {
         assert!(t.early_room(&alice, ObjectId(id), 1), "object {id}");
-        t.arrived(&alice, ObjectId(id), 1000 + id, 2, false, v("x"));
+        t.arrived(
+            &alice,
+            ObjectId(id),
+            Fingerprint(1000 + id),
+            Consumer::Call(ObjectId(2)),
+            false,
+            v("x"),
+        );
     }
     let next = ObjectId(MAX_EARLY_OBJECTS + 1);
     assert!(

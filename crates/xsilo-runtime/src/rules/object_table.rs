@@ -1,7 +1,8 @@
 //! The object table of one party: every object this party's driver knows
 //! of, local and remote alike, as a plain state machine (no actors, no
-//! sockets, no clock). The `Objects` actor feeds it events and carries out
-//! the [`Action`]s it queues; the unit tests at the end step it directly.
+//! sockets, no clock). The `Objects` actor (`actors/objects.rs`) feeds it
+//! events and carries out the [`Action`]s it queues; the unit tests in
+//! `object_table/tests.rs` step it directly.
 //!
 //! The rules, in short (RFC 0002 has them in full):
 //!
@@ -27,22 +28,26 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use xsilo_transport::OutboundObject;
 use xsilo_wire::payload::Payload;
-use xsilo_wire::{FinishedFrame, ObjectId, PartyName, RemoteErrorFrame};
+use xsilo_wire::{
+    Consumer, Fingerprint, FinishedFrame, ObjectId, PartyName, PositionDigest, RemoteErrorFrame,
+};
 
 use crate::call::ObjRef;
 use crate::errors::{self, RuntimeError};
 
-/// What a submitted call does, with the work payload `W` (closures in the
-/// runtime, labels in tests).
+/// What a submitted call does, with its body `B` (the code to run and the
+/// call's name in the runtime, labels in tests), which the table holds
+/// until the call runs and never looks into.
 #[derive(Debug)]
-pub enum Op<W> {
+pub enum Op<B> {
     /// A stateless task.
-    Task(W),
+    Task(B),
     /// Creates actor `0` with constructor `1`.
-    NewActor(ObjectId, W),
+    NewActor(ObjectId, B),
     /// A method call on actor `0`.
-    Method(ObjectId, W),
+    Method(ObjectId, B),
     /// Stops actor `0` after its earlier calls (M6).
     Kill(ObjectId),
     /// The outputs fail at once (a call on an unknown party).
@@ -51,36 +56,42 @@ pub enum Op<W> {
 
 /// A call of the driver program, as the table sees it.
 #[derive(Debug)]
-pub struct Submission<W> {
+pub struct Submission<B> {
     /// The party that runs it.
     pub party: PartyName,
     /// The objects it consumes, in argument order.
     pub inputs: Vec<ObjRef>,
     /// The objects it makes (owned by `party`).
     pub outputs: Vec<ObjRef>,
-    /// The call's id in the consumer's view (its first output, or the
-    /// actor's id), carried with pushes for diagnostics and checks.
-    pub consumer: u64,
+    /// The call as the parties it pushes inputs to name it (its first
+    /// output, or the actor's id), carried with pushes for diagnostics and
+    /// checks.
+    pub consumer: Consumer,
     /// What it does.
-    pub op: Op<W>,
+    pub op: Op<B>,
 }
 
-/// Identifies a local call waiting for its inputs or running.
-pub type CallId = u64;
+/// Identifies a local call waiting for its inputs or running: the table
+/// numbers them, from 1, in the order they are submitted. Local to this
+/// party; a call as the other parties know it is a [`Consumer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallId(u64);
 
-/// Identifies a `get` waiting for its values.
-pub type GetId = u64;
+/// Identifies a `get` waiting for its values: the shell numbers them and
+/// matches each [`Action::Answer`] to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GetId(pub u64);
 
 /// What the table asks its shell to do.
 #[derive(Debug)]
-pub enum Action<W> {
+pub enum Action<B> {
     /// Run a task or method body on its inputs, then report
     /// [`ObjectTable::completed`].
     Run {
         /// The call.
         call: CallId,
         /// The body.
-        work: W,
+        body: B,
         /// The inputs' encoded values, in argument order.
         inputs: Vec<Payload>,
         /// The actor whose state the body takes, for a method call.
@@ -95,7 +106,7 @@ pub enum Action<W> {
         /// The actor.
         actor: ObjectId,
         /// The constructor.
-        ctor: W,
+        ctor: B,
     },
     /// The actor's state is no longer needed (killed, or its last handle
     /// dropped, or the job failed): drop it.
@@ -105,14 +116,9 @@ pub enum Action<W> {
     Push {
         /// Destination.
         dest: PartyName,
-        /// The object.
-        object: ObjectId,
-        /// The consuming call there (0 for `get`).
-        consumer: u64,
-        /// Its call-site fingerprint.
-        fingerprint: u64,
-        /// The encoded value.
-        payload: Payload,
+        /// The object, the consuming call there, its call-site fingerprint
+        /// and its encoded value, as the transport sends it.
+        push: OutboundObject,
     },
     /// Send a failed object's error to a peer in place of its value; report
     /// [`ObjectTable::push_done`] too.
@@ -155,7 +161,7 @@ enum Waiter {
 #[derive(Debug)]
 struct Entry {
     owner: PartyName,
-    fingerprint: u64,
+    fingerprint: Fingerprint,
     state: State,
     /// The driver has made this object (false for an early arrival).
     known: bool,
@@ -167,17 +173,17 @@ struct Entry {
     /// Parties it was pushed (or is to be pushed) to.
     pushed: Vec<PartyName>,
     /// Pushes planned before the value was ready: (destination, consumer).
-    planned: Vec<(PartyName, u64)>,
+    planned: Vec<(PartyName, Consumer)>,
     /// Outputs of calls on other parties that consume it: they fail with it.
     dependents: Vec<ObjectId>,
     /// A local call or get of this party consumes it.
     claimed: bool,
-    /// A peer pushed it for one of our calls (consumer != 0).
+    /// A peer pushed it for one of our calls (not for a `get`).
     pushed_for_call: bool,
 }
 
 impl Entry {
-    fn new(owner: PartyName, fingerprint: u64, state: State, known: bool) -> Self {
+    fn new(owner: PartyName, fingerprint: Fingerprint, state: State, known: bool) -> Self {
         Self {
             owner,
             fingerprint,
@@ -200,12 +206,12 @@ impl Entry {
 }
 
 #[derive(Debug)]
-struct PendingCall<W> {
+struct PendingCall<B> {
     inputs: Vec<ObjectId>,
     missing: usize,
     outputs: Vec<ObjectId>,
     actor: Option<ObjectId>,
-    work: Option<W>,
+    body: Option<B>,
     /// Inputs not yet released (released when the call runs or fails).
     holding: bool,
 }
@@ -253,7 +259,7 @@ pub struct Held {
 
 /// The object table of one party. See the module docs for the rules.
 #[derive(Debug)]
-pub struct ObjectTable<W> {
+pub struct ObjectTable<B> {
     me: PartyName,
     peers: Vec<PartyName>,
     expose_error_trace: bool,
@@ -261,13 +267,13 @@ pub struct ObjectTable<W> {
     /// Remote objects freed here before their push arrived: the arrival is
     /// acknowledged and discarded.
     tombstones: HashSet<(PartyName, ObjectId)>,
-    calls: HashMap<CallId, PendingCall<W>>,
+    calls: HashMap<CallId, PendingCall<B>>,
     gets: HashMap<GetId, PendingGet>,
     actors: HashMap<ObjectId, ActorSlot>,
     next_call: CallId,
     /// The highest id the driver has made.
     position: u64,
-    digest: u64,
+    digest: PositionDigest,
     /// The job failed: every wait, now and later, fails with this.
     failed: Option<RuntimeError>,
     /// A divergence was reported (once: the job fails on it; later calls
@@ -286,7 +292,7 @@ pub struct ObjectTable<W> {
     bytes_held: u64,
     /// Value bytes freed since the start (for returning memory, RFC 0002).
     bytes_freed: u64,
-    actions: VecDeque<Action<W>>,
+    actions: VecDeque<Action<B>>,
 }
 
 /// Objects (values and failures) one peer may have sent ahead of this
@@ -300,17 +306,7 @@ struct EarlyHeld {
     bytes: u64,
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x100_0000_01b3;
-
-fn fnv(mut h: u64, v: u64) -> u64 {
-    for b in v.to_le_bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-    }
-    h
-}
-
-impl<W> ObjectTable<W> {
+impl<B> ObjectTable<B> {
     /// The table of party `me` in a job with `peers`.
     pub fn new(me: PartyName, peers: Vec<PartyName>, expose_error_trace: bool) -> Self {
         Self {
@@ -322,9 +318,9 @@ impl<W> ObjectTable<W> {
             calls: HashMap::new(),
             gets: HashMap::new(),
             actors: HashMap::new(),
-            next_call: 1,
+            next_call: CallId(1),
             position: 0,
-            digest: FNV_OFFSET,
+            digest: PositionDigest::new(),
             failed: None,
             divergence_reported: false,
             saw_error: false,
@@ -339,7 +335,7 @@ impl<W> ObjectTable<W> {
     }
 
     /// The next action to carry out, in order.
-    pub fn poll_action(&mut self) -> Option<Action<W>> {
+    pub fn poll_action(&mut self) -> Option<Action<B>> {
         self.actions.pop_front()
     }
 
@@ -422,7 +418,7 @@ impl<W> ObjectTable<W> {
     // ----- the driver's events -------------------------------------------
 
     /// A call of the driver program, in program order.
-    pub fn submit(&mut self, call: Submission<W>) {
+    pub fn submit(&mut self, call: Submission<B>) {
         let Submission {
             party,
             inputs,
@@ -442,12 +438,12 @@ impl<W> ObjectTable<W> {
             Op::Fail(_) => None,
             _ => Some(party.clone()),
         };
-        for id in outputs
+        for (id, fingerprint) in outputs
             .iter()
             .map(|o| (o.id, o.fingerprint))
-            .chain(actor_id.map(|a| (a, 0)))
+            .chain(actor_id.map(|a| (a, Fingerprint::NONE)))
         {
-            self.advance(id.0 .0, id.1, owner.as_ref());
+            self.advance(id, fingerprint, owner.as_ref());
         }
         // The outputs' entries (or the check of an early arrival).
         for out in &outputs {
@@ -497,10 +493,10 @@ impl<W> ObjectTable<W> {
                     }
                 }
             }
-            Op::Task(work) => {
-                self.add_call(&inputs, output_ids, None, work);
+            Op::Task(body) => {
+                self.add_call(&inputs, output_ids, None, body);
             }
-            Op::Method(actor, work) => {
+            Op::Method(actor, body) => {
                 let unavailable = match self.actors.get(&actor) {
                     None => Some("no such actor was created here".to_owned()),
                     Some(slot) if slot.killed => Some("it was killed".to_owned()),
@@ -524,7 +520,7 @@ impl<W> ObjectTable<W> {
                     self.settle_all(&output_ids, Err(error), true);
                     return;
                 }
-                let call = self.add_call(&inputs, output_ids, Some(actor), work);
+                let call = self.add_call(&inputs, output_ids, Some(actor), body);
                 if let Some(call) = call {
                     if let Some(slot) = self.actors.get_mut(&actor) {
                         slot.queue.push_back(Queued::Call(call));
@@ -546,7 +542,7 @@ impl<W> ObjectTable<W> {
         for r in refs {
             if r.owner == self.me {
                 for peer in self.peers.clone() {
-                    self.push(r.id, &peer, 0);
+                    self.push(r.id, &peer, Consumer::Get);
                 }
             }
         }
@@ -675,8 +671,8 @@ impl<W> ObjectTable<W> {
         &mut self,
         src: &PartyName,
         id: ObjectId,
-        fingerprint: u64,
-        consumer: u64,
+        fingerprint: Fingerprint,
+        consumer: Consumer,
         resend: bool,
         payload: Payload,
     ) {
@@ -688,7 +684,7 @@ impl<W> ObjectTable<W> {
                     return;
                 }
                 if let Some(e) = self.entries.get_mut(&id) {
-                    if consumer != 0 {
+                    if consumer.is_call() {
                         e.pushed_for_call = true;
                     }
                 }
@@ -720,11 +716,11 @@ impl<W> ObjectTable<W> {
                     self.early_kept(src, payload.len() as u64);
                     self.bytes_held += payload.len() as u64;
                     let mut e = Entry::new(src.clone(), fingerprint, State::Ready(payload), false);
-                    e.pushed_for_call = consumer != 0;
+                    e.pushed_for_call = consumer.is_call();
                     self.entries.insert(id, e);
                     return;
                 }
-                if resend || consumer == 0 || self.lenient() {
+                if resend || !consumer.is_call() || self.lenient() {
                     tracing::debug!(party = %self.me, from = %src, object = %id, "discarding an object nobody here needs any more");
                     return;
                 }
@@ -733,7 +729,7 @@ impl<W> ObjectTable<W> {
                     from: src.clone(),
                     object: id,
                     what: format!(
-                        "party '{src}' pushed it for call #{consumer} here, but this party's \
+                        "party '{src}' pushed it for {consumer} here, but this party's \
                          driver makes no call that consumes it"
                     ),
                 });
@@ -749,7 +745,7 @@ impl<W> ObjectTable<W> {
         let error = errors::from_frame(frame);
         match self.entries.get(&id).map(|e| (e.known, e.settled())) {
             Some((true, settled)) => {
-                if let Err(e) = self.check_arrival(src, id, frame.fingerprint) {
+                if let Err(e) = self.check_arrival(src, id, frame.fingerprint.map(Fingerprint)) {
                     self.diverged(e);
                     return;
                 }
@@ -783,7 +779,7 @@ impl<W> ObjectTable<W> {
                     self.early_kept(src, 0);
                     let e = Entry::new(
                         src.clone(),
-                        frame.fingerprint.unwrap_or(0),
+                        frame.fingerprint.map_or(Fingerprint::NONE, Fingerprint),
                         State::Failed(error),
                         false,
                     );
@@ -840,7 +836,7 @@ impl<W> ObjectTable<W> {
         }
         self.failed = Some(error.clone());
         for (_, call) in self.calls.drain() {
-            drop(call.work);
+            drop(call.body);
         }
         let gets: Vec<GetId> = self.gets.keys().copied().collect();
         for get in gets {
@@ -874,21 +870,16 @@ impl<W> ObjectTable<W> {
         self.saw_error || self.failed.is_some() || self.finished
     }
 
-    fn advance(&mut self, id: u64, fingerprint: u64, owner: Option<&PartyName>) {
-        self.position = self.position.max(id);
-        self.digest = fnv(fnv(self.digest, id), fingerprint);
-        if let Some(owner) = owner {
-            for b in owner.as_str().bytes() {
-                self.digest = (self.digest ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-            }
-        }
+    fn advance(&mut self, id: ObjectId, fingerprint: Fingerprint, owner: Option<&PartyName>) {
+        self.position = self.position.max(id.0);
+        self.digest.add(id, fingerprint, owner);
         if self.lenient() {
             return;
         }
         let beyond: Option<(PartyName, FinishedFrame)> = self
             .peers_finished
             .iter()
-            .find(|(_, f)| f.clean && id > f.objects)
+            .find(|(_, f)| f.clean && id.0 > f.objects)
             .map(|(p, f)| (p.clone(), *f));
         if let Some((peer, theirs)) = beyond {
             let error = self.position_error(&peer, &theirs, "");
@@ -899,7 +890,7 @@ impl<W> ObjectTable<W> {
     fn position_frame(&self) -> FinishedFrame {
         FinishedFrame {
             objects: self.position,
-            digest: self.digest,
+            digest: self.digest.value(),
             clean: !self.saw_error && self.failed.is_none(),
         }
     }
@@ -953,7 +944,7 @@ impl<W> ObjectTable<W> {
         &self,
         src: &PartyName,
         id: ObjectId,
-        fingerprint: Option<u64>,
+        fingerprint: Option<Fingerprint>,
     ) -> Result<(), RuntimeError> {
         let Some(e) = self.entries.get(&id) else {
             return Ok(());
@@ -966,8 +957,8 @@ impl<W> ObjectTable<W> {
         } else {
             match fingerprint {
                 Some(fp) if fp != e.fingerprint => Some(format!(
-                    "it was made at another call site in party '{src}' (fingerprint {fp:#018x}) \
-                     than here ({:#018x})",
+                    "it was made at another call site in party '{src}' (fingerprint {fp}) \
+                     than here ({})",
                     e.fingerprint
                 )),
                 _ => None,
@@ -998,10 +989,12 @@ impl<W> ObjectTable<W> {
                         "party '{}' sent it as its own, but this party's driver made it in party '{}'",
                         early.owner, out.owner
                     ))
-                } else if early.fingerprint != out.fingerprint && early.fingerprint != 0 {
+                } else if early.fingerprint != out.fingerprint
+                    && early.fingerprint != Fingerprint::NONE
+                {
                     Some(format!(
-                        "it was made at another call site in party '{}' (fingerprint {:#018x}) \
-                         than here ({:#018x})",
+                        "it was made at another call site in party '{}' (fingerprint {}) \
+                         than here ({})",
                         early.owner, early.fingerprint, out.fingerprint
                     ))
                 } else {
@@ -1048,7 +1041,7 @@ impl<W> ObjectTable<W> {
         party: &PartyName,
         inputs: &[ObjRef],
         outputs: &[ObjRef],
-        consumer: u64,
+        consumer: Consumer,
     ) {
         for input in inputs {
             if input.owner == self.me {
@@ -1120,10 +1113,10 @@ impl<W> ObjectTable<W> {
         inputs: &[ObjRef],
         outputs: Vec<ObjectId>,
         actor: Option<ObjectId>,
-        work: W,
+        body: B,
     ) -> Option<CallId> {
         let call = self.next_call;
-        self.next_call += 1;
+        self.next_call.0 += 1;
         for (i, input) in inputs.iter().enumerate() {
             if let Err(error) = self.claim(input) {
                 let ids: Vec<ObjectId> = inputs[..i].iter().map(|x| x.id).collect();
@@ -1159,7 +1152,7 @@ impl<W> ObjectTable<W> {
                 missing,
                 outputs,
                 actor,
-                work: Some(work),
+                body: Some(body),
                 holding: true,
             },
         );
@@ -1187,7 +1180,7 @@ impl<W> ObjectTable<W> {
         let Some(pending) = self.calls.get_mut(&call) else {
             return;
         };
-        let Some(work) = pending.work.take() else {
+        let Some(body) = pending.body.take() else {
             return;
         };
         let ids = std::mem::take(&mut pending.inputs);
@@ -1202,7 +1195,7 @@ impl<W> ObjectTable<W> {
                 self.release_inputs(&ids);
                 self.actions.push_back(Action::Run {
                     call,
-                    work,
+                    body,
                     inputs,
                     actor,
                     outputs,
@@ -1346,7 +1339,7 @@ impl<W> ObjectTable<W> {
             if owned && origin && errors::crosses(error) && self.failed.is_none() {
                 // A failure that begins here goes to every party (E3).
                 for peer in self.peers.clone() {
-                    self.push(id, &peer, 0);
+                    self.push(id, &peer, Consumer::Get);
                 }
             }
             self.cascade_remote(id, &dependents, error);
@@ -1415,7 +1408,7 @@ impl<W> ObjectTable<W> {
     }
 
     /// Pushes an object owned here to `dest` once (M3), now or when ready.
-    fn push(&mut self, id: ObjectId, dest: &PartyName, consumer: u64) {
+    fn push(&mut self, id: ObjectId, dest: &PartyName, consumer: Consumer) {
         let Some(e) = self.entries.get_mut(&id) else {
             return;
         };
@@ -1440,18 +1433,15 @@ impl<W> ObjectTable<W> {
     fn send(
         &mut self,
         id: ObjectId,
-        fingerprint: u64,
+        fingerprint: Fingerprint,
         dest: &PartyName,
-        consumer: u64,
+        consumer: Consumer,
         value: &Result<Payload, RuntimeError>,
     ) {
         match value {
             Ok(payload) => self.actions.push_back(Action::Push {
                 dest: dest.clone(),
-                object: id,
-                consumer,
-                fingerprint,
-                payload: payload.clone(),
+                push: OutboundObject::new(id, consumer, fingerprint, payload.clone()),
             }),
             Err(error) if !errors::crosses(error) => {
                 // Every party learns of these by itself (an abort, a

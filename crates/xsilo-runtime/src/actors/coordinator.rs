@@ -1,9 +1,14 @@
-//! The supervisor: the one actor that addresses the others. It creates
+//! The coordinator: the one actor that addresses the others. It creates
 //! `Objects` and one `Link` per peer before any of them handles a message,
 //! routes the transport's events and the others' [`Report`]s, and drives the
 //! party's [`Lifecycle`] (shutdown and abort), carrying out its actions.
 //! Every trigger of shutdown or failure is a message here, handled one at a
 //! time: the exactly-once guarantees need no lock (promises E8, E11).
+//!
+//! It is not named a supervisor: in actix (and Erlang) a supervisor
+//! restarts the actors it watches, and this one restarts nothing (a
+//! failure fails the job, RFC 0003); `actix::Supervisor`, which the actix
+//! prelude brings in, would be shadowed by the name too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +20,8 @@ use xsilo_transport::{EventReceiver, Transport, TransportError, TransportEvent};
 use xsilo_wire::{ControlFrame, PartyName};
 
 use crate::actors::link::Link;
-use crate::actors::objects::{Objects, Pool};
+use crate::actors::objects::Objects;
+use crate::actors::pool::Pool;
 use crate::errors::RuntimeError;
 use crate::messages::{
     AbortJob, Arrived, ArrivedError, Barrier, Down, Drain, FailAll, Finish, Flush, GatherStats,
@@ -28,7 +34,7 @@ use crate::rules::lifecycle::{LifeAction, LifeOptions, Lifecycle};
 use crate::stats::Stats;
 
 /// Owns the party's lifecycle and the wiring between its actors.
-pub(crate) struct Supervisor {
+pub(crate) struct Coordinator {
     me: PartyName,
     transport: Arc<dyn Transport>,
     objects: Addr<Objects>,
@@ -42,10 +48,10 @@ pub(crate) struct Supervisor {
     connected: std::collections::BTreeSet<PartyName>,
 }
 
-impl Supervisor {
-    /// Starts the supervisor, `Objects` and the links, all wired, and feeds
-    /// the transport's events to the supervisor. Returns the supervisor and
-    /// `Objects`.
+impl Coordinator {
+    /// Starts the coordinator, `Objects` and the links, all wired, and feeds
+    /// the transport's events to the coordinator. Returns the coordinator
+    /// and `Objects`.
     pub(crate) fn launch(
         transport: Arc<dyn Transport>,
         events: EventReceiver,
@@ -56,7 +62,7 @@ impl Supervisor {
         let mut peers = transport.peers();
         peers.sort();
         let mut wired = None;
-        let supervisor = Supervisor::create(|ctx| {
+        let coordinator = Coordinator::create(|ctx| {
             let report = ctx.address().recipient::<Report>();
             let objects = Objects::new(
                 me.clone(),
@@ -93,7 +99,7 @@ impl Supervisor {
                     exit_process: options.exit_process,
                 },
             );
-            Supervisor {
+            Coordinator {
                 me,
                 transport,
                 objects,
@@ -107,7 +113,7 @@ impl Supervisor {
             }
         });
         // `create` runs its closure before it returns.
-        (supervisor, wired)
+        (coordinator, wired)
     }
 
     fn link(&self, peer: &PartyName) -> Option<&Addr<Link>> {
@@ -249,7 +255,7 @@ impl Supervisor {
     }
 }
 
-impl Actor for Supervisor {
+impl Actor for Coordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -278,7 +284,7 @@ impl Actor for Supervisor {
 }
 
 /// The router: transport events to `Objects`, the links, the lifecycle.
-impl StreamHandler<TransportEvent> for Supervisor {
+impl StreamHandler<TransportEvent> for Coordinator {
     fn handle(&mut self, event: TransportEvent, ctx: &mut Self::Context) {
         match event {
             TransportEvent::Object(obj) => {
@@ -360,24 +366,13 @@ impl StreamHandler<TransportEvent> for Supervisor {
     }
 }
 
-impl Handler<Report> for Supervisor {
+impl Handler<Report> for Coordinator {
     type Result = ();
     fn handle(&mut self, report: Report, ctx: &mut Self::Context) {
         match report {
-            Report::Push {
-                dest,
-                object,
-                consumer,
-                fingerprint,
-                payload,
-            } => match self.link(&dest) {
-                Some(link) => link.do_send(SendObject {
-                    object,
-                    consumer,
-                    fingerprint,
-                    payload,
-                }),
-                None => self.objects.do_send(PushDone(object)),
+            Report::Push { dest, push } => match self.link(&dest) {
+                Some(link) => link.do_send(SendObject(push)),
+                None => self.objects.do_send(PushDone(push.object)),
             },
             Report::PushError { dest, frame } => {
                 self.life.error_seen();
@@ -431,7 +426,7 @@ impl Handler<Report> for Supervisor {
     }
 }
 
-impl Handler<Shutdown> for Supervisor {
+impl Handler<Shutdown> for Coordinator {
     type Result = ();
     fn handle(&mut self, Shutdown(tx): Shutdown, ctx: &mut Self::Context) {
         if self.life.running() {
@@ -447,14 +442,14 @@ impl Handler<Shutdown> for Supervisor {
     }
 }
 
-impl Handler<AbortJob> for Supervisor {
+impl Handler<AbortJob> for Coordinator {
     type Result = ();
     fn handle(&mut self, AbortJob(reason): AbortJob, ctx: &mut Self::Context) {
         self.abort_here(&reason, ctx);
     }
 }
 
-impl Handler<Signal> for Supervisor {
+impl Handler<Signal> for Coordinator {
     type Result = ();
     fn handle(&mut self, Signal(name): Signal, ctx: &mut Self::Context) {
         self.life.signal(name, Instant::now());
@@ -462,7 +457,7 @@ impl Handler<Signal> for Supervisor {
     }
 }
 
-impl Handler<Barrier> for Supervisor {
+impl Handler<Barrier> for Coordinator {
     type Result = ();
     fn handle(&mut self, Barrier { bound, reply }: Barrier, ctx: &mut Self::Context) {
         let waits: Vec<_> = self
@@ -525,7 +520,7 @@ impl Handler<Barrier> for Supervisor {
     }
 }
 
-impl Handler<GatherStats> for Supervisor {
+impl Handler<GatherStats> for Coordinator {
     type Result = ();
     fn handle(&mut self, GatherStats(tx): GatherStats, ctx: &mut Self::Context) {
         let links: Vec<_> = self
@@ -559,16 +554,16 @@ impl Handler<GatherStats> for Supervisor {
     }
 }
 
-impl Handler<ShutdownsRun> for Supervisor {
+impl Handler<ShutdownsRun> for Coordinator {
     type Result = u32;
     fn handle(&mut self, _: ShutdownsRun, _: &mut Self::Context) -> u32 {
         self.life.shutdowns_run()
     }
 }
 
-/// Forwards SIGINT and SIGTERM to the supervisor as messages: tokio's
+/// Forwards SIGINT and SIGTERM to the coordinator as messages: tokio's
 /// handler writes to a pipe, no lock is taken in signal context (E11).
-pub(crate) fn watch_signals(supervisor: Addr<Supervisor>) {
+pub(crate) fn watch_signals(coordinator: Addr<Coordinator>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -578,10 +573,10 @@ pub(crate) fn watch_signals(supervisor: Addr<Supervisor>) {
         ] {
             match signal(kind) {
                 Ok(mut stream) => {
-                    let supervisor = supervisor.clone();
+                    let coordinator = coordinator.clone();
                     actix_rt::spawn(async move {
                         while stream.recv().await.is_some() {
-                            supervisor.do_send(Signal(name));
+                            coordinator.do_send(Signal(name));
                         }
                     });
                 }
@@ -590,5 +585,5 @@ pub(crate) fn watch_signals(supervisor: Addr<Supervisor>) {
         }
     }
     #[cfg(not(unix))]
-    let _ = supervisor;
+    let _ = coordinator;
 }
