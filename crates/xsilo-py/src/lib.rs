@@ -3,7 +3,7 @@
 //! The extension module `xsilo._xsilo` under the pure-Python package
 //! `xsilo` (in `python/xsilo`), which gives RayFed's API (`fed.init`,
 //! `@fed.remote`, `fed.get`, `fed.kill`, `fed.shutdown`). This crate is the
-//! bridge: a [`Node`] is one party's runtime, started with `xsilo::init`;
+//! bridge: a `Node` (in `node.rs`) is one party's runtime, started with `xsilo::init`;
 //! each call the driver makes becomes a `xsilo_runtime::Call` whose body
 //! runs on the runtime's worker pool and takes the GIL only while Python
 //! code runs; `get` waits with the GIL released. Values cross as the

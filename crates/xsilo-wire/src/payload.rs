@@ -3,7 +3,7 @@
 //!
 //! A [`Payload`] is the value's wire bytes, or, for a numeric array on a
 //! little-endian machine, the typed vector itself behind its
-//! [`array`](crate::array) header. The wire bytes are the same either way
+//! [`crate::array`] header. The wire bytes are the same either way
 //! (the header, then the elements' little-endian bytes), but the typed form
 //! costs no copy to make (`Payload::from_vec` keeps the task's vector) and
 //! none to take back when the payload is the last holder of it
