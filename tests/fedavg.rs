@@ -7,12 +7,11 @@
 //! target directory it was built into.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::ExitStatus;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use xsilo_testkit::Spawn;
 
 /// Bound of one run of the example (an unoptimised build trains slowly).
 const BOUND: Duration = Duration::from_secs(240);
@@ -44,31 +43,13 @@ fn now_us() -> u128 {
 /// (the parties print to the same stdout) and when it exited (µs since
 /// the epoch).
 fn run(args: &[&str]) -> (ExitStatus, Vec<String>, u128) {
-    let mut child = Command::new(example())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let rx = common::lines_of(child.stdout.take().unwrap());
-    let deadline = Instant::now() + BOUND;
-    let mut lines = Vec::new();
-    // Reading until the pipe closes, then reaping: the pipe closes when the
+    // Read until the pipe closes, then reaped: the pipe closes when the
     // example and its parties have exited.
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                panic!("the example did not finish within {BOUND:?}; output: {lines:#?}");
-            }
-        }
-    }
-    let status = child.wait().unwrap();
-    (status, lines, now_us())
+    let finished = Spawn::program("the fedavg example", example())
+        .args(args)
+        .spawn()
+        .finish(BOUND);
+    (finished.status, finished.lines, now_us())
 }
 
 fn stamp(lines: &[String], prefix: &str) -> Vec<u128> {

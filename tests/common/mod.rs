@@ -1,21 +1,21 @@
 //! The harness of the end-to-end tests: every party is a child process of
-//! the test binary (re-run with `--exact child --ignored`), with its own
-//! configuration file and development certificate in a temporary folder.
-//! Every wait is bounded and fails the test with a message.
+//! the test binary (re-run with `--exact child --ignored`, through
+//! `xsilo_testkit`), with its own configuration file and development
+//! certificate in a temporary folder. Every wait is bounded and fails the
+//! test with a message naming the party.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use xsilo::{Config, Error, Fed, InitOptions};
+use xsilo_testkit::{ChildProcess, Spawn};
 
 const SCENARIO: &str = "XSILO_E2E_SCENARIO";
 const PARTY: &str = "XSILO_E2E_PARTY";
@@ -96,20 +96,6 @@ pub fn child_main(scenario: Scenario) {
         Ok(Err(e)) => println!("XSILO-ERROR {}", e.to_string().replace('\n', " | ")),
         Err(_) => println!("XSILO-ERROR the child did not finish within {bound:?}"),
     }
-}
-
-/// The lines a child prints, as they come, read on a thread of their own;
-/// the channel closes when the child's stdout does.
-pub fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// In a child: waits (bounded) until the test says go ([`Running::go`]):
@@ -205,16 +191,9 @@ impl Outcome {
     }
 }
 
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    started: Instant,
-}
-
 /// The running children of a job.
 pub struct Running {
-    procs: BTreeMap<String, Proc>,
+    procs: BTreeMap<String, ChildProcess>,
     scenario: String,
     bound: Duration,
 }
@@ -260,43 +239,18 @@ impl Job {
             if !only.is_empty() && !only.contains(&p.as_str()) {
                 continue;
             }
-            let exe = std::env::current_exe().unwrap();
-            let mut command = match namespaces.get(p) {
-                Some(ns) => {
-                    let mut c = Command::new("ip");
-                    c.args(["netns", "exec", ns]).arg(exe);
-                    c
-                }
-                None => Command::new(exe),
-            };
-            let mut child = command
-                .args([
-                    "--exact",
-                    "child",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+            let mut spawn = Spawn::this_test(&format!("party {p} of {scenario}"), "child")
                 .env(SCENARIO, scenario)
                 .env(PARTY, p)
                 .env(CONFIG, self.config(p))
-                .env(BOUND_ENV, self.bound.as_secs().to_string())
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            let rx = lines_of(child.stdout.take().unwrap());
-            procs.insert(
-                p.clone(),
-                Proc {
-                    child,
-                    lines: rx,
-                    seen: Vec::new(),
-                    started: Instant::now(),
-                },
-            );
+                .env(BOUND_ENV, self.bound.as_secs().to_string());
+            for (k, v) in &self.env {
+                spawn = spawn.env(k, v);
+            }
+            if let Some(ns) = namespaces.get(p) {
+                spawn = spawn.launched_by(["ip", "netns", "exec", ns]);
+            }
+            procs.insert(p.clone(), spawn.spawn());
         }
         Running {
             procs,
@@ -314,45 +268,20 @@ impl Job {
 impl Running {
     /// Waits until `party` prints a line containing `marker`.
     pub fn wait_line(&mut self, party: &str, marker: &str) -> String {
-        let scenario = self.scenario.clone();
-        let proc = self.procs.get_mut(party).unwrap();
-        let deadline = Instant::now() + self.bound;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match proc.lines.recv_timeout(left) {
-                Ok(line) => {
-                    proc.seen.push(line.clone());
-                    if line.contains(marker) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "party {party} of {scenario} never printed {marker:?} (lines {:?})",
-                    proc.seen
-                ),
-            }
-        }
+        self.procs
+            .get_mut(party)
+            .unwrap()
+            .wait_line(marker, self.bound)
     }
 
     /// Lets `party`'s driver go on past [`wait_go`].
     pub fn go(&mut self, party: &str) {
-        use std::io::Write;
-        let proc = self.procs.get_mut(party).unwrap();
-        let stdin = proc.child.stdin.as_mut().expect("children have a stdin");
-        writeln!(stdin, "GO").expect("the child reads its stdin");
-        stdin.flush().unwrap();
+        self.procs.get_mut(party).unwrap().send_line("GO");
     }
 
     /// Sends a signal (`"INT"`, `"TERM"`, `"KILL"`) to `party`.
     pub fn signal(&self, party: &str, signal: &str) -> Instant {
-        let pid = self.procs[party].child.id();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} {pid} failed");
-        Instant::now()
+        self.procs[party].signal(signal)
     }
 
     /// Waits for every child to exit (bounded) and collects the outcomes.
@@ -360,25 +289,9 @@ impl Running {
         let deadline = Instant::now() + self.bound + Duration::from_secs(10);
         let mut outcomes = BTreeMap::new();
         for (p, mut proc) in self.procs {
-            // Read until the child's stdout closes (it exited).
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match proc.lines.recv_timeout(left) {
-                    Ok(line) => proc.seen.push(line),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        let _ = proc.child.kill();
-                        panic!(
-                            "party {p} of {} did not finish within {:?} (lines {:?})",
-                            self.scenario, self.bound, proc.seen
-                        );
-                    }
-                }
-            }
-            let status = proc.child.wait().unwrap();
-            let elapsed = proc.started.elapsed();
+            let finished = proc.finish(deadline.saturating_duration_since(Instant::now()));
             let mut result = None;
-            for line in &proc.seen {
+            for line in &finished.lines {
                 if let Some(at) = line.find("XSILO-RESULT ") {
                     result = Some(Ok(serde_json::from_str(&line[at + 13..]).unwrap()));
                 } else if let Some(at) = line.find("XSILO-ERROR ") {
@@ -389,9 +302,9 @@ impl Running {
                 p,
                 Outcome {
                     result,
-                    status,
-                    lines: proc.seen,
-                    elapsed,
+                    status: finished.status,
+                    lines: finished.lines,
+                    elapsed: finished.elapsed,
                 },
             );
         }

@@ -5,14 +5,12 @@
 //! unchanged. Every wait is bounded and fails with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use xsilo::Config;
+use xsilo_testkit::{ChildProcess, Spawn};
 use xsilo_transport::devcert::DevCa;
 use xsilo_transport::{PeerAddress, QuicEndpoint, TlsIdentity, TransportConfig};
 use xsilo_wire::PartyName;
@@ -86,14 +84,8 @@ fn child() {
     }
 }
 
-/// A running party: its lines arrive on a channel.
-struct Party {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
+/// A running party: this test binary re-run as `child`.
+struct Party(ChildProcess);
 
 /// Waits for alice and bob to finish the quick start: both print its
 /// result and exit with success.
@@ -108,96 +100,34 @@ fn both_finish_the_quick_start(alice: Party, bob: Party) {
 
 impl Party {
     fn start(name: &str, config: &Path, gate: bool) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                CHILD,
-                format!(
-                    "{name}|{}|{}",
-                    config.display(),
-                    if gate { "gate" } else { "open" }
-                ),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        let spec = format!(
+            "{name}|{}|{}",
+            config.display(),
+            if gate { "gate" } else { "open" }
+        );
+        Self(
+            Spawn::this_test(&format!("party {name}"), "child")
+                .env(CHILD, spec)
+                .spawn(),
+        )
     }
 
-    /// Waits (bounded) for a line starting with `prefix`.
+    /// Waits (bounded) for a line containing `prefix`; returns it from
+    /// `prefix` on (the harness prints `test child ... ` before the
+    /// child's first line).
     fn wait_for(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    // The harness prints `test child ... ` before the
-                    // child's first line.
-                    if let Some(at) = line.find(prefix) {
-                        return line[at..].to_owned();
-                    }
-                    if line.contains("XSILO-ERROR") {
-                        panic!("party {} failed: {line}", self.name);
-                    }
-                }
-                Err(_) => panic!(
-                    "party {} printed no {prefix:?} within {BOUND:?}; it printed {:?}",
-                    self.name, self.seen
-                ),
-            }
-        }
+        let line = self.0.wait_line_or(prefix, BOUND, &["XSILO-ERROR"]);
+        line[line.find(prefix).unwrap_or(0)..].to_owned()
     }
 
     fn release(&mut self) {
-        let mut stdin = self.stdin.take().unwrap();
-        stdin.write_all(b"go\n").unwrap();
+        self.0.send_line("go");
     }
 
     /// Its result line and exit status, bounded.
     fn finish(mut self) -> (String, std::process::ExitStatus) {
         let result = self.wait_for("XSILO-RESULT");
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (result, status);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "party {} did not exit within {BOUND:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Party {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        (result, self.0.wait_exit(BOUND))
     }
 }
 
@@ -237,30 +167,18 @@ impl Checked {
 
 fn check(config: &Path, party: &str, more: &[&str]) -> Checked {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xsilo"))
+    let finished = Spawn::program("xsilo check", env!("CARGO_BIN_EXE_xsilo"))
         .args(["check", "--party", party, "--config"])
         .arg(config)
         .args(more)
-        .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > BOUND {
-            let _ = child.kill();
-            panic!("xsilo check did not finish within {BOUND:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = reader.join().unwrap();
+        .finish(BOUND);
+    let status = finished.status;
+    let stdout = finished
+        .lines
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
     assert!(
         status.code() == Some(0) || status.code() == Some(1),
         "{status}: {stdout}"

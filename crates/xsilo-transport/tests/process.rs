@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use xsilo_testkit::{ChildProcess, Spawn};
 use xsilo_transport::devcert::DevCa;
 use xsilo_transport::{
     PeerAddress, PeerDownReason, QuicEndpoint, TlsIdentity, Transport, TransportConfig,
@@ -80,25 +79,19 @@ fn child_bob() {
     });
 }
 
-/// What follows `prefix` on the child's next stdout line containing it.
-async fn next_line(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    prefix: &str,
-) -> String {
-    loop {
-        let line = within(
-            STEP,
-            &format!("the child's {prefix} line"),
-            lines.next_line(),
-        )
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("the child exited before printing {prefix}"));
-        // libtest may print "test child_bob ... " on the same line first.
-        if let Some(at) = line.find(prefix) {
-            return line[at + prefix.len()..].trim().to_owned();
-        }
-    }
+/// What follows `marker` on the child's next stdout line containing it,
+/// waited for (bounded) off the runtime's thread, which goes on serving
+/// alice's endpoint meanwhile.
+async fn next_line(child: &mut Option<ChildProcess>, marker: &'static str) -> String {
+    let mut proc = child.take().expect("the child is here between waits");
+    let (proc, rest) = tokio::task::spawn_blocking(move || {
+        let rest = proc.wait_after(marker, STEP);
+        (proc, rest)
+    })
+    .await
+    .unwrap();
+    *child = Some(proc);
+    rest
 }
 
 #[tokio::test]
@@ -122,22 +115,12 @@ async fn peer_killed_with_sigkill_is_reported_down_within_the_bound() {
         bob_cert.key_pem,
         alice_ep.local_addr()
     );
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_bob",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, spec)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = next_line(&mut lines, "PORT").await.parse().unwrap();
+    let mut child = Some(
+        Spawn::this_test("the child bob", "child_bob")
+            .env(CHILD_ENV, spec)
+            .spawn(),
+    );
+    let port: u16 = next_line(&mut child, "PORT").await.parse().unwrap();
 
     let book: BTreeMap<_, PeerAddress> = [
         (party("alice"), PeerAddress::from(alice_ep.local_addr())),
@@ -162,13 +145,15 @@ async fn peer_killed_with_sigkill_is_reported_down_within_the_bound() {
         let alice = alice.clone();
         async move { alice.send_object(&party("bob"), held).await }
     });
-    assert_eq!(next_line(&mut lines, "HELD").await, "2");
+    assert_eq!(next_line(&mut child, "HELD").await, "2");
 
-    child.start_kill().unwrap(); // SIGKILL
-    let killed_at = Instant::now();
-    within(STEP, "the child to die", child.wait())
-        .await
-        .unwrap();
+    let mut child = child.unwrap();
+    let killed_at = child.signal("KILL");
+    tokio::task::spawn_blocking(move || {
+        child.wait_exit(STEP);
+    })
+    .await
+    .unwrap();
 
     let bound = config.peer_lost_timeout + Duration::from_secs(3);
     let event = within(bound, "bob reported down after SIGKILL", inbox.next()).await;

@@ -13,3 +13,7 @@
 pub mod lifecycle;
 pub mod object_table;
 pub mod peer;
+
+// Two or three parties' rules stepped against each other (tests only).
+#[cfg(test)]
+mod sim;
