@@ -5,17 +5,9 @@
 
 use super::*;
 
-fn p(s: &str) -> PartyName {
-    s.parse().unwrap()
-}
-
-fn r(id: u64, owner: &str) -> ObjRef {
-    ObjRef {
-        id: ObjectId(id),
-        owner: p(owner),
-        fingerprint: Fingerprint(1000 + id),
-    }
-}
+// The party, object and task helpers are the in-memory harness's, so
+// that both step the table with the same calls.
+use crate::rules::sim::{p, r, task};
 
 /// A table for `me` in a job of alice, bob and carol.
 fn table(me: &str) -> ObjectTable<&'static str> {
@@ -29,21 +21,6 @@ fn table(me: &str) -> ObjectTable<&'static str> {
 
 fn actions(t: &mut ObjectTable<&'static str>) -> Vec<Action<&'static str>> {
     std::iter::from_fn(|| t.poll_action()).collect()
-}
-
-fn task(
-    party: &str,
-    inputs: Vec<ObjRef>,
-    out: ObjRef,
-    body: &'static str,
-) -> Submission<&'static str> {
-    Submission {
-        party: p(party),
-        inputs,
-        consumer: Consumer::Call(out.id),
-        outputs: vec![out],
-        op: Op::Task(body),
-    }
 }
 
 fn runs(acts: &[Action<&'static str>]) -> Vec<(&'static str, usize)> {
